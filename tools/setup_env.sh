@@ -23,7 +23,7 @@ REQS="$ROOT/requirements/runtime.txt"
 
 # The machine's pip config names local index folders that pip warns about for every package.
 pip_install() {
-  "$1" -m pip install --disable-pip-version-check "${@:2}" 2>&1 \
+  "$1" -m pip install --disable-pip-version-check -c "$CONSTRAINTS" "${@:2}" 2>&1 \
     | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 }
 say() { printf '\033[1;34m[setup_env]\033[0m %s\n' "$*"; }
@@ -34,7 +34,8 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
   || die "Python 3.11 is required (torch $TORCH_VERSION wheels are cp311); set PYTHON=/path/to/python3.11."
 [ -f "$REQS" ] || die "missing $REQS: run this script from a biformer-mm checkout."
 
-KEY=$(cat "$REQS" "$ROOT/requirements/mm.txt" | sha256sum | cut -c1-12)
+CONSTRAINTS="$ROOT/requirements/constraints.txt"
+KEY=$(cat "$REQS" "$ROOT/requirements/mm.txt" "$CONSTRAINTS" | sha256sum | cut -c1-12)
 VENV="$CACHE/venv-$KEY"
 STAMP="$VENV/.biformer-mm-ready"
 mkdir -p "$CACHE/wheels"
@@ -42,16 +43,19 @@ mkdir -p "$CACHE/wheels"
 if [ -f "$STAMP" ]; then
   say "reusing cached environment $VENV"
 else
-  say "creating virtual environment $VENV"
-  rm -rf "$VENV"
-  "$PYTHON" -m venv "$VENV"
-  # setuptools<81: mmcv's build and openmim still import pkg_resources.
-  say "installing build tools (setuptools<81 keeps pkg_resources for mmcv and openmim)"
-  pip_install "$VENV/bin/python" -q --upgrade pip wheel 'setuptools<81' ninja
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating virtual environment $VENV"
+    "$PYTHON" -m venv "$VENV"
+  else
+    say "completing the unfinished environment $VENV"
+  fi
+  say "installing build tools (see requirements/constraints.txt)"
+  pip_install "$VENV/bin/python" -q --upgrade pip wheel setuptools ninja
   say "installing torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION"
   pip_install "$VENV/bin/python" -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
   say "installing the rest of the stack from $REQS"
   pip_install "$VENV/bin/python" -q -r "$REQS"
+  pip_install "$VENV/bin/python" -q --no-deps openmim==0.3.9
 fi
 PY="$VENV/bin/python"
 
@@ -105,8 +109,10 @@ say "installing biformer_mm from $ROOT (editable)"
 pip_install "$PY" -q --no-deps --no-build-isolation -e "$ROOT"
 
 say "checking the environment"
-"$PY" - <<'PY' || die "environment check failed (see above)."
-import torch, mmcv, mmengine, mmdet, mmseg
+TORCH_VERSION=$TORCH_VERSION "$PY" - <<'PY' || die "environment check failed (see above)."
+import os
+import torch, mmcv, mmengine, mmdet, mmseg, mim
+assert torch.__version__.split('+')[0] == os.environ['TORCH_VERSION'], torch.__version__
 from mmcv.ops import nms, RoIAlign  # compiled ops
 boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]])
 nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
