@@ -1,0 +1,11 @@
+"""BiFormer (Bi-Level Routing Attention) for MMDetection 3.x and MMSegmentation 1.x."""
+from .checkpoint import convert_official_state_dict
+from .models import BiFormer, BiFormerBlock, BiLevelRoutingAttention, GlobalAttentionLePE
+from .registry import register_model
+
+__version__ = '0.1.0'
+
+register_model(BiFormer)
+
+__all__ = ['BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'GlobalAttentionLePE',
+           'convert_official_state_dict', '__version__']

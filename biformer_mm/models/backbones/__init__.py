@@ -1,0 +1,3 @@
+from .biformer import BiFormer
+
+__all__ = ['BiFormer']

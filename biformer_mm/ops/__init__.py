@@ -1,0 +1,5 @@
+from .routed_attention import (ATTN_IMPLS, resolve_attn_impl, routed_attention,
+                               routed_attention_gather, routed_attention_torch)
+
+__all__ = ['ATTN_IMPLS', 'resolve_attn_impl', 'routed_attention', 'routed_attention_gather',
+           'routed_attention_torch']

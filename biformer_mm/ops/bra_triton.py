@@ -1,0 +1,539 @@
+"""Fused Triton kernels for the routed token attention of Bi-Level Routing Attention.
+
+For query region ``p`` of image ``n`` and head ``h``, every query token attends to the
+``K * W`` tokens of the key regions ``r_idx[n, p]``. The kernels follow FlashAttention-2:
+
+- Forward: one program per block of query tokens of one (image, region, head). It walks
+  the routed key sequence (``K`` regions of ``W`` tokens, flattened) in blocks, fetching
+  each key/value row through ``r_idx`` inside the loop, and keeps an online softmax
+  (running max and sum, fp32 accumulation). Neither the gathered key/values nor the
+  attention matrix is ever written to memory. The per-row log-sum-exp is saved.
+- Backward: one program per block of query tokens. It recomputes the probabilities from
+  the saved log-sum-exp and ``delta = rowsum(dO * O)``, accumulates ``dq`` in registers,
+  and adds the ``dk`` / ``dv`` contributions of its query block to the routed key rows of
+  fp32 buffers with ``tl.atomic_add`` (many query regions route to the same key region).
+
+Key blocks are flattened over the routed regions, so a block may span several small
+regions (``W < 16`` or ``W`` not a multiple of the block size) without padding waste.
+
+Every tensor is addressed through explicit strides, so strided views (slices of a packed
+qkv/kv tensor) are read in place, and both channel-packed ``(N, P, W, heads * D)``
+(:func:`routed_attention_triton`) and heads-first ``(N, heads, P, W, D)``
+(:func:`routed_attention_triton_heads_first`) layouts are supported without copies.
+
+The module imports without Triton or CUDA; use :func:`triton_supported` to check whether
+the kernels can run on given tensors. With ``TRITON_INTERPRET=1`` set
+before this module is imported, the kernels run in Triton's CPU interpreter.
+"""
+import math
+from typing import Any, Dict, NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+except ImportError:
+    TRITON_AVAILABLE = False
+else:
+    TRITON_AVAILABLE = True
+
+_SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_LOG2E = math.log2(math.e)
+
+if TRITON_AVAILABLE:
+
+    @triton.jit
+    def _mma(a, b, acc, DOT_FP32: tl.constexpr):
+        """``acc + a @ b`` with fp32 accumulation.
+
+        fp32 operands use full IEEE precision (no TF32); the precision setting does not
+        apply to fp16/bf16 operands. ``DOT_FP32`` upcasts the operands first; it is set
+        for bf16 inputs under the CPU interpreter, whose ``tl.dot`` does not support bf16
+        operands. Products of two bf16 values are exact in fp32, so the result matches a
+        bf16 tensor-core dot.
+        """
+        if DOT_FP32:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        return tl.dot(a, b, acc, input_precision='ieee')
+
+    @triton.jit
+    def _routed_rows(R_row, stride_rk, start_n, W, L, BLOCK_N: tl.constexpr):
+        """Locate a block of the flattened routed key sequence.
+
+        Returns the key region index, the token index in the region and the validity
+        mask of the ``BLOCK_N`` routed key positions ``start_n + [0, BLOCK_N)``.
+        """
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        valid_n = offs_n < L
+        t = offs_n // W
+        region = tl.load(R_row + t * stride_rk, mask=valid_n, other=0).to(tl.int64)
+        return region, offs_n - t * W, valid_n
+
+    @triton.jit
+    def _bra_fwd_kernel(
+        Q, K, V, R, O, LSE,
+        stride_qn, stride_qp, stride_qw, stride_qh, stride_qc,
+        stride_kn, stride_kp, stride_kw, stride_kh, stride_kc,
+        stride_vn, stride_vp, stride_vw, stride_vh, stride_vc,
+        stride_rn, stride_rp, stride_rk,
+        stride_on, stride_op, stride_ow, stride_oh, stride_oc,
+        P, W, TOPK, NUM_HEADS, qk_scale,
+        HEAD_DQ: tl.constexpr, HEAD_DV: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        BLOCK_DQ: tl.constexpr, BLOCK_DV: tl.constexpr,
+        DOT_FP32: tl.constexpr,
+    ):
+        """Forward of the routed attention; grid ``(N * P * heads, cdiv(W, BLOCK_M))``.
+
+        Every tensor is addressed through five strides (image, region, token, head,
+        channel), so channel-packed and heads-first layouts are both read in place.
+
+        ``qk_scale`` is the logit scale times ``log2(e)`` (softmax in base 2). ``LSE`` is
+        a contiguous ``(N, P, heads, W)`` fp32 buffer receiving the base-2 log-sum-exp.
+        """
+        pid_nph = tl.program_id(0)
+        pid_m = tl.program_id(1)
+        h = (pid_nph % NUM_HEADS).to(tl.int64)
+        pid_np = pid_nph // NUM_HEADS
+        n = (pid_np // P).to(tl.int64)
+        p = (pid_np % P).to(tl.int64)
+
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_dq = tl.arange(0, BLOCK_DQ)
+        offs_dv = tl.arange(0, BLOCK_DV)
+        valid_m = offs_m < W
+        mask_dq = offs_dq < HEAD_DQ
+        mask_dv = offs_dv < HEAD_DV
+
+        q_ptrs = (Q + n * stride_qn + p * stride_qp + h * stride_qh
+                  + offs_m[:, None] * stride_qw + offs_dq[None, :] * stride_qc)
+        q = tl.load(q_ptrs, mask=valid_m[:, None] & mask_dq[None, :], other=0.0)
+
+        R_row = R + n * stride_rn + p * stride_rp
+        K_img = K + n * stride_kn + h * stride_kh + offs_dq[None, :] * stride_kc
+        V_img = V + n * stride_vn + h * stride_vh + offs_dv[None, :] * stride_vc
+        L = TOPK * W
+
+        m_i = tl.full([BLOCK_M], float('-inf'), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
+        for start_n in range(0, L, BLOCK_N):
+            region, tok, valid_n = _routed_rows(R_row, stride_rk, start_n, W, L, BLOCK_N)
+            k = tl.load(K_img + region[:, None] * stride_kp + tok[:, None] * stride_kw,
+                        mask=valid_n[:, None] & mask_dq[None, :], other=0.0)
+            v = tl.load(V_img + region[:, None] * stride_vp + tok[:, None] * stride_vw,
+                        mask=valid_n[:, None] & mask_dv[None, :], other=0.0)
+            s = _mma(q, tl.trans(k), tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32),
+                     DOT_FP32) * qk_scale
+            s = tl.where(valid_n[None, :], s, float('-inf'))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.math.exp2(m_i - m_new)
+            prob = tl.math.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(prob, 1)
+            acc = _mma(prob.to(v.dtype), v, acc * alpha[:, None], DOT_FP32)
+            m_i = m_new
+
+        out = acc / l_i[:, None]
+        o_ptrs = (O + n * stride_on + p * stride_op + h * stride_oh
+                  + offs_m[:, None] * stride_ow + offs_dv[None, :] * stride_oc)
+        tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=valid_m[:, None] & mask_dv[None, :])
+        tl.store(LSE + pid_nph.to(tl.int64) * W + offs_m, m_i + tl.math.log2(l_i), mask=valid_m)
+
+    @triton.jit
+    def _bra_bwd_kernel(
+        Q, K, V, R, O, DO, LSE, DQ, DK, DV,
+        stride_qn, stride_qp, stride_qw, stride_qh, stride_qc,
+        stride_kn, stride_kp, stride_kw, stride_kh, stride_kc,
+        stride_vn, stride_vp, stride_vw, stride_vh, stride_vc,
+        stride_rn, stride_rp, stride_rk,
+        stride_on, stride_op, stride_ow, stride_oh, stride_oc,
+        stride_don, stride_dop, stride_dow, stride_doh, stride_doc,
+        stride_dqn, stride_dqp, stride_dqw, stride_dqh, stride_dqc,
+        stride_dkn, stride_dkp, stride_dkw, stride_dkh, stride_dkc,
+        stride_dvn, stride_dvp, stride_dvw, stride_dvh, stride_dvc,
+        P, W, TOPK, NUM_HEADS, scale, qk_scale,
+        HEAD_DQ: tl.constexpr, HEAD_DV: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        BLOCK_DQ: tl.constexpr, BLOCK_DV: tl.constexpr,
+        DOT_FP32: tl.constexpr,
+    ):
+        """Backward of the routed attention; grid ``(N * P * heads, cdiv(W, BLOCK_M))``.
+
+        Writes ``DQ`` (input dtype) for its query block and atomically adds the ``dk`` /
+        ``dv`` contributions into the fp32 buffers ``DK`` / ``DV``.
+        """
+        pid_nph = tl.program_id(0)
+        pid_m = tl.program_id(1)
+        h = (pid_nph % NUM_HEADS).to(tl.int64)
+        pid_np = pid_nph // NUM_HEADS
+        n = (pid_np // P).to(tl.int64)
+        p = (pid_np % P).to(tl.int64)
+
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_dq = tl.arange(0, BLOCK_DQ)
+        offs_dv = tl.arange(0, BLOCK_DV)
+        valid_m = offs_m < W
+        mask_dq = offs_dq < HEAD_DQ
+        mask_dv = offs_dv < HEAD_DV
+        mask_mq = valid_m[:, None] & mask_dq[None, :]
+        mask_mv = valid_m[:, None] & mask_dv[None, :]
+
+        q = tl.load(Q + n * stride_qn + p * stride_qp + h * stride_qh
+                    + offs_m[:, None] * stride_qw + offs_dq[None, :] * stride_qc,
+                    mask=mask_mq, other=0.0)
+        do = tl.load(DO + n * stride_don + p * stride_dop + h * stride_doh
+                     + offs_m[:, None] * stride_dow + offs_dv[None, :] * stride_doc,
+                     mask=mask_mv, other=0.0)
+        o = tl.load(O + n * stride_on + p * stride_op + h * stride_oh
+                    + offs_m[:, None] * stride_ow + offs_dv[None, :] * stride_oc,
+                    mask=mask_mv, other=0.0)
+        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+        lse = tl.load(LSE + pid_nph.to(tl.int64) * W + offs_m, mask=valid_m, other=0.0)
+
+        R_row = R + n * stride_rn + p * stride_rp
+        K_img = K + n * stride_kn + h * stride_kh + offs_dq[None, :] * stride_kc
+        V_img = V + n * stride_vn + h * stride_vh + offs_dv[None, :] * stride_vc
+        DK_img = DK + n * stride_dkn + h * stride_dkh + offs_dq[None, :] * stride_dkc
+        DV_img = DV + n * stride_dvn + h * stride_dvh + offs_dv[None, :] * stride_dvc
+        L = TOPK * W
+
+        dq = tl.zeros([BLOCK_M, BLOCK_DQ], dtype=tl.float32)
+        for start_n in range(0, L, BLOCK_N):
+            region, tok, valid_n = _routed_rows(R_row, stride_rk, start_n, W, L, BLOCK_N)
+            mask_nq = valid_n[:, None] & mask_dq[None, :]
+            mask_nv = valid_n[:, None] & mask_dv[None, :]
+            k = tl.load(K_img + region[:, None] * stride_kp + tok[:, None] * stride_kw,
+                        mask=mask_nq, other=0.0)
+            v = tl.load(V_img + region[:, None] * stride_vp + tok[:, None] * stride_vw,
+                        mask=mask_nv, other=0.0)
+            s = _mma(q, tl.trans(k), tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32),
+                     DOT_FP32) * qk_scale
+            prob = tl.math.exp2(s - lse[:, None])
+            prob = tl.where(valid_m[:, None] & valid_n[None, :], prob, 0.0)
+            dv = _mma(tl.trans(prob.to(do.dtype)), do,
+                      tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32), DOT_FP32)
+            tl.atomic_add(DV_img + region[:, None] * stride_dvp + tok[:, None] * stride_dvw,
+                          dv, mask=mask_nv, sem='relaxed')
+            dp = _mma(do, tl.trans(v), tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32),
+                      DOT_FP32)
+            ds = prob * (dp - delta[:, None]) * scale
+            dq = _mma(ds.to(k.dtype), k, dq, DOT_FP32)
+            dk = _mma(tl.trans(ds.to(q.dtype)), q,
+                      tl.zeros([BLOCK_N, BLOCK_DQ], dtype=tl.float32), DOT_FP32)
+            tl.atomic_add(DK_img + region[:, None] * stride_dkp + tok[:, None] * stride_dkw,
+                          dk, mask=mask_nq, sem='relaxed')
+
+        tl.store(DQ + n * stride_dqn + p * stride_dqp + h * stride_dqh
+                 + offs_m[:, None] * stride_dqw + offs_dq[None, :] * stride_dqc,
+                 dq.to(DQ.dtype.element_ty), mask=mask_mq)
+
+
+def _interpreter_active() -> bool:
+    """Whether the kernels were built for Triton's CPU interpreter.
+
+    Returns:
+        bool: True when Triton is installed and ``TRITON_INTERPRET=1`` was set when this
+        module was imported.
+    """
+    return TRITON_AVAILABLE and isinstance(_bra_fwd_kernel, InterpretedFunction)
+
+
+def _unsupported_reason(*tensors: Tensor) -> Optional[str]:
+    """Why :func:`routed_attention_triton` cannot run on ``tensors``, or ``None`` if it can.
+
+    Args:
+        *tensors (Tensor): The attention inputs. Floating-point tensors must be fp32, fp16
+            or bf16; integer tensors (the routing indices) are accepted as they are.
+
+    Returns:
+        Optional[str]: A human-readable reason, or ``None`` when supported.
+    """
+    for t in tensors:
+        if t.is_floating_point():
+            if t.dtype not in _SUPPORTED_DTYPES:
+                return f'dtype {t.dtype} is not one of float32, float16, bfloat16'
+        elif t.dtype not in (torch.int64, torch.int32):
+            return f'dtype {t.dtype} is neither floating point nor an int32/int64 index'
+    if not TRITON_AVAILABLE:
+        return 'Triton is not installed'
+    if len({t.device for t in tensors}) > 1:
+        return 'the tensors are on different devices'
+    if not _interpreter_active() and not all(t.is_cuda for t in tensors):
+        return ('the tensors are not CUDA tensors (CPU tensors need TRITON_INTERPRET=1 set '
+                'before biformer_mm.ops.bra_triton is imported)')
+    return None
+
+
+def triton_supported(*tensors: Tensor) -> bool:
+    """Whether :func:`routed_attention_triton` can run on the given tensors.
+
+    True when Triton imports, the tensors share one device that is CUDA (any device
+    when the kernels run in the CPU interpreter, i.e. ``TRITON_INTERPRET=1`` was set
+    before this module was imported), and floating-point tensors are fp32, fp16 or bf16.
+
+    Args:
+        *tensors (Tensor): The attention inputs, e.g. ``q, k, v`` (``r_idx`` may be
+            included).
+
+    Returns:
+        bool: Whether the fused kernels support these inputs.
+    """
+    return _unsupported_reason(*tensors) is None
+
+
+class _Layout(NamedTuple):
+    """Problem sizes and memory layout of one call.
+
+    ``heads_first`` layouts are ``(N, heads, P, W, D)``; the others are channel-packed
+    ``(N, P, W, heads * D)`` with channels split head-major.
+    """
+    n: int
+    p: int
+    w: int
+    heads: int
+    head_dq: int
+    head_dv: int
+    heads_first: bool
+
+    def strides(self, x: Tensor) -> Tuple[int, int, int, int, int]:
+        """Element strides of a tensor in this layout.
+
+        Args:
+            x (Tensor): A q, k, v, output or gradient tensor laid out as ``self``.
+
+        Returns:
+            Tuple[int, int, int, int, int]: Strides along image, region, token, head and
+            channel-within-head.
+        """
+        if self.heads_first:
+            s_n, s_h, s_p, s_w, s_c = x.stride()
+            return s_n, s_p, s_w, s_h, s_c
+        s_n, s_p, s_w, s_c = x.stride()
+        return s_n, s_p, s_w, (x.shape[-1] // self.heads) * s_c, s_c
+
+    def empty(self, head_dim: int, dtype: torch.dtype, device: torch.device,
+              zero: bool = False) -> Tensor:
+        """A new contiguous tensor in this layout.
+
+        Args:
+            head_dim (int): Channels per head.
+            dtype (torch.dtype): Element type.
+            device (torch.device): Device.
+            zero (bool): Fill with zeros instead of leaving it uninitialised.
+
+        Returns:
+            Tensor: ``(N, heads, P, W, head_dim)`` or ``(N, P, W, heads * head_dim)``.
+        """
+        if self.heads_first:
+            shape = (self.n, self.heads, self.p, self.w, head_dim)
+        else:
+            shape = (self.n, self.p, self.w, self.heads * head_dim)
+        return (torch.zeros if zero else torch.empty)(shape, dtype=dtype, device=device)
+
+
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
+                  num_heads: Optional[int]) -> _Layout:
+    """Validate the inputs and describe their layout.
+
+    Args:
+        q (Tensor): Queries.
+        k (Tensor): Keys.
+        v (Tensor): Values.
+        r_idx (Tensor): Routed key regions ``(N, P, K)``.
+        num_heads (Optional[int]): Number of heads of channel-packed ``(N, P, W, C)``
+            inputs; ``None`` for heads-first ``(N, heads, P, W, D)`` inputs.
+
+    Returns:
+        _Layout: The problem sizes and layout.
+
+    Raises:
+        RuntimeError: If the kernels cannot run on these tensors.
+        ValueError: If the shapes, dtypes or ``num_heads`` are inconsistent.
+    """
+    reason = _unsupported_reason(q, k, v, r_idx)
+    if reason is not None:
+        raise RuntimeError(f"routed_attention_triton is not supported here: {reason}. "
+                           "Use attn_impl='torch' instead.")
+    if not q.dtype == k.dtype == v.dtype:
+        raise ValueError(f'q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
+    heads_first = num_heads is None
+    dims = 5 if heads_first else 4
+    if q.dim() != dims or k.shape != q.shape or v.dim() != dims or v.shape[:-1] != q.shape[:-1]:
+        expected = '(N, heads, P, W, D)' if heads_first else '(N, P, W, C)'
+        raise ValueError(f'expected q, k, v of shape {expected} (v may differ in the last '
+                         f'dim), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}')
+    if heads_first:
+        n, num_heads, p, w, head_dq = q.shape
+        head_dv = v.shape[-1]
+    else:
+        n, p, w, c_qk = q.shape
+        if num_heads < 1 or c_qk % num_heads or v.shape[-1] % num_heads:
+            raise ValueError(f'channels {c_qk} (qk) and {v.shape[-1]} (v) must be '
+                             f'divisible by num_heads={num_heads}')
+        head_dq, head_dv = c_qk // num_heads, v.shape[-1] // num_heads
+    if r_idx.dim() != 3 or tuple(r_idx.shape[:2]) != (n, p) or r_idx.is_floating_point():
+        raise ValueError(f'expected an integer r_idx of shape (N, P, K) = ({n}, {p}, K), '
+                         f'got {tuple(r_idx.shape)} {r_idx.dtype}')
+    return _Layout(n, p, w, num_heads, head_dq, head_dv, heads_first)
+
+
+def _launch_config(w: int, topk: int, head_dq: int, head_dv: int, dtype: torch.dtype,
+                   backward: bool) -> Dict[str, Any]:
+    """Compile-time parameters of one kernel launch.
+
+    Block sizes are powers of two >= 16 (as ``tl.dot`` requires), capped by the padded
+    region size ``W`` (query blocks) and routed sequence length ``K * W`` (key blocks).
+    The caps were chosen from ptxas register/spill reports for sm_80 and sm_90 at head
+    dims 16 to 128; fp32 uses smaller tiles because IEEE fp32 dots run on FMA units.
+
+    Args:
+        w (int): Tokens per region.
+        topk (int): Routed regions per query region.
+        head_dq (int): Query/key channels per head.
+        head_dv (int): Value channels per head.
+        dtype (torch.dtype): Input dtype.
+        backward (bool): Parameters for the backward kernel instead of the forward.
+
+    Returns:
+        Dict[str, Any]: Keyword arguments for the kernel launch: ``HEAD_DQ``, ``HEAD_DV``,
+        ``BLOCK_M``, ``BLOCK_N``, ``BLOCK_DQ``, ``BLOCK_DV``, ``DOT_FP32`` and ``num_warps``.
+    """
+    block_dq = max(16, triton.next_power_of_2(head_dq))
+    block_dv = max(16, triton.next_power_of_2(head_dv))
+    block_d = max(block_dq, block_dv)
+    if dtype == torch.float32:
+        max_m = 32 if block_d <= 64 else 16
+        max_n = 32 if block_d <= 32 else 16
+    elif backward:
+        max_m = 64 if block_d <= 64 else 32
+        max_n = 32
+    else:
+        max_m = 64
+        max_n = 64 if block_d <= 64 else 32
+    return dict(
+        HEAD_DQ=head_dq, HEAD_DV=head_dv,
+        BLOCK_M=min(max_m, max(16, triton.next_power_of_2(w))),
+        BLOCK_N=min(max_n, max(16, triton.next_power_of_2(topk * w))),
+        BLOCK_DQ=block_dq, BLOCK_DV=block_dv,
+        DOT_FP32=dtype == torch.bfloat16 and _interpreter_active(),
+        num_warps=4 if block_d <= 32 else 8)
+
+
+def _forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, layout: _Layout,
+             scale: float) -> Tuple[Tensor, Tensor]:
+    """Launch the forward kernel; return the output and the base-2 log-sum-exp."""
+    topk = r_idx.shape[-1]
+    out = layout.empty(layout.head_dv, q.dtype, q.device)
+    lse = torch.empty((layout.n, layout.p, layout.heads, layout.w), dtype=torch.float32,
+                      device=q.device)
+    cfg = _launch_config(layout.w, topk, layout.head_dq, layout.head_dv, q.dtype,
+                         backward=False)
+    grid = (layout.n * layout.p * layout.heads, triton.cdiv(layout.w, cfg['BLOCK_M']))
+    _bra_fwd_kernel[grid](
+        q, k, v, r_idx, out, lse,
+        *layout.strides(q), *layout.strides(k), *layout.strides(v), *r_idx.stride(),
+        *layout.strides(out),
+        layout.p, layout.w, topk, layout.heads, scale * _LOG2E, **cfg)
+    return out, lse
+
+
+def _backward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, out: Tensor, lse: Tensor,
+              grad_out: Tensor, layout: _Layout,
+              scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """Launch the backward kernel; return ``dq, dk, dv`` in the input dtype."""
+    topk = r_idx.shape[-1]
+    dq = layout.empty(layout.head_dq, q.dtype, q.device)
+    dk = layout.empty(layout.head_dq, torch.float32, q.device, zero=True)
+    dv = layout.empty(layout.head_dv, torch.float32, q.device, zero=True)
+    cfg = _launch_config(layout.w, topk, layout.head_dq, layout.head_dv, q.dtype,
+                         backward=True)
+    grid = (layout.n * layout.p * layout.heads, triton.cdiv(layout.w, cfg['BLOCK_M']))
+    _bra_bwd_kernel[grid](
+        q, k, v, r_idx, out, grad_out, lse, dq, dk, dv,
+        *layout.strides(q), *layout.strides(k), *layout.strides(v), *r_idx.stride(),
+        *layout.strides(out), *layout.strides(grad_out), *layout.strides(dq),
+        *layout.strides(dk), *layout.strides(dv),
+        layout.p, layout.w, topk, layout.heads, scale, scale * _LOG2E, **cfg)
+    return dq, dk.to(k.dtype), dv.to(v.dtype)
+
+
+class _RoutedAttention(torch.autograd.Function):
+    """Autograd wrapper of the fused kernels; ``r_idx`` receives no gradient."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, layout: _Layout,
+                scale: float) -> Tensor:
+        out, lse = _forward(q, k, v, r_idx, layout, scale)
+        ctx.save_for_backward(q, k, v, r_idx, out, lse)
+        ctx.layout = layout
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
+        q, k, v, r_idx, out, lse = ctx.saved_tensors
+        dq, dk, dv = _backward(q, k, v, r_idx, out, lse, grad_out, ctx.layout, ctx.scale)
+        return dq, dk, dv, None, None, None
+
+
+def routed_attention_triton(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int,
+                            scale: float) -> Tensor:
+    """Routed token attention of BRA with fused Triton kernels (forward and backward).
+
+    For query token ``i`` of region ``p`` of image ``n`` and head ``h``, the output is the
+    softmax over all tokens ``j`` of the key regions ``r_idx[n, p]`` of
+    ``scale * q[n, p, i, h] . k[n, r, j, h]``, weighting ``v[n, r, j, h]``. Channels are
+    split head-major into ``num_heads`` heads.
+
+    Args:
+        q (Tensor): Queries ``(N, P, W, Cqk)``; may be a strided view.
+        k (Tensor): Keys ``(N, P, W, Cqk)``; may be a strided view (e.g. a slice of a
+            packed key/value tensor), it is read in place.
+        v (Tensor): Values ``(N, P, W, Cv)``; may be a strided view.
+        r_idx (Tensor): ``(N, P, K)`` int64 (or int32) indices of the key regions routed to
+            each query region. Receives no gradient.
+        num_heads (int): Number of heads; must divide ``Cqk`` and ``Cv``.
+        scale (float): Logit scale.
+
+    Returns:
+        Tensor: ``(N, P, W, Cv)`` in the dtype of ``q``.
+
+    Raises:
+        RuntimeError: If the kernels cannot run on these inputs (see
+            :func:`triton_supported`); ``attn_impl='torch'`` is the portable fallback.
+        ValueError: If the shapes, dtypes or ``num_heads`` are inconsistent.
+    """
+    layout = _check_inputs(q, k, v, r_idx, num_heads)
+    return _RoutedAttention.apply(q, k, v, r_idx, layout, float(scale))
+
+
+def routed_attention_triton_heads_first(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
+                                        scale: float) -> Tensor:
+    """:func:`routed_attention_triton` for heads-first inputs.
+
+    Same computation, with the heads as a separate dimension after the images. Strided
+    views (e.g. slices of one packed tensor or a permuted channel-packed tensor) are read
+    in place.
+
+    Args:
+        q (Tensor): Queries ``(N, heads, P, W, Dqk)``.
+        k (Tensor): Keys ``(N, heads, P, W, Dqk)``.
+        v (Tensor): Values ``(N, heads, P, W, Dv)``.
+        r_idx (Tensor): ``(N, P, K)`` int64 (or int32) indices of the key regions routed to
+            each query region (shared by all heads). Receives no gradient.
+        scale (float): Logit scale.
+
+    Returns:
+        Tensor: ``(N, heads, P, W, Dv)`` in the dtype of ``q``.
+
+    Raises:
+        RuntimeError: If the kernels cannot run on these inputs (see
+            :func:`triton_supported`); ``attn_impl='torch'`` is the portable fallback.
+        ValueError: If the shapes or dtypes are inconsistent.
+    """
+    layout = _check_inputs(q, k, v, r_idx, None)
+    return _RoutedAttention.apply(q, k, v, r_idx, layout, float(scale))

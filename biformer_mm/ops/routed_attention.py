@@ -1,0 +1,200 @@
+"""Token-level attention over routed regions, the inner step of Bi-Level Routing Attention.
+
+Every implementation computes the same function. For query region ``p`` of image ``n``
+and head ``h``, each query token attends to all tokens of the ``K`` key regions
+``r_idx[n, p]`` (softmax over the ``K * W`` gathered tokens, logits scaled by ``scale``).
+
+Layouts shared by all implementations (heads first, then regions, then tokens):
+
+- ``q``: ``(N, M, P, W, Dqk)``: ``M`` heads, ``P`` regions of ``W`` tokens each.
+- ``k``: ``(N, M, P, W, Dqk)`` and ``v``: ``(N, M, P, W, Dv)``.
+- ``r_idx``: ``(N, P, K)`` int64 indices of the key regions routed to each query region.
+- The result is ``(N, M, P, W, Dv)``.
+"""
+import warnings
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .bra_triton import routed_attention_triton_heads_first, triton_supported
+
+ATTN_IMPLS = ('auto', 'torch', 'triton', 'gather')
+
+
+def routed_attention_gather(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
+                            scale: float) -> Tensor:
+    """The original BiFormer algorithm: expand the packed key/values to every query
+    region, gather the top-k regions, then attend with explicit matrices.
+
+    It materialises the gathered key/values and the attention matrix, and the backward
+    of the expanded ``gather`` allocates a ``P``-fold copy of the key/value map. Kept as
+    the benchmark baseline and the test oracle.
+
+    Args:
+        q (Tensor): Queries ``(N, M, P, W, Dqk)``.
+        k (Tensor): Keys ``(N, M, P, W, Dqk)``.
+        v (Tensor): Values ``(N, M, P, W, Dv)``.
+        r_idx (Tensor): Routed key regions ``(N, P, K)``.
+        scale (float): Logit scale.
+
+    Returns:
+        Tensor: ``(N, M, P, W, Dv)``.
+    """
+    n, m, p, w, d_qk = q.shape
+    d_v = v.shape[-1]
+    topk = r_idx.shape[-1]
+    # The original code holds key/values packed per region: (N, P, W, M*Dqk + M*Dv).
+    kv = torch.cat([t.permute(0, 2, 3, 1, 4).reshape(n, p, w, -1) for t in (k, v)], dim=-1)
+    c_kv = kv.shape[-1]
+    topk_kv = torch.gather(
+        kv.view(n, 1, p, w, c_kv).expand(-1, p, -1, -1, -1), dim=2,
+        index=r_idx.view(n, p, topk, 1, 1).expand(-1, -1, -1, w, c_kv))
+    k_sel, v_sel = topk_kv.split((m * d_qk, m * d_v), dim=-1)
+    k_sel = k_sel.reshape(n * p, topk, w, m, d_qk).permute(0, 3, 4, 1, 2)
+    k_sel = k_sel.reshape(n * p, m, d_qk, topk * w)
+    v_sel = v_sel.reshape(n * p, topk, w, m, d_v).permute(0, 3, 1, 2, 4)
+    v_sel = v_sel.reshape(n * p, m, topk * w, d_v)
+    q_pix = q.permute(0, 2, 1, 3, 4).reshape(n * p, m, w, d_qk)
+    attn = ((q_pix * scale) @ k_sel).softmax(dim=-1)
+    out = attn @ v_sel
+    return out.view(n, p, m, w, d_v).transpose(1, 2)
+
+
+class _RoutedRows(NamedTuple):
+    """Which rows of a flattened heads-first map ``(N * M * P, W * D)`` each query region
+    reads, and the transposed selection as a CSR matrix for the backward."""
+    rows: Tensor
+    selection: Optional[Tensor]
+
+    @classmethod
+    def build(cls, r_idx: Tensor, num_heads: int, num_regions: int,
+              with_selection: bool) -> '_RoutedRows':
+        """Row ``(n, h, r)`` of the map holds region ``r`` of head ``h`` of image ``n``.
+
+        The ``(N * M * P, N * M * P * K)`` 0/1 matrix whose row ``i`` marks where row ``i``
+        was selected is built from one small argsort of ``r_idx`` per image: every head
+        routes alike.
+        """
+        n, p, topk = r_idx.shape
+        m = num_heads
+        blocks = torch.arange(n * m, device=r_idx.device).view(n, m, 1)
+        rows = (blocks * p + r_idx.view(n, 1, p * topk)).reshape(-1)
+        if not with_selection:
+            return cls(rows, None)
+        order = torch.argsort(r_idx.view(n, p * topk), dim=-1, stable=True)
+        cols = (blocks * (p * topk) + order.unsqueeze(1)).reshape(-1)
+        counts = torch.bincount(rows, minlength=n * m * num_regions)
+        crow = F.pad(counts.cumsum(0), (1, 0))
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter('ignore', UserWarning)
+            selection = torch.sparse_csr_tensor(
+                crow, cols, torch.ones(len(cols), device=cols.device),
+                size=(n * m * num_regions, len(rows)))
+        return cls(rows, selection)
+
+
+class _SelectRows(torch.autograd.Function):
+    """``x.index_select(0, routed.rows)`` for a 2-D ``x``, whose CPU backward sums the
+    selected rows' gradients with a sparse matrix product instead of a scatter.
+
+    On the CPU, ``index_add_``/``scatter_add_`` into ``x``'s gradient is bound by
+    per-element index arithmetic; the product of the CSR selection matrix with the
+    gradient runs several times faster.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, routed: _RoutedRows) -> Tensor:
+        ctx.routed = routed
+        ctx.num_rows = x.shape[0]
+        return x.index_select(0, routed.rows)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tuple[Tensor, None]:
+        routed = ctx.routed
+        if routed.selection is None or grad.dtype != torch.float32:
+            grad_x = grad.new_zeros(ctx.num_rows, grad.shape[1])
+            return grad_x.index_add_(0, routed.rows, grad), None
+        return routed.selection @ grad.contiguous(), None
+
+
+def routed_attention_torch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
+                           scale: float) -> Tensor:
+    """Pure PyTorch routed attention without the expand-and-gather copy.
+
+    The routed regions are picked with one row selection per tensor on the heads-first
+    layout (its backward sums into a map-sized buffer, not a ``P``-fold one), and the
+    token attention runs in :func:`torch.nn.functional.scaled_dot_product_attention`, whose fused kernels never
+    store the attention matrix where the device has them.
+
+    Args:
+        q (Tensor): Queries ``(N, M, P, W, Dqk)``.
+        k (Tensor): Keys ``(N, M, P, W, Dqk)``.
+        v (Tensor): Values ``(N, M, P, W, Dv)``.
+        r_idx (Tensor): Routed key regions ``(N, P, K)``.
+        scale (float): Logit scale.
+
+    Returns:
+        Tensor: ``(N, M, P, W, Dv)``.
+    """
+    n, m, p, w, d_qk = q.shape
+    d_v = v.shape[-1]
+    topk = r_idx.shape[-1]
+    needs_grad = torch.is_grad_enabled() and (k.requires_grad or v.requires_grad)
+    routed = _RoutedRows.build(r_idx, m, p, with_selection=needs_grad and not k.is_cuda)
+    k_sel = _SelectRows.apply(k.reshape(n * m * p, w * d_qk), routed)
+    v_sel = _SelectRows.apply(v.reshape(n * m * p, w * d_v), routed)
+    out = F.scaled_dot_product_attention(
+        q.reshape(n * m, p, w, d_qk), k_sel.view(n * m, p, topk * w, d_qk),
+        v_sel.view(n * m, p, topk * w, d_v), scale=scale)
+    return out.view(n, m, p, w, d_v)
+
+
+_IMPLS: Dict[str, Callable[..., Tensor]] = {
+    'torch': routed_attention_torch,
+    'triton': routed_attention_triton_heads_first,
+    'gather': routed_attention_gather,
+}
+
+
+def resolve_attn_impl(attn_impl: str, *tensors: Tensor) -> str:
+    """Pick the implementation for ``attn_impl`` and the given inputs.
+
+    ``'auto'`` is the fused Triton kernel for CUDA tensors when Triton is available,
+    and ``'torch'`` everywhere else.
+
+    Args:
+        attn_impl (str): One of ``'auto'``, ``'torch'``, ``'triton'``, ``'gather'``.
+        *tensors (Tensor): The attention inputs.
+
+    Returns:
+        str: A concrete implementation name.
+    """
+    if attn_impl not in ATTN_IMPLS:
+        raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}.")
+    if attn_impl != 'auto':
+        return attn_impl
+    if all(t.is_cuda for t in tensors) and triton_supported(*tensors):
+        return 'triton'
+    return 'torch'
+
+
+def routed_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float,
+                     attn_impl: str = 'auto') -> Tensor:
+    """Routed token attention with the implementation named by ``attn_impl``.
+
+    Args:
+        q (Tensor): Queries ``(N, M, P, W, Dqk)``.
+        k (Tensor): Keys ``(N, M, P, W, Dqk)``.
+        v (Tensor): Values ``(N, M, P, W, Dv)``.
+        r_idx (Tensor): Routed key regions ``(N, P, K)``.
+        scale (float): Logit scale.
+        attn_impl (str): ``'auto'``, ``'torch'``, ``'triton'`` or ``'gather'``.
+            Defaults to ``'auto'``.
+
+    Returns:
+        Tensor: ``(N, M, P, W, Dv)``.
+    """
+    impl = resolve_attn_impl(attn_impl, q, k, v)
+    return _IMPLS[impl](q, k, v, r_idx, scale)
