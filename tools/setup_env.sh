@@ -60,22 +60,25 @@ fi
 PY="$VENV/bin/python"
 
 # --- mmcv with compiled ops ---------------------------------------------------------
-if ! "$PY" -c 'import mmcv, mmcv._ext; assert mmcv.__version__ == "'$MMCV_VERSION'"' 2>/dev/null; then
-  DEVICE=$("$PY" - <<'PY'
+# The wheel is keyed by the torch actually installed and the device: mmcv's ops are
+# tied to torch's C++ ABI (a wheel built for another torch imports, then fails).
+BUILD_KEY=$("$PY" - <<'PY'
 import torch
+device = "cpu"
 if torch.cuda.is_available():
     major, minor = torch.cuda.get_device_capability()
-    print(f"cuda{torch.version.cuda}-sm{major}{minor}")
-else:
-    print("cpu")
+    device = f"cuda{torch.version.cuda}-sm{major}{minor}"
+print(f"torch{torch.__version__.replace('+', '-')}-{device}")
 PY
 )
-  WHEEL_DIR="$CACHE/wheels/mmcv-$MMCV_VERSION-torch$TORCH_VERSION-$DEVICE"
+if [ "$(cat "$VENV/.mmcv-build-key" 2>/dev/null)" != "$BUILD_KEY" ]; then
+  case "$BUILD_KEY" in *cuda*) DEVICE=cuda ;; *) DEVICE=cpu ;; esac
+  WHEEL_DIR="$CACHE/wheels/mmcv-$MMCV_VERSION-$BUILD_KEY"
   WHEEL=$(ls "$WHEEL_DIR"/mmcv-*.whl 2>/dev/null | head -n1 || true)
   if [ -z "$WHEEL" ]; then
     BUILD=$(mktemp -d "$CACHE/build.XXXXXX")
     trap 'rm -rf "$BUILD"' EXIT
-    say "building mmcv $MMCV_VERSION with compiled ops for $DEVICE (about 12 min on 2 cores)"
+    say "building mmcv $MMCV_VERSION with compiled ops for $BUILD_KEY (about 12 min on 2 cores)"
     "$PY" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
       --no-build-isolation "mmcv==$MMCV_VERSION" -d "$BUILD" \
       || die "could not download the mmcv $MMCV_VERSION sdist from PyPI."
@@ -98,6 +101,7 @@ PY
     say "reusing cached mmcv wheel $WHEEL"
   fi
   pip_install "$PY" -q --no-deps --force-reinstall "$WHEEL"
+  echo "$BUILD_KEY" > "$VENV/.mmcv-build-key"
 fi
 
 if [ ! -f "$STAMP" ]; then
@@ -106,7 +110,9 @@ if [ ! -f "$STAMP" ]; then
 fi
 
 say "installing biformer_mm from $ROOT (editable)"
-pip_install "$PY" -q --no-deps --no-build-isolation -e "$ROOT"
+# Legacy (setup.py develop) editable mode: mim looks for biformer_mm/.mim/{tools,configs}
+# next to the imported package, which PEP 660 editable wheels do not provide.
+SETUPTOOLS_ENABLE_FEATURES=legacy-editable pip_install "$PY" -q --no-deps --no-build-isolation -e "$ROOT"
 
 say "checking the environment"
 TORCH_VERSION=$TORCH_VERSION "$PY" - <<'PY' || die "environment check failed (see above)."
