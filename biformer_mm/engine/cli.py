@@ -1,0 +1,153 @@
+"""The logic of ``tools/train.py`` and ``tools/test.py``: arguments, config, runner.
+
+Both tools serve detection and segmentation configs alike: the registry scope comes from
+the config's ``default_scope``, and everything here only touches keys that mmengine's
+Runner defines.
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from .amp import enable_amp, fall_back_to_fp32
+from .distributed import LAUNCHERS, setup_cpu_distributed
+from .overlay import load_config
+from .visualization import enable_visualization
+
+
+def _add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by the train and test tools."""
+    parser.add_argument('--work-dir', help='directory for logs and checkpoints '
+                        '(default: the config\'s work_dir, else ./work_dirs/CONFIG_NAME)')
+    parser.add_argument(
+        '--overlay', action='append', default=[], metavar='OVERLAY',
+        help='config file merged onto CONFIG as if it inherited from it, e.g. '
+        'configs/detection/toy/maskrcnn_toy_coco.py; may be repeated')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config keys, e.g. train_cfg.max_epochs=1 '
+        '"model.backbone.init_cfg=None"; applied after the overlays')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
+                        help='job launcher (pytorch: torchrun; slurm: srun)')
+    # torch.distributed.launch passes --local-rank (torch>=2.0) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``tools/train.py``."""
+    parser = argparse.ArgumentParser(description='Train a detector or segmentor.')
+    parser.add_argument('config', help='config file path')
+    _add_common_args(parser)
+    parser.add_argument('--amp', action='store_true',
+                        help='train with automatic mixed precision')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by (GPUs x batch size) / '
+                        'auto_scale_lr.base_batch_size')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto', metavar='CHECKPOINT',
+        help='resume from CHECKPOINT, or with no value from the latest checkpoint '
+        'in the work dir')
+    return parser
+
+
+def test_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``tools/test.py``."""
+    parser = argparse.ArgumentParser(
+        description='Evaluate a checkpoint with the test dataloader and evaluator '
+        'of a config.')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    _add_common_args(parser)
+    parser.add_argument('--show-dir', help='save images with drawn predictions here')
+    parser.add_argument('--show', action='store_true', help='show predictions in a window')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='seconds each image is shown with --show')
+    return parser
+
+
+def _common_config(args: argparse.Namespace) -> Config:
+    """Load the config with overlays and options, and set launcher and work dir."""
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = load_config(args.config, args.overlay, args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def train_config(args: argparse.Namespace) -> Config:
+    """Runner config for ``tools/train.py`` from its parsed arguments.
+
+    Applies, in order: overlays and ``--cfg-options``, launcher and work dir, ``--amp``,
+    ``--auto-scale-lr``, ``--resume`` and finally the fp32 fallback of mixed precision
+    on machines without a GPU.
+
+    Args:
+        args (argparse.Namespace): Result of :func:`train_parser`.
+
+    Returns:
+        Config: The config to build the Runner from.
+    """
+    cfg = _common_config(args)
+    if args.amp:
+        enable_amp(cfg)
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise RuntimeError(
+                f'--auto-scale-lr needs auto_scale_lr.base_batch_size in {args.config}: '
+                f'add auto_scale_lr = dict(enable=False, base_batch_size=16) with the total '
+                f'batch size the lr was tuned for.')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise FileNotFoundError(
+                f'--resume {args.resume}: no such checkpoint file. Pass a .pth file, or '
+                f'--resume without a value to continue from the latest checkpoint in the '
+                f'work dir.')
+        cfg.resume = True
+        cfg.load_from = args.resume
+    fall_back_to_fp32(cfg)
+    return cfg
+
+
+def test_config(args: argparse.Namespace) -> Config:
+    """Runner config for ``tools/test.py`` from its parsed arguments.
+
+    Args:
+        args (argparse.Namespace): Result of :func:`test_parser`.
+
+    Returns:
+        Config: The config to build the Runner from.
+    """
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'Checkpoint {args.checkpoint} does not exist (relative '
+                                f'paths start at {osp.abspath(".")}).')
+    cfg = _common_config(args)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Build the Runner of ``cfg`` (``runner_type`` if set), after setting up CPU
+    distributed running when ``cfg.launcher`` asks for it and there is no GPU.
+
+    Args:
+        cfg (Config): Runner config.
+
+    Returns:
+        Runner: The runner.
+    """
+    setup_cpu_distributed(cfg)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)

@@ -1,0 +1,195 @@
+"""Specification of tools/train.py, tools/test.py, tools/dist_train.sh and mim support,
+run as a user runs them: in subprocesses, on the toy COCO data, on the CPU."""
+import os
+import os.path as osp
+import shutil
+import socket
+import subprocess
+import sys
+from typing import List, Optional
+
+import pytest
+import torch
+
+from biformer_mm.engine import test_config, test_parser, train_config, train_parser
+from conftest import REPO_ROOT
+
+CONFIG = osp.join(REPO_ROOT, 'configs', 'detection', 'maskrcnn_biformer_t.py')
+OVERLAY = osp.join(REPO_ROOT, 'configs', 'detection', 'toy', 'maskrcnn_toy_coco.py')
+TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
+TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
+# One epoch is 2 iterations on the fixture's 4 images.
+ONE_EPOCH = ['--cfg-options', 'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1']
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
+                              reason='exercises the CPU-only code path')
+
+
+def run(cmd: List[str], cwd: str, env: Optional[dict] = None) -> str:
+    """Run ``cmd`` and return its output; fail the test with the output tail if the
+    command fails."""
+    proc = subprocess.run(cmd, cwd=cwd, env=dict(os.environ, **(env or {})),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, f'{" ".join(cmd)} failed:\n{proc.stdout[-6000:]}'
+    return proc.stdout
+
+
+def checkpoint_meta(path: str) -> dict:
+    return torch.load(path, map_location='cpu', weights_only=False)['meta']
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def trained(toy_coco_workdir):
+    """One epoch (2 iterations) of tools/train.py with --amp, as on a CPU machine."""
+    work_dir = osp.join(toy_coco_workdir, 'work_dirs', 'one_epoch')
+    output = run([sys.executable, TRAIN, CONFIG, '--overlay', OVERLAY, '--work-dir',
+                  work_dir, '--amp'] + ONE_EPOCH, cwd=toy_coco_workdir)
+    return dict(work_dir=work_dir, output=output)
+
+
+def test_train_py_runs_two_iterations_and_saves_a_checkpoint(trained):
+    assert 'Epoch(train) [1][2/2]' in trained['output']
+    checkpoint = osp.join(trained['work_dir'], 'epoch_1.pth')
+    meta = checkpoint_meta(checkpoint)
+    assert (meta['epoch'], meta['iter']) == (1, 2)
+    assert osp.isfile(osp.join(trained['work_dir'], 'maskrcnn_biformer_t.py')), \
+        'the merged config is saved next to the checkpoints'
+
+
+@cpu_only
+def test_amp_falls_back_to_fp32_with_a_warning_without_gpu(trained):
+    assert 'training in fp32 with OptimWrapper instead' in trained['output']
+    args = train_parser().parse_args([CONFIG])
+    cfg = train_config(args)
+    assert cfg.optim_wrapper.type == 'OptimWrapper'
+    assert 'loss_scale' not in cfg.optim_wrapper
+
+
+def test_test_py_evaluates_the_checkpoint_with_coco_metric_and_draws(trained,
+                                                                     toy_coco_workdir):
+    vis_dir = osp.join(trained['work_dir'], 'vis')
+    output = run([sys.executable, TEST, CONFIG, osp.join(trained['work_dir'], 'epoch_1.pth'),
+                  '--overlay', OVERLAY, '--work-dir', trained['work_dir'], '--show-dir',
+                  vis_dir], cwd=toy_coco_workdir)
+    assert 'coco/bbox_mAP:' in output and 'coco/segm_mAP:' in output
+    assert 'Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all' in output
+    assert sorted(os.listdir(vis_dir)) == ['000001.png', '000002.png']
+
+
+def test_resume_continues_from_the_last_checkpoint(trained, toy_coco_workdir):
+    # A run stopped after its first epoch leaves epoch_1.pth and last_checkpoint behind.
+    work_dir = osp.join(toy_coco_workdir, 'work_dirs', 'resumed')
+    shutil.copytree(trained['work_dir'], work_dir)
+    with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(osp.join(work_dir, 'epoch_1.pth'))
+    output = run([sys.executable, TRAIN, CONFIG, '--overlay', OVERLAY, '--work-dir',
+                  work_dir, '--resume', '--cfg-options', 'train_cfg.max_epochs=2'],
+                 cwd=toy_coco_workdir)
+    assert 'resumed epoch: 1, iter: 2' in output
+    assert 'Epoch(train) [1]' not in output
+    meta = checkpoint_meta(osp.join(work_dir, 'epoch_2.pth'))
+    assert (meta['epoch'], meta['iter']) == (2, 4)
+
+
+def test_resume_from_a_missing_file_names_the_problem():
+    args = train_parser().parse_args([CONFIG, '--resume', 'no/such/epoch_3.pth'])
+    with pytest.raises(FileNotFoundError, match='--resume no/such/epoch_3.pth'):
+        train_config(args)
+
+
+def test_command_line_options_reach_the_config(tmp_path):
+    args = train_parser().parse_args([
+        CONFIG, '--work-dir', str(tmp_path), '--auto-scale-lr', '--resume',
+        '--launcher', 'none', '--cfg-options', 'train_cfg.max_epochs=3'
+    ])
+    cfg = train_config(args)
+    assert cfg.work_dir == str(tmp_path)
+    assert cfg.auto_scale_lr.enable is True
+    assert cfg.resume is True and cfg.load_from is None
+    assert cfg.train_cfg.max_epochs == 3
+    assert train_config(train_parser().parse_args([CONFIG])).work_dir == \
+        './work_dirs/maskrcnn_biformer_t'
+    # torch.distributed.launch passes either spelling.
+    assert train_parser().parse_args([CONFIG, '--local-rank', '1']).local_rank == 1
+    assert train_parser().parse_args([CONFIG, '--local_rank', '1']).local_rank == 1
+
+
+def test_test_py_rejects_a_missing_checkpoint():
+    args = test_parser().parse_args([CONFIG, 'missing.pth'])
+    with pytest.raises(FileNotFoundError, match='Checkpoint missing.pth does not exist'):
+        test_config(args)
+
+
+@cpu_only
+def test_dist_train_sh_trains_with_two_cpu_processes(toy_coco_workdir):
+    work_dir = osp.join(toy_coco_workdir, 'work_dirs', 'dist')
+    # Batch size 1 per process: the 4 images make 2 iterations on each of 2 processes.
+    output = run(['bash', osp.join(REPO_ROOT, 'tools', 'dist_train.sh'), CONFIG, '2',
+                  '--overlay', OVERLAY, '--work-dir', work_dir] + ONE_EPOCH +
+                 ['train_dataloader.batch_size=1'],
+                 cwd=toy_coco_workdir,
+                 env=dict(PYTHON=sys.executable, PORT=str(free_port())))
+    assert 'initialised a gloo process group (rank 0 of 2)' in output
+    assert 'initialised a gloo process group (rank 1 of 2)' in output
+    assert 'Epoch(train) [1][2/2]' in output
+    assert 'coco/bbox_mAP:' in output
+    meta = checkpoint_meta(osp.join(work_dir, 'epoch_1.pth'))
+    assert (meta['epoch'], meta['iter']) == (1, 2)
+
+
+@pytest.fixture(scope='module')
+def installed_package(tmp_path_factory):
+    """biformer_mm installed from a copy of this checkout as a regular (non-editable)
+    package, with the ``.mim`` files copied in; returns the directory to put first on
+    PYTHONPATH."""
+    root = tmp_path_factory.mktemp('mim_install')
+    source, target = root / 'source', root / 'site'
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
+        '.git', '.venv', 'work_dirs', 'data', 'checkpoints', '__pycache__', '*.egg-info',
+        '.mim', 'build'))
+    run([sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps',
+         '--no-build-isolation', '--no-index', '--target', str(target), str(source)],
+        cwd=str(root))
+    return str(target)
+
+
+def test_wheel_ships_configs_tools_and_model_index_for_mim(installed_package):
+    mim_dir = osp.join(installed_package, 'biformer_mm', '.mim')
+    for path in ('model-index.yml', 'tools/train.py', 'tools/test.py',
+                 'tools/dist_train.sh', 'configs/detection/maskrcnn_biformer_s.py',
+                 'configs/detection/metafile.yml',
+                 'configs/detection/_base_/maskrcnn_biformer_fpn_1x_coco.py',
+                 'configs/detection/toy/maskrcnn_toy_coco.py'):
+        assert osp.isfile(osp.join(mim_dir, path)), path
+        assert not osp.islink(osp.join(mim_dir, path)), 'a wheel must hold copies'
+
+
+def test_mim_train_and_test(installed_package, toy_coco_workdir):
+    mim = osp.join(osp.dirname(sys.executable), 'mim')
+    env = dict(PYTHONPATH=installed_package)
+    work_dir = osp.join(toy_coco_workdir, 'work_dirs', 'mim')
+    # mim finds the config inside the installed package by its name.
+    output = run([mim, 'train', 'biformer_mm', 'maskrcnn_biformer_t.py', '--overlay',
+                  OVERLAY, '--work-dir', work_dir] + ONE_EPOCH, cwd=toy_coco_workdir,
+                 env=env)
+    assert osp.join(installed_package, 'biformer_mm', '.mim', 'tools', 'train.py') in output
+    assert 'Epoch(train) [1][2/2]' in output
+    checkpoint = osp.join(work_dir, 'epoch_1.pth')
+
+    output = run([mim, 'test', 'biformer_mm', CONFIG, '--checkpoint', checkpoint,
+                  '--overlay', OVERLAY, '--work-dir', work_dir], cwd=toy_coco_workdir,
+                 env=env)
+    assert 'coco/bbox_mAP:' in output and 'coco/segm_mAP:' in output
+
+    # mmdet's own test.py with the config train.py saved (our config + toy overlay).
+    output = run([mim, 'test', 'mmdet', osp.join(work_dir, 'maskrcnn_biformer_t.py'),
+                  '--checkpoint', checkpoint, '--work-dir', work_dir],
+                 cwd=toy_coco_workdir, env=env)
+    assert osp.join('mmdet', '.mim', 'tools', 'test.py') in output
+    assert 'coco/bbox_mAP:' in output and 'coco/segm_mAP:' in output

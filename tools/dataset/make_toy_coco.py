@@ -1,0 +1,199 @@
+"""Generate a small, deterministic COCO-format instance segmentation dataset.
+
+Each image shows a few filled shapes on a noisy background; the shape kind is the
+category (``rectangle``, ``ellipse``, ``triangle``) and the colour is random. Every
+instance has a polygon mask that matches the drawn pixels, a tight box and its area.
+Shapes never overlap, so masks and boxes are exact.
+
+Layout written under ``--out`` (default ``data/toy_coco``)::
+
+    annotations/instances_train.json
+    annotations/instances_val.json
+    train/000000.png ...
+    val/000000.png ...
+
+Example:
+    python tools/dataset/make_toy_coco.py --out data/toy_coco --num-train 96 --num-val 24
+"""
+import argparse
+import json
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+CATEGORIES = ('rectangle', 'ellipse', 'triangle')
+Box = Tuple[int, int, int, int]
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out', default='data/toy_coco', help='output directory')
+    parser.add_argument('--num-train', type=int, default=96, help='training images')
+    parser.add_argument('--num-val', type=int, default=24, help='validation images')
+    parser.add_argument('--size', type=int, default=256, help='image side in pixels')
+    parser.add_argument('--max-shapes', type=int, default=4, help='shapes per image (at most)')
+    parser.add_argument('--seed', type=int, default=0, help='random seed')
+    args = parser.parse_args(argv)
+    if args.num_train < 1 or args.num_val < 1:
+        parser.error('--num-train and --num-val must be at least 1.')
+    if args.size < 64:
+        parser.error(f'--size must be at least 64 pixels, got {args.size}.')
+    if args.max_shapes < 1:
+        parser.error(f'--max-shapes must be at least 1, got {args.max_shapes}.')
+    return args
+
+
+def shape_polygon(kind: str, box: Box, rng: np.random.Generator) -> np.ndarray:
+    """Return the outline of a shape of ``kind`` filling ``box`` as an (N, 2) int array.
+
+    Args:
+        kind (str): One of :data:`CATEGORIES`.
+        box (tuple[int]): ``(x1, y1, x2, y2)`` the shape spans.
+        rng (np.random.Generator): Source of the triangle's free vertex.
+
+    Returns:
+        np.ndarray: Polygon vertices in pixel coordinates.
+    """
+    x1, y1, x2, y2 = box
+    if kind == 'rectangle':
+        return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.int32)
+    if kind == 'ellipse':
+        center = ((x1 + x2) // 2, (y1 + y2) // 2)
+        axes = ((x2 - x1) // 2, (y2 - y1) // 2)
+        return cv2.ellipse2Poly(center, axes, 0, 0, 360, 10).astype(np.int32)
+    if kind == 'triangle':
+        apex = int(rng.integers(x1, x2 + 1))
+        return np.array([[apex, y1], [x2, y2], [x1, y2]], dtype=np.int32)
+    raise ValueError(f'Unknown shape kind {kind!r}; expected one of {CATEGORIES}.')
+
+
+def overlaps(box: Box, others: List[Box], margin: int = 4) -> bool:
+    """Whether ``box`` grown by ``margin`` pixels intersects any of ``others``."""
+    x1, y1, x2, y2 = box
+    return any(x1 - margin < ox2 and ox1 < x2 + margin and y1 - margin < oy2
+               and oy1 < y2 + margin for ox1, oy1, ox2, oy2 in others)
+
+
+def make_image(rng: np.random.Generator, size: int,
+               max_shapes: int) -> Tuple[np.ndarray, List[Dict]]:
+    """Draw one image and return it with its instances.
+
+    Args:
+        rng (np.random.Generator): Random source.
+        size (int): Image side in pixels.
+        max_shapes (int): Upper bound on the number of shapes.
+
+    Returns:
+        tuple: The BGR image and a list of ``dict(category, polygon)`` instances.
+    """
+    background = rng.integers(20, 90, size=3)
+    noise = rng.normal(0, 8, size=(size, size, 3))
+    image = np.clip(background + noise, 0, 255).astype(np.uint8)
+    placed: List[Box] = []
+    instances = []
+    for _ in range(int(rng.integers(1, max_shapes + 1))):
+        for _attempt in range(20):
+            w, h = rng.integers(size // 8, size * 3 // 8, size=2)
+            x1, y1 = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
+            box = (x1, y1, x1 + int(w), y1 + int(h))
+            if not overlaps(box, placed):
+                break
+        else:
+            continue
+        category = int(rng.integers(len(CATEGORIES)))
+        polygon = shape_polygon(CATEGORIES[category], box, rng)
+        colour = tuple(int(c) for c in rng.integers(110, 256, size=3))
+        cv2.fillPoly(image, [polygon], colour)
+        placed.append(box)
+        instances.append(dict(category=category, polygon=polygon))
+    return image, instances
+
+
+def coco_annotation(polygon: np.ndarray, category: int, image_id: int,
+                    ann_id: int) -> Dict:
+    """COCO annotation dict (box, area, polygon mask) of one drawn instance."""
+    x1, y1 = polygon.min(axis=0)
+    x2, y2 = polygon.max(axis=0) + 1  # the last pixel row/column is filled
+    xs, ys = polygon[:, 0].astype(np.float64), polygon[:, 1].astype(np.float64)
+    area = 0.5 * abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1)))
+    return dict(
+        id=ann_id,
+        image_id=image_id,
+        category_id=category + 1,
+        bbox=[int(x1), int(y1), int(x2 - x1), int(y2 - y1)],
+        area=float(area),
+        segmentation=[polygon.astype(float).flatten().tolist()],
+        iscrowd=0)
+
+
+def make_split(out_dir: str, split: str, num_images: int, size: int, max_shapes: int,
+               seed: int) -> Dict:
+    """Write the images of one split and return its COCO annotation dict.
+
+    Args:
+        out_dir (str): Dataset root; images go to ``out_dir/split/``.
+        split (str): ``'train'`` or ``'val'``.
+        num_images (int): Number of images.
+        size (int): Image side in pixels.
+        max_shapes (int): Upper bound on shapes per image.
+        seed (int): Seed of this split.
+
+    Returns:
+        dict: The COCO ``instances`` json content.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(osp.join(out_dir, split), exist_ok=True)
+    images, annotations = [], []
+    for image_id in range(1, num_images + 1):
+        image, instances = make_image(rng, size, max_shapes)
+        file_name = f'{image_id:06d}.png'
+        cv2.imwrite(osp.join(out_dir, split, file_name), image)
+        images.append(dict(id=image_id, file_name=file_name, width=size, height=size))
+        for instance in instances:
+            annotations.append(
+                coco_annotation(instance['polygon'], instance['category'], image_id,
+                                len(annotations) + 1))
+    return dict(
+        info=dict(description=f'biformer_mm toy shapes ({split}, seed {seed})'),
+        licenses=[],
+        images=images,
+        annotations=annotations,
+        categories=[dict(id=i + 1, name=name, supercategory='shape')
+                    for i, name in enumerate(CATEGORIES)])
+
+
+def make_toy_coco(out_dir: str, num_train: int = 96, num_val: int = 24, size: int = 256,
+                  max_shapes: int = 4, seed: int = 0) -> Dict[str, str]:
+    """Generate the train and val splits under ``out_dir``.
+
+    The same arguments always give the same files.
+
+    Returns:
+        dict[str, str]: Annotation file of each split.
+    """
+    os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
+    ann_files = {}
+    for offset, (split, num_images) in enumerate((('train', num_train), ('val', num_val))):
+        coco = make_split(out_dir, split, num_images, size, max_shapes, seed * 2 + offset)
+        ann_files[split] = osp.join(out_dir, 'annotations', f'instances_{split}.json')
+        with open(ann_files[split], 'w') as f:
+            json.dump(coco, f)
+    return ann_files
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    ann_files = make_toy_coco(args.out, args.num_train, args.num_val, args.size,
+                              args.max_shapes, args.seed)
+    for split, ann_file in ann_files.items():
+        with open(ann_file) as f:
+            coco = json.load(f)
+        print(f'{split}: {len(coco["images"])} images, {len(coco["annotations"])} '
+              f'instances -> {ann_file}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,18 @@
+"""Evaluate a checkpoint of a BiFormer detector or segmentor with mmengine's Runner.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR]
+        [--overlay OVERLAY] [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm}]
+
+The metrics are those of the config's ``test_evaluator``; see ``python tools/test.py -h``.
+"""
+from biformer_mm.engine import build_runner, test_config, test_parser
+
+
+def main() -> None:
+    args = test_parser().parse_args()
+    runner = build_runner(test_config(args))
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
