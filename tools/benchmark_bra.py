@@ -1,0 +1,271 @@
+"""Benchmark the Bi-Level Routing Attention implementations side by side.
+
+For every case and implementation this measures, in a fresh process each, the median
+forward time, the median forward+backward time (after warm-up) and the peak memory of
+one forward+backward:
+
+- CUDA: ``torch.cuda.max_memory_allocated()`` after a reset, minus the memory held
+  before the step (inputs and weights).
+- CPU: the process's peak resident set size (``ru_maxrss``) minus its resident size
+  before the first step, so that each implementation is measured alone.
+
+Cases use BiFormer-S's real shapes: each routing stage of Mask R-CNN (2x3x800x1216,
+n_win 16), UperNet (2x3x512x512, n_win 8) and classification (64x3x224x224, n_win 7)
+inputs, the whole BiFormer-S backbone training step, and mmdet's Swin-T backbone step at
+the same input as an outside reference. ``--device cpu`` runs a reduced set.
+
+Example::
+
+    python tools/benchmark_bra.py --device cpu --out work_dirs/benchmark_bra_cpu.json
+    python tools/benchmark_bra.py --device cuda --dtype bf16
+"""
+import argparse
+import json
+import math
+import multiprocessing as mp
+import platform
+import resource
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Dict, List, Optional
+
+# BiFormer-S routing stages: (channels, top-k).
+STAGES = {1: (64, 1), 2: (128, 4), 3: (256, 16)}
+INPUTS = {
+    'maskrcnn': dict(batch=2, size=(800, 1216), n_win=16),
+    'upernet': dict(batch=2, size=(512, 512), n_win=8),
+    'cls': dict(batch=64, size=(224, 224), n_win=7),
+}
+IMPLS = ('gather', 'torch', 'triton')
+
+
+def case_list(device: str) -> List[dict]:
+    """Cases for a device: the full set on CUDA, a reduced one on CPU."""
+    if device == 'cuda':
+        cases = [dict(kind='bra', input=name, stage=s) for name in INPUTS for s in STAGES]
+        size = (800, 1216)
+        cases += [dict(kind='backbone', model='biformer_s', batch=2, size=size, n_win=16),
+                  dict(kind='backbone', model='swin_t', batch=2, size=size)]
+        return cases
+    cases = [dict(kind='bra', input='maskrcnn', stage=s) for s in (2, 3)]
+    cases += [dict(kind='bra', input='upernet', stage=s, batch=1) for s in (1, 2, 3)]
+    cases += [dict(kind='bra', input='cls', stage=s, batch=8) for s in (1, 2, 3)]
+    size = (512, 768)
+    cases += [dict(kind='backbone', model='biformer_s', batch=1, size=size, n_win=16),
+              dict(kind='backbone', model='swin_t', batch=1, size=size)]
+    return cases
+
+
+def case_name(case: dict) -> str:
+    if case['kind'] == 'bra':
+        spec = INPUTS[case['input']]
+        batch = case.get('batch', spec['batch'])
+        h, w = spec['size']
+        return (f"BRA stage {case['stage']}, {case['input']} {batch}x3x{h}x{w}, "
+                f"n_win {spec['n_win']}")
+    h, w = case['size']
+    return f"{case['model']} backbone step, {case['batch']}x3x{h}x{w}"
+
+
+def gather_bytes(case: dict) -> int:
+    """Memory the original algorithm's expanded gather backward needs (P-fold copy)."""
+    spec = INPUTS[case['input']]
+    batch = case.get('batch', spec['batch'])
+    dim, _ = STAGES[case['stage']]
+    h, w = (math.ceil(s / 4 / 2**(case['stage'] - 1)) for s in spec['size'])
+    n = spec['n_win']
+    tokens = math.ceil(h / n) * math.ceil(w / n)
+    return batch * n**4 * tokens * 3 * dim * 4
+
+
+def _build(case: dict, impl: Optional[str], device: str):
+    """Module and input for a case."""
+    import torch
+
+    if case['kind'] == 'bra':
+        from biformer_mm.models.layers import BiLevelRoutingAttention
+        spec = INPUTS[case['input']]
+        batch = case.get('batch', spec['batch'])
+        dim, topk = STAGES[case['stage']]
+        h, w = (math.ceil(s / 4 / 2**(case['stage'] - 1)) for s in spec['size'])
+        module = BiLevelRoutingAttention(dim, dim // 32, spec['n_win'], topk, attn_impl=impl)
+        x = torch.randn(batch, h, w, dim, device=device)
+    elif case['model'] == 'biformer_s':
+        from biformer_mm import BiFormer
+        module = BiFormer(arch='small', n_win=case['n_win'], attn_impl=impl)
+        x = torch.randn(case['batch'], 3, *case['size'], device=device)
+    else:
+        from mmdet.models.backbones import SwinTransformer
+        module = SwinTransformer()  # Swin-T: embed 96, depths (2, 2, 6, 2), window 7
+        x = torch.randn(case['batch'], 3, *case['size'], device=device)
+    return module.to(device).train(), x.requires_grad_(case['kind'] == 'bra')
+
+
+def _rss_bytes() -> int:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def _measure(case: dict, impl: Optional[str], device: str, dtype: str, warmup: int,
+             repeats: int, queue) -> None:
+    """Child process: time and measure one implementation on one case."""
+    import torch
+    try:
+        module, x = _build(case, impl, device)
+        amp = torch.autocast(device_type=device, dtype=torch.bfloat16,
+                             enabled=dtype == 'bf16')
+
+        def sync():
+            if device == 'cuda':
+                torch.cuda.synchronize()
+
+        def forward():
+            with amp:
+                out = module(x)
+            return out if isinstance(out, torch.Tensor) else sum(o.float().mean() for o in out)
+
+        def step():
+            forward().float().mean().backward()
+
+        sync()
+        if device == 'cuda':
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        else:
+            base = _rss_bytes()
+        step()
+        sync()
+        if device == 'cuda':
+            peak = torch.cuda.max_memory_allocated() - base
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        for _ in range(warmup):
+            step()
+
+        def timed(fn) -> float:
+            times = []
+            for _ in range(repeats):
+                sync()
+                start = time.perf_counter()
+                fn()
+                sync()
+                times.append(time.perf_counter() - start)
+            return statistics.median(times) * 1e3
+
+        with torch.no_grad():
+            fwd = timed(forward)
+        fwd_bwd = timed(step)
+        queue.put(dict(fwd_ms=fwd, fwd_bwd_ms=fwd_bwd, peak_mb=peak / 2**20))
+    except Exception as e:  # reported in the table, the run goes on
+        queue.put(dict(error=f'{type(e).__name__}: {e}'.splitlines()[0][:160]))
+
+
+def run_case(case: dict, impl: Optional[str], args) -> dict:
+    ctx = mp.get_context('spawn')
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_measure,
+                       args=(case, impl, args.device, args.dtype, args.warmup, args.repeats,
+                             queue))
+    proc.start()
+    proc.join(args.timeout)
+    if proc.is_alive():
+        proc.kill()
+        return dict(error=f'timed out after {args.timeout} s')
+    return queue.get() if not queue.empty() else dict(error=f'exit code {proc.exitcode}')
+
+
+def available_impls(device: str) -> List[str]:
+    from biformer_mm.ops.bra_triton import TRITON_AVAILABLE
+    return [i for i in IMPLS if i != 'triton' or (device == 'cuda' and TRITON_AVAILABLE)]
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--device', choices=['cpu', 'cuda'], default='cuda')
+    parser.add_argument('--dtype', choices=['fp32', 'bf16'], default=None,
+                        help='bf16 runs under autocast (default: bf16 on CUDA, fp32 on CPU)')
+    parser.add_argument('--impls', default=None, help='comma-separated subset of ' +
+                        ','.join(IMPLS))
+    parser.add_argument('--warmup', type=int, default=None)
+    parser.add_argument('--repeats', type=int, default=None)
+    parser.add_argument('--timeout', type=float, default=600, help='seconds per measurement')
+    parser.add_argument('--max-gather-gb', type=float, default=None,
+                        help='skip the original algorithm where its gather backward needs '
+                             'more (default: 12 on CPU, 60 on CUDA)')
+    parser.add_argument('--only', default=None, help='run cases whose name contains this')
+    parser.add_argument('--out', default=None, help='JSON output path')
+    args = parser.parse_args(argv)
+    cpu = args.device == 'cpu'
+    args.dtype = args.dtype or ('fp32' if cpu else 'bf16')
+    args.warmup = args.warmup if args.warmup is not None else (1 if cpu else 5)
+    args.repeats = args.repeats or (3 if cpu else 20)
+    args.max_gather_gb = args.max_gather_gb or (12 if cpu else 60)
+    args.out = args.out or f'work_dirs/benchmark_bra_{args.device}.json'
+    if args.device == 'cuda':
+        import torch
+        if not torch.cuda.is_available():
+            parser.error('--device cuda needs a CUDA GPU; use --device cpu here.')
+    impls = args.impls.split(',') if args.impls else available_impls(args.device)
+
+    rows = []
+    print('| case | impl | fwd ms | fwd+bwd ms | peak MB | fwd+bwd speed-up vs gather | '
+          'peak memory vs gather |')
+    print('| --- | --- | ---: | ---: | ---: | ---: | ---: |')
+    for case in case_list(args.device):
+        name = case_name(case)
+        if args.only and args.only not in name:
+            continue
+        case_impls = impls if case.get('model') != 'swin_t' else [None]
+        baseline = None
+        for impl in case_impls:
+            if impl == 'gather' and case['kind'] == 'bra' and \
+                    gather_bytes(case) > args.max_gather_gb * 2**30:
+                result = dict(error=f'skipped: the gather backward alone needs '
+                                    f'{gather_bytes(case) / 2**30:.0f} GiB')
+            else:
+                result = run_case(case, impl, args)
+            row = dict(case=name, impl=impl or 'mmdet', **case, **result)
+            rows.append(row)
+            if impl == 'gather' and 'error' not in result:
+                baseline = result
+            if 'error' in result:
+                print(f"| {name} | {row['impl']} | {result['error']} | | | | |", flush=True)
+                continue
+            speed = mem = ''
+            if baseline and impl != 'gather':
+                row['speedup_fwd_bwd'] = baseline['fwd_bwd_ms'] / result['fwd_bwd_ms']
+                row['memory_ratio'] = result['peak_mb'] / max(baseline['peak_mb'], 1e-6)
+                speed = f"{row['speedup_fwd_bwd']:.2f}x"
+                mem = f"{row['memory_ratio']:.3f}x"
+            print(f"| {name} | {row['impl']} | {result['fwd_ms']:.1f} | "
+                  f"{result['fwd_bwd_ms']:.1f} | {result['peak_mb']:.0f} | {speed} | {mem} |",
+                  flush=True)
+    swin = next((r for r in rows if r.get('model') == 'swin_t' and 'error' not in r), None)
+    if swin:
+        for row in rows:
+            if row.get('model') == 'biformer_s' and 'error' not in row:
+                row['vs_swin_t_fwd_bwd'] = row['fwd_bwd_ms'] / swin['fwd_bwd_ms']
+                print(f"BiFormer-S ({row['impl']}) backbone step / Swin-T step: "
+                      f"{row['vs_swin_t_fwd_bwd']:.2f}x")
+    import torch
+    report = dict(date=str(date.today()), device=args.device, dtype=args.dtype,
+                  torch=torch.__version__, python=platform.python_version(),
+                  processor=(torch.cuda.get_device_name() if args.device == 'cuda'
+                             else platform.processor() or platform.machine()),
+                  threads=torch.get_num_threads(), warmup=args.warmup, repeats=args.repeats,
+                  memory=('torch.cuda.max_memory_allocated after reset, minus memory before '
+                          'the step' if args.device == 'cuda' else
+                          'peak RSS of a fresh process minus its RSS before the first step'),
+                  command=' '.join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
+                  rows=rows)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f'\nwrote {args.out}')
+    return report
+
+
+if __name__ == '__main__':
+    main()
