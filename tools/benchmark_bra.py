@@ -99,6 +99,8 @@ def _build(case: dict, impl: Optional[str], device: str):
         x = torch.randn(case['batch'], 3, *case['size'], device=device)
     else:
         from mmdet.models.backbones import SwinTransformer
+        from mmdet.utils import register_all_modules
+        register_all_modules()  # Swin's layers are built through mmdet's registries
         module = SwinTransformer()  # Swin-T: embed 96, depths (2, 2, 6, 2), window 7
         x = torch.randn(case['batch'], 3, *case['size'], device=device)
     return module.to(device).train(), x.requires_grad_(case['kind'] == 'bra')
