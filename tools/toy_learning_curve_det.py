@@ -1,7 +1,7 @@
 """Show that a BiFormer detector learns: train it on the toy COCO data and compare
 mmdet's CocoMetric on the validation split before and after training.
 
-    python tools/toy_learning_curve_det.py [--epochs 12] [--work-dir DIR]
+    python tools/toy_learning_curve_det.py [--epochs 6] [--work-dir DIR]
 
 By default this trains Mask R-CNN + BiFormer-T (configs/detection/maskrcnn_biformer_t.py
 with the toy overlay: 256x256 images, fp32, from scratch) on the CPU, writing the toy
@@ -25,8 +25,7 @@ MAKE_TOY_COCO = osp.join(ROOT, 'tools', 'dataset', 'make_toy_coco.py')
 
 
 def set_schedule_length(cfg: Config, epochs: int) -> None:
-    """Train for ``epochs`` epochs, validating and saving only at the end, with the lr
-    steps of the last scheduler moved in proportion.
+    """Train for ``epochs`` epochs, validating and saving only at the end.
 
     Args:
         cfg (Config): Config changed in place.
@@ -34,10 +33,6 @@ def set_schedule_length(cfg: Config, epochs: int) -> None:
     """
     if epochs < 1:
         raise ValueError(f'--epochs must be at least 1, got {epochs}.')
-    scheduler = cfg.param_scheduler[-1]
-    scale = epochs / cfg.train_cfg.max_epochs
-    scheduler.milestones = [max(1, round(m * scale)) for m in scheduler.milestones]
-    scheduler.end = epochs
     cfg.train_cfg.max_epochs = epochs
     cfg.train_cfg.val_interval = epochs
     cfg.default_hooks.checkpoint.interval = epochs
@@ -52,7 +47,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--overlay', default='configs/detection/toy/maskrcnn_toy_coco.py',
                         help='toy overlay matching the config\'s detector '
                         '(default: %(default)s)')
-    parser.add_argument('--epochs', type=int, default=12,
+    parser.add_argument('--epochs', type=int, default=6,
                         help='training epochs (default: %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument('--work-dir', default='work_dirs/toy_learning_curve_det',

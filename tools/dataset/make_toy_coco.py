@@ -13,7 +13,7 @@ Layout written under ``--out`` (default ``data/toy_coco``)::
     val/000000.png ...
 
 Example:
-    python tools/dataset/make_toy_coco.py --out data/toy_coco --num-train 96 --num-val 24
+    python tools/dataset/make_toy_coco.py --out data/toy_coco --num-train 48 --num-val 16
 """
 import argparse
 import json
@@ -31,8 +31,8 @@ Box = Tuple[int, int, int, int]
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='data/toy_coco', help='output directory')
-    parser.add_argument('--num-train', type=int, default=96, help='training images')
-    parser.add_argument('--num-val', type=int, default=24, help='validation images')
+    parser.add_argument('--num-train', type=int, default=48, help='training images')
+    parser.add_argument('--num-val', type=int, default=16, help='validation images')
     parser.add_argument('--size', type=int, default=256, help='image side in pixels')
     parser.add_argument('--max-shapes', type=int, default=4, help='shapes per image (at most)')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
@@ -165,7 +165,7 @@ def make_split(out_dir: str, split: str, num_images: int, size: int, max_shapes:
                     for i, name in enumerate(CATEGORIES)])
 
 
-def make_toy_coco(out_dir: str, num_train: int = 96, num_val: int = 24, size: int = 256,
+def make_toy_coco(out_dir: str, num_train: int = 48, num_val: int = 16, size: int = 256,
                   max_shapes: int = 4, seed: int = 0) -> Dict[str, str]:
     """Generate the train and val splits under ``out_dir``.
 
