@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from biformer_mm.models.layers import BiLevelRoutingAttention
-from biformer_mm.ops import (resolve_attn_impl, routed_attention, routed_attention_gather,
+from biformer_mm.ops import (ChunkedRoutedAttention, resolve_attn_impl, routed_attention,
+                             routed_attention_gather, routed_attention_sdpa,
                              routed_attention_torch)
+
+PURE_TORCH = [routed_attention_torch, routed_attention_sdpa]
 
 
 def random_problem(n=2, m=2, p=9, w=7, d_qk=32, d_v=48, topk=4, seed=0):
@@ -37,7 +40,7 @@ def oracle(q, k, v, r_idx, scale):
     return out
 
 
-@pytest.mark.parametrize('fn', [routed_attention_gather, routed_attention_torch])
+@pytest.mark.parametrize('fn', [routed_attention_gather] + PURE_TORCH)
 def test_implementation_matches_the_definition(fn):
     q, k, v, r_idx = random_problem(p=6, w=5, topk=3)
     torch.testing.assert_close(fn(q, k, v, r_idx, 0.125), oracle(q, k, v, r_idx, 0.125),
@@ -46,16 +49,66 @@ def test_implementation_matches_the_definition(fn):
 
 @pytest.mark.parametrize('m,p,w,topk', [(2, 9, 7, 4), (1, 4, 1, 4), (2, 16, 20, 1),
                                          (4, 25, 6, 16)])
-def test_torch_matches_original_gather_in_outputs_and_gradients(m, p, w, topk):
+@pytest.mark.parametrize('ours', PURE_TORCH)
+def test_torch_matches_original_gather_in_outputs_and_gradients(ours, m, p, w, topk):
     inputs = random_problem(m=m, p=p, w=w, topk=topk)
     results = []
-    for fn in (routed_attention_gather, routed_attention_torch):
+    for fn in (routed_attention_gather, ours):
         q, k, v = (t.clone().requires_grad_() for t in inputs[:3])
         out = fn(q, k, v, inputs[3], 0.1)
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         results.append((out, q.grad, k.grad, v.grad))
     for ours, original in zip(results[1], results[0]):
         torch.testing.assert_close(ours, original, atol=1e-5, rtol=1e-4)
+
+
+def gathered_bytes(q, v, r_idx):
+    """Bytes of the routed keys and values of one query row (one region of one head)."""
+    return r_idx.shape[-1] * q.shape[-2] * (q.shape[-1] + v.shape[-1]) * q.element_size()
+
+
+@pytest.mark.parametrize('rows_per_chunk', [1, 3, 7])
+def test_chunk_boundaries_do_not_change_outputs_or_gradients(rows_per_chunk):
+    """2 images x 2 heads x 9 regions = 36 query rows: chunks of 1, 3 (even) and 7 rows
+    (a ragged last chunk) agree with the original algorithm."""
+    inputs = random_problem(p=9, w=7, topk=4)
+    chunk_bytes = rows_per_chunk * gathered_bytes(inputs[0], inputs[2], inputs[3])
+    results = []
+    for chunked in (False, True):
+        q, k, v = (t.clone().requires_grad_() for t in inputs[:3])
+        if chunked:
+            out = ChunkedRoutedAttention.apply(q, k, v, inputs[3], 0.1, chunk_bytes)
+        else:
+            out = routed_attention_gather(q, k, v, inputs[3], 0.1)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out, q.grad, k.grad, v.grad))
+    for ours, original in zip(results[1], results[0]):
+        torch.testing.assert_close(ours, original, atol=1e-5, rtol=1e-4)
+
+
+def test_chunked_gradients_pass_gradcheck_in_float64():
+    q, k, v, r_idx = (t.double() if t.is_floating_point() else t
+                      for t in random_problem(n=1, m=2, p=4, w=3, d_qk=4, d_v=5, topk=2))
+    inputs = tuple(t.requires_grad_() for t in (q, k, v))
+    chunk_bytes = 3 * gathered_bytes(q, v, r_idx)  # 8 query rows: chunks of 3, 3 and 2
+
+    def fn(q, k, v):
+        return ChunkedRoutedAttention.apply(q, k, v, r_idx, 0.3, chunk_bytes)
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_chunked_attention_saves_no_topk_fold_tensor_for_backward():
+    """Routing 16 regions to every region must not keep 16 copies of the key/values
+    alive until the backward: what autograd saves is at most map-sized."""
+    q, k, v, r_idx = random_problem(p=16, w=4, topk=16)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = routed_attention_torch(q, k, v, r_idx, 0.1)
+    assert saved and max(t.numel() for t in saved) <= max(k.numel(), v.numel())
+    out.sum().backward()
+    assert k.grad.shape == k.shape
 
 
 def test_torch_in_bfloat16_stays_close_to_float32():

@@ -50,7 +50,10 @@ def case_list(device: str) -> List[dict]:
         cases += [dict(kind='backbone', model='biformer_s', batch=2, size=size, n_win=16),
                   dict(kind='backbone', model='swin_t', batch=2, size=size)]
         return cases
-    cases = [dict(kind='bra', input='maskrcnn', stage=s) for s in (2, 3)]
+    # Mask R-CNN stage 1 is left out: the original algorithm's gather backward alone
+    # needs 12 GiB per image there. Stage 2 runs one image (7 GiB), stage 3 the real two.
+    cases = [dict(kind='bra', input='maskrcnn', stage=2, batch=1),
+             dict(kind='bra', input='maskrcnn', stage=3)]
     cases += [dict(kind='bra', input='upernet', stage=s, batch=1) for s in (1, 2, 3)]
     cases += [dict(kind='bra', input='cls', stage=s, batch=8) for s in (1, 2, 3)]
     size = (512, 768)

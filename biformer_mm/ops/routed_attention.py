@@ -11,14 +11,14 @@ Layouts shared by all implementations (heads first, then regions, then tokens):
 - ``r_idx``: ``(N, P, K)`` int64 indices of the key regions routed to each query region.
 - The result is ``(N, M, P, W, Dv)``.
 """
-import warnings
-from typing import Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Callable, Dict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .bra_triton import routed_attention_triton_heads_first, triton_supported
+from .chunked_routed_attention import ChunkedRoutedAttention, routed_rows
 
 ATTN_IMPLS = ('auto', 'torch', 'triton', 'gather')
 
@@ -62,71 +62,36 @@ def routed_attention_gather(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     return out.view(n, p, m, w, d_v).transpose(1, 2)
 
 
-class _RoutedRows(NamedTuple):
-    """Which rows of a flattened heads-first map ``(N * M * P, W * D)`` each query region
-    reads, and the transposed selection as a CSR matrix for the backward."""
-    rows: Tensor
-    selection: Optional[Tensor]
+def routed_attention_sdpa(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
+                          scale: float) -> Tensor:
+    """Routed attention as one row selection per tensor and one
+    :func:`torch.nn.functional.scaled_dot_product_attention` call: the GPU strategy of
+    ``attn_impl='torch'``.
 
-    @classmethod
-    def build(cls, r_idx: Tensor, num_heads: int, num_regions: int,
-              with_selection: bool) -> '_RoutedRows':
-        """Row ``(n, h, r)`` of the map holds region ``r`` of head ``h`` of image ``n``.
-
-        The ``(N * M * P, N * M * P * K)`` 0/1 matrix whose row ``i`` marks where row ``i``
-        was selected is built from one small argsort of ``r_idx`` per image: every head
-        routes alike.
-        """
-        n, p, topk = r_idx.shape
-        m = num_heads
-        blocks = torch.arange(n * m, device=r_idx.device).view(n, m, 1)
-        rows = (blocks * p + r_idx.view(n, 1, p * topk)).reshape(-1)
-        if not with_selection:
-            return cls(rows, None)
-        order = torch.argsort(r_idx.view(n, p * topk), dim=-1, stable=True)
-        cols = (blocks * (p * topk) + order.unsqueeze(1)).reshape(-1)
-        counts = torch.bincount(rows, minlength=n * m * num_regions)
-        crow = F.pad(counts.cumsum(0), (1, 0))
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter('ignore', UserWarning)
-            selection = torch.sparse_csr_tensor(
-                crow, cols, torch.ones(len(cols), device=cols.device),
-                size=(n * m * num_regions, len(rows)))
-        return cls(rows, selection)
-
-
-class _SelectRows(torch.autograd.Function):
-    """``x.index_select(0, routed.rows)`` for a 2-D ``x``, whose CPU backward sums the
-    selected rows' gradients with a sparse matrix product instead of a scatter.
-
-    On the CPU, ``index_add_``/``scatter_add_`` into ``x``'s gradient is bound by
-    per-element index arithmetic; the product of the CSR selection matrix with the
-    gradient runs several times faster.
+    The selection copies the routed key/values ``topk`` times but never ``P`` times (its
+    backward sums into a map-sized buffer), and the fused SDPA kernels of a GPU never
+    store the attention matrix. Arguments and result as :func:`routed_attention_torch`.
     """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, routed: _RoutedRows) -> Tensor:
-        ctx.routed = routed
-        ctx.num_rows = x.shape[0]
-        return x.index_select(0, routed.rows)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tuple[Tensor, None]:
-        routed = ctx.routed
-        if routed.selection is None or grad.dtype != torch.float32:
-            grad_x = grad.new_zeros(ctx.num_rows, grad.shape[1])
-            return grad_x.index_add_(0, routed.rows, grad), None
-        return routed.selection @ grad.contiguous(), None
+    n, m, p, w, d_qk = q.shape
+    d_v = v.shape[-1]
+    topk = r_idx.shape[-1]
+    rows = routed_rows(r_idx, m)
+    k_sel = k.reshape(n * m * p, w * d_qk).index_select(0, rows)
+    v_sel = v.reshape(n * m * p, w * d_v).index_select(0, rows)
+    # Each (image, head, region) is one batch entry of a single head.
+    out = F.scaled_dot_product_attention(
+        q.reshape(n * m * p, 1, w, d_qk), k_sel.view(n * m * p, 1, topk * w, d_qk),
+        v_sel.view(n * m * p, 1, topk * w, d_v), scale=scale)
+    return out.view(n, m, p, w, d_v)
 
 
 def routed_attention_torch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
                            scale: float) -> Tensor:
     """Pure PyTorch routed attention without the expand-and-gather copy.
 
-    The routed regions are picked with one row selection per tensor on the heads-first
-    layout (its backward sums into a map-sized buffer, not a ``P``-fold one), and the
-    token attention runs in :func:`torch.nn.functional.scaled_dot_product_attention`, whose fused kernels never
-    store the attention matrix where the device has them.
+    On the CPU, :class:`~.chunked_routed_attention.ChunkedRoutedAttention` processes
+    the query regions in cache-sized chunks, so no ``topk``-fold copy of the key/values
+    exists in the forward or the backward; elsewhere :func:`routed_attention_sdpa`.
 
     Args:
         q (Tensor): Queries ``(N, M, P, W, Dqk)``.
@@ -138,17 +103,9 @@ def routed_attention_torch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     Returns:
         Tensor: ``(N, M, P, W, Dv)``.
     """
-    n, m, p, w, d_qk = q.shape
-    d_v = v.shape[-1]
-    topk = r_idx.shape[-1]
-    needs_grad = torch.is_grad_enabled() and (k.requires_grad or v.requires_grad)
-    routed = _RoutedRows.build(r_idx, m, p, with_selection=needs_grad and not k.is_cuda)
-    k_sel = _SelectRows.apply(k.reshape(n * m * p, w * d_qk), routed)
-    v_sel = _SelectRows.apply(v.reshape(n * m * p, w * d_v), routed)
-    out = F.scaled_dot_product_attention(
-        q.reshape(n * m, p, w, d_qk), k_sel.view(n * m, p, topk * w, d_qk),
-        v_sel.view(n * m, p, topk * w, d_v), scale=scale)
-    return out.view(n, m, p, w, d_v)
+    if q.device.type == 'cpu':
+        return ChunkedRoutedAttention.apply(q, k, v, r_idx, scale)
+    return routed_attention_sdpa(q, k, v, r_idx, scale)
 
 
 _IMPLS: Dict[str, Callable[..., Tensor]] = {
