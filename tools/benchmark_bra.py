@@ -106,7 +106,9 @@ def _build(case: dict, impl: Optional[str], device: str):
         register_all_modules()  # Swin's layers are built through mmdet's registries
         module = SwinTransformer()  # Swin-T: embed 96, depths (2, 2, 6, 2), window 7
         x = torch.randn(case['batch'], 3, *case['size'], device=device)
-    return module.to(device).train(), x.requires_grad_(case['kind'] == 'bra')
+    module.to(device)
+    module.train()  # not chained: mmdet's SwinTransformer.train() returns None
+    return module, x.requires_grad_(case['kind'] == 'bra')
 
 
 def _rss_bytes() -> int:

@@ -78,10 +78,11 @@ def routed_attention_sdpa(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     rows = routed_rows(r_idx, m)
     k_sel = k.reshape(n * m * p, w * d_qk).index_select(0, rows)
     v_sel = v.reshape(n * m * p, w * d_v).index_select(0, rows)
-    # Each (image, head, region) is one batch entry of a single head.
+    # Regions take SDPA's head axis: its CUDA kernels take at most 65535 batch entries
+    # (pytorch/pytorch#146704).
     out = F.scaled_dot_product_attention(
-        q.reshape(n * m * p, 1, w, d_qk), k_sel.view(n * m * p, 1, topk * w, d_qk),
-        v_sel.view(n * m * p, 1, topk * w, d_v), scale=scale)
+        q.reshape(n * m, p, w, d_qk), k_sel.view(n * m, p, topk * w, d_qk),
+        v_sel.view(n * m, p, topk * w, d_v), scale=scale)
     return out.view(n, m, p, w, d_v)
 
 

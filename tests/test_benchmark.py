@@ -1,0 +1,39 @@
+"""Specification of tools/benchmark_bra.py: every kind of row it reports is measured,
+each in its own process, on small shapes."""
+import os.path as osp
+import sys
+from argparse import Namespace
+
+import pytest
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, osp.join(REPO_ROOT, 'tools'))  # spawned measurement processes import it
+import benchmark_bra  # noqa: E402
+
+ARGS = Namespace(device='cpu', dtype='fp32', warmup=0, repeats=1, timeout=300)
+BRA = dict(kind='bra', input='cls', stage=3, batch=1)
+TINY_BACKBONE = dict(kind='backbone', batch=1, size=(64, 96))
+
+
+def test_cpu_runs_every_implementation_but_triton():
+    assert benchmark_bra.available_impls('cpu') == ['gather', 'torch']
+
+
+@pytest.mark.parametrize('case,impl', [
+    (BRA, 'gather'),
+    (BRA, 'torch'),
+    (dict(TINY_BACKBONE, model='biformer_s', n_win=4), 'torch'),
+    (dict(TINY_BACKBONE, model='swin_t'), None),
+], ids=['bra-gather', 'bra-torch', 'biformer_s-step', 'swin_t-step'])
+def test_every_row_kind_is_measured_in_a_fresh_process(case, impl):
+    result = benchmark_bra.run_case(case, impl, ARGS)
+    assert 'error' not in result, result.get('error')
+    assert result['fwd_ms'] > 0 and result['fwd_bwd_ms'] > 0 and result['peak_mb'] >= 0
+
+
+def test_cpu_case_list_compares_against_the_original_wherever_it_fits_in_memory():
+    cases = [c for c in benchmark_bra.case_list('cpu') if c['kind'] == 'bra']
+    assert all(benchmark_bra.gather_bytes(c) <= 12 * 2**30 for c in cases)
+    assert {(c['input'], c['stage']) for c in cases} >= {('maskrcnn', 3), ('upernet', 1),
+                                                         ('cls', 3)}
