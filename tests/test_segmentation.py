@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
@@ -279,8 +280,13 @@ def test_toy_overlays_point_a_config_at_the_toy_data_with_bn_heads_and_fp32(toy_
     model = build_segmentor(cfg)
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
     assert isinstance(model.auxiliary_head.convs[0].bn, nn.BatchNorm2d)
-    sample = DATASETS.build(cfg.train_dataloader.dataset)[0]
-    assert sample['inputs'].shape[1:] == (128, 128)
+    # RandomCrop gives at most 128x128 (less where the random resize shrank the image);
+    # the data preprocessor pads every batch to the crop size.
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    samples = [dataset[i] for i in range(len(dataset))]
+    assert all(max(s['inputs'].shape[1:]) <= 128 for s in samples)
+    batch = model.data_preprocessor(pseudo_collate(samples), training=True)
+    assert batch['inputs'].shape[2:] == (128, 128)
 
     cfg = load_config(str(SEG_CONFIGS / 'fpn_biformer_s.py'), [str(TOY_OVERLAYS['fpn'])])
     assert cfg.train_dataloader.dataset.data_root == 'data/toy_ade/ADEChallengeData2016'
