@@ -138,6 +138,24 @@ def test_bra_module_is_identical_across_implementations(size):
             torch.testing.assert_close(ours, original, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize('impl', ['torch', 'gather'])
+def test_bra_module_trains_under_cpu_bfloat16_autocast(impl):
+    """Under ``torch.autocast('cpu', dtype=torch.bfloat16)`` the module gives the float32
+    result within bfloat16 error, in the output and the input gradient."""
+    torch.manual_seed(0)
+    module = BiLevelRoutingAttention(64, num_heads=2, n_win=4, topk=4, attn_impl=impl)
+    x = torch.randn(2, 13, 11, 64)
+    results = []
+    for enabled in (False, True):
+        x_ = x.clone().requires_grad_()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=enabled):
+            out = module(x_)
+        out.float().square().sum().backward()
+        results.append((out.float(), x_.grad))
+    for mixed, full in zip(results[1], results[0]):
+        torch.testing.assert_close(mixed, full, atol=0.1, rtol=0.05)
+
+
 def test_auto_uses_torch_on_cpu_and_never_triton_without_cuda():
     q, k, v, _ = random_problem()
     assert resolve_attn_impl('auto', q, k, v) == 'torch'

@@ -60,13 +60,15 @@ class ChunkedRoutedAttention(torch.autograd.Function):
         out = torch.empty(n * m * p, w, d_v, dtype=acc, device=q.device)
         lse = torch.empty(n * m * p, w, 1, dtype=acc, device=q.device)
         step = max(1, chunk_bytes // (topk * w * (d_qk + d_v) * q.element_size()))
-        for r0, r1 in _chunks(n * m * p, step):
-            sel = rows[r0 * topk:r1 * topk]
-            k_sel = k2.index_select(0, sel).view(r1 - r0, topk * w, d_qk).to(acc)
-            v_sel = v2.index_select(0, sel).view(r1 - r0, topk * w, d_v).to(acc)
-            logits = torch.bmm(q2[r0:r1].to(acc) * scale, k_sel.transpose(1, 2))
-            torch.logsumexp(logits, dim=-1, keepdim=True, out=lse[r0:r1])
-            torch.bmm(logits.sub_(lse[r0:r1]).exp_(), v_sel, out=out[r0:r1])
+        # The arithmetic dtype is chosen here: autocast must not lower it.
+        with torch.autocast(q.device.type, enabled=False):
+            for r0, r1 in _chunks(n * m * p, step):
+                sel = rows[r0 * topk:r1 * topk]
+                k_sel = k2.index_select(0, sel).view(r1 - r0, topk * w, d_qk).to(acc)
+                v_sel = v2.index_select(0, sel).view(r1 - r0, topk * w, d_v).to(acc)
+                logits = torch.bmm(q2[r0:r1].to(acc) * scale, k_sel.transpose(1, 2))
+                torch.logsumexp(logits, dim=-1, keepdim=True, out=lse[r0:r1])
+                torch.bmm(logits.sub_(lse[r0:r1]).exp_(), v_sel, out=out[r0:r1])
         ctx.save_for_backward(q, k, v, rows, out, lse)
         ctx.scale, ctx.step, ctx.topk = scale, step, topk
         return out.to(v.dtype).view(n, m, p, w, d_v)
@@ -84,17 +86,20 @@ class ChunkedRoutedAttention(torch.autograd.Function):
         grad_q = torch.empty(q2.shape, dtype=acc, device=q.device)
         grad_k = torch.zeros(k2.shape, dtype=acc, device=k.device)
         grad_v = torch.zeros(v2.shape, dtype=acc, device=v.device)
-        for r0, r1 in _chunks(q2.shape[0], step):
-            sel = rows[r0 * topk:r1 * topk]
-            k_sel = k2.index_select(0, sel).view(r1 - r0, topk * w, d_qk).to(acc)
-            v_sel = v2.index_select(0, sel).view(r1 - r0, topk * w, d_v).to(acc)
-            q_scaled = q2[r0:r1].to(acc) * scale
-            dout = grad_out[r0:r1]
-            probs = torch.bmm(q_scaled, k_sel.transpose(1, 2)).sub_(lse[r0:r1]).exp_()
-            grad_v.index_add_(0, sel, torch.bmm(probs.transpose(1, 2), dout).view(-1, w * d_v))
-            grad_logits = torch.bmm(dout, v_sel.transpose(1, 2)).sub_(delta[r0:r1]).mul_(probs)
-            torch.bmm(grad_logits, k_sel, out=grad_q[r0:r1]).mul_(scale)
-            grad_k.index_add_(0, sel,
-                              torch.bmm(grad_logits.transpose(1, 2), q_scaled).view(-1, w * d_qk))
+        with torch.autocast(q.device.type, enabled=False):
+            for r0, r1 in _chunks(q2.shape[0], step):
+                sel = rows[r0 * topk:r1 * topk]
+                k_sel = k2.index_select(0, sel).view(r1 - r0, topk * w, d_qk).to(acc)
+                v_sel = v2.index_select(0, sel).view(r1 - r0, topk * w, d_v).to(acc)
+                q_scaled = q2[r0:r1].to(acc) * scale
+                dout = grad_out[r0:r1]
+                probs = torch.bmm(q_scaled, k_sel.transpose(1, 2)).sub_(lse[r0:r1]).exp_()
+                grad_v.index_add_(0, sel,
+                                  torch.bmm(probs.transpose(1, 2), dout).view(-1, w * d_v))
+                grad_logits = torch.bmm(dout, v_sel.transpose(1, 2))
+                grad_logits.sub_(delta[r0:r1]).mul_(probs)
+                torch.bmm(grad_logits, k_sel, out=grad_q[r0:r1]).mul_(scale)
+                grad_k.index_add_(
+                    0, sel, torch.bmm(grad_logits.transpose(1, 2), q_scaled).view(-1, w * d_qk))
         return (grad_q.to(q.dtype).view_as(q), grad_k.to(k.dtype).view_as(k),
                 grad_v.to(v.dtype).view_as(v), None, None, None)
