@@ -41,6 +41,15 @@ def _chunks(num_rows: int, rows_per_chunk: int) -> Iterator[Tuple[int, int]]:
         yield start, min(start + rows_per_chunk, num_rows)
 
 
+def _routed_kv(k: Tensor, v: Tensor, sel: Tensor, num_rows: int,
+               dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    """Keys and values of the rows ``sel`` of ``(N * M * P, W, D)`` maps, routed to
+    ``num_rows`` query rows: ``(num_rows, K * W, D)`` each, in ``dtype``."""
+    k_sel, v_sel = (t.index_select(0, sel).view(num_rows, -1, t.shape[-1]).to(dtype)
+                    for t in (k, v))
+    return k_sel, v_sel
+
+
 class ChunkedRoutedAttention(torch.autograd.Function):
     """Routed attention over heads-first ``(N, M, P, W, D)`` inputs, chunk by chunk.
 
@@ -56,16 +65,14 @@ class ChunkedRoutedAttention(torch.autograd.Function):
         topk = r_idx.shape[-1]
         acc = torch.promote_types(q.dtype, torch.float32)
         rows = routed_rows(r_idx, m)
-        q2, k2, v2 = q.reshape(-1, w, d_qk), k.reshape(-1, w * d_qk), v.reshape(-1, w * d_v)
+        q2, k2, v2 = (t.reshape(-1, w, t.shape[-1]) for t in (q, k, v))
         out = torch.empty(n * m * p, w, d_v, dtype=acc, device=q.device)
         lse = torch.empty(n * m * p, w, 1, dtype=acc, device=q.device)
-        step = max(1, chunk_bytes // (topk * w * (d_qk + d_v) * q.element_size()))
+        step = max(1, chunk_bytes // (topk * w * (d_qk + d_v) * (torch.finfo(acc).bits // 8)))
         # The arithmetic dtype is chosen here: autocast must not lower it.
         with torch.autocast(q.device.type, enabled=False):
             for r0, r1 in _chunks(n * m * p, step):
-                sel = rows[r0 * topk:r1 * topk]
-                k_sel = k2.index_select(0, sel).view(r1 - r0, topk * w, d_qk).to(acc)
-                v_sel = v2.index_select(0, sel).view(r1 - r0, topk * w, d_v).to(acc)
+                k_sel, v_sel = _routed_kv(k2, v2, rows[r0 * topk:r1 * topk], r1 - r0, acc)
                 logits = torch.bmm(q2[r0:r1].to(acc) * scale, k_sel.transpose(1, 2))
                 torch.logsumexp(logits, dim=-1, keepdim=True, out=lse[r0:r1])
                 torch.bmm(logits.sub_(lse[r0:r1]).exp_(), v_sel, out=out[r0:r1])
@@ -79,8 +86,8 @@ class ChunkedRoutedAttention(torch.autograd.Function):
         scale, step, topk = ctx.scale, ctx.step, ctx.topk
         w, d_qk, d_v = q.shape[-2], q.shape[-1], v.shape[-1]
         acc = out.dtype
-        q2, k2, v2 = q.reshape(-1, w, d_qk), k.reshape(-1, w * d_qk), v.reshape(-1, w * d_v)
-        grad_out = grad_out.reshape(-1, w, d_v).to(acc)
+        q2, k2, v2 = (t.reshape(-1, w, t.shape[-1]) for t in (q, k, v))
+        grad_out = grad_out.reshape(out.shape).to(acc)
         # d softmax: dlogits = probs * (dprobs - rowsum(dout * out)).
         delta = (grad_out * out).sum(-1, keepdim=True)
         grad_q = torch.empty(q2.shape, dtype=acc, device=q.device)
@@ -89,17 +96,15 @@ class ChunkedRoutedAttention(torch.autograd.Function):
         with torch.autocast(q.device.type, enabled=False):
             for r0, r1 in _chunks(q2.shape[0], step):
                 sel = rows[r0 * topk:r1 * topk]
-                k_sel = k2.index_select(0, sel).view(r1 - r0, topk * w, d_qk).to(acc)
-                v_sel = v2.index_select(0, sel).view(r1 - r0, topk * w, d_v).to(acc)
+                k_sel, v_sel = _routed_kv(k2, v2, sel, r1 - r0, acc)
                 q_scaled = q2[r0:r1].to(acc) * scale
                 dout = grad_out[r0:r1]
                 probs = torch.bmm(q_scaled, k_sel.transpose(1, 2)).sub_(lse[r0:r1]).exp_()
-                grad_v.index_add_(0, sel,
-                                  torch.bmm(probs.transpose(1, 2), dout).view(-1, w * d_v))
+                grad_v.index_add_(0, sel, torch.bmm(probs.transpose(1, 2), dout).view(-1, w, d_v))
                 grad_logits = torch.bmm(dout, v_sel.transpose(1, 2))
                 grad_logits.sub_(delta[r0:r1]).mul_(probs)
                 torch.bmm(grad_logits, k_sel, out=grad_q[r0:r1]).mul_(scale)
                 grad_k.index_add_(
-                    0, sel, torch.bmm(grad_logits.transpose(1, 2), q_scaled).view(-1, w * d_qk))
+                    0, sel, torch.bmm(grad_logits.transpose(1, 2), q_scaled).view(-1, w, d_qk))
         return (grad_q.to(q.dtype).view_as(q), grad_k.to(k.dtype).view_as(k),
                 grad_v.to(v.dtype).view_as(v), None, None, None)
