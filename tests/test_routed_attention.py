@@ -47,19 +47,26 @@ def test_implementation_matches_the_definition(fn):
                                atol=1e-5, rtol=1e-4)
 
 
+def outputs_and_gradients(fn, inputs, scale=0.1):
+    """``fn``'s output on ``inputs`` (q, k, v, r_idx) and the q, k, v gradients of a fixed
+    weighted sum of it."""
+    q, k, v = (t.clone().requires_grad_() for t in inputs[:3])
+    out = fn(q, k, v, inputs[3], scale)
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    return out, q.grad, k.grad, v.grad
+
+
+def assert_matches_original(fn, inputs):
+    for ours, original in zip(outputs_and_gradients(fn, inputs),
+                              outputs_and_gradients(routed_attention_gather, inputs)):
+        torch.testing.assert_close(ours, original, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize('m,p,w,topk', [(2, 9, 7, 4), (1, 4, 1, 4), (2, 16, 20, 1),
                                          (4, 25, 6, 16)])
 @pytest.mark.parametrize('ours', PURE_TORCH)
 def test_torch_matches_original_gather_in_outputs_and_gradients(ours, m, p, w, topk):
-    inputs = random_problem(m=m, p=p, w=w, topk=topk)
-    results = []
-    for fn in (routed_attention_gather, ours):
-        q, k, v = (t.clone().requires_grad_() for t in inputs[:3])
-        out = fn(q, k, v, inputs[3], 0.1)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        results.append((out, q.grad, k.grad, v.grad))
-    for ours, original in zip(results[1], results[0]):
-        torch.testing.assert_close(ours, original, atol=1e-5, rtol=1e-4)
+    assert_matches_original(ours, random_problem(m=m, p=p, w=w, topk=topk))
 
 
 def gathered_bytes(q, v, r_idx):
@@ -73,17 +80,8 @@ def test_chunk_boundaries_do_not_change_outputs_or_gradients(rows_per_chunk):
     (a ragged last chunk) agree with the original algorithm."""
     inputs = random_problem(p=9, w=7, topk=4)
     chunk_bytes = rows_per_chunk * gathered_bytes(inputs[0], inputs[2], inputs[3])
-    results = []
-    for chunked in (False, True):
-        q, k, v = (t.clone().requires_grad_() for t in inputs[:3])
-        if chunked:
-            out = ChunkedRoutedAttention.apply(q, k, v, inputs[3], 0.1, chunk_bytes)
-        else:
-            out = routed_attention_gather(q, k, v, inputs[3], 0.1)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        results.append((out, q.grad, k.grad, v.grad))
-    for ours, original in zip(results[1], results[0]):
-        torch.testing.assert_close(ours, original, atol=1e-5, rtol=1e-4)
+    assert_matches_original(lambda *args: ChunkedRoutedAttention.apply(*args, chunk_bytes),
+                            inputs)
 
 
 def test_chunked_gradients_pass_gradcheck_in_float64():
