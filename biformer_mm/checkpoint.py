@@ -1,9 +1,11 @@
-"""Loading official BiFormer checkpoints into :class:`biformer_mm.BiFormer`."""
+"""Loading official BiFormer checkpoints (and ours) into :class:`biformer_mm.BiFormer`."""
+import logging
 import re
 from collections import OrderedDict
-from typing import Dict, Mapping
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional
 
-import torch
+import torch.nn as nn
+from mmengine.logging import print_log
 from torch import Tensor
 
 # (official pattern, our replacement), applied in order to every key.
@@ -17,11 +19,11 @@ _KEY_RULES = (
     (r'^extra_norms\.(\d+)\.', r'out_norms.\1.'),
 )
 # Classification-only parts of the official models.
-_DROPPED = re.compile(r'^(head|norm|pre_logits)\.')
+_CLASSIFIER = re.compile(r'^(head|norm|pre_logits)\.')
 
 
 def _unwrap(checkpoint: Mapping) -> Mapping[str, Tensor]:
-    """Strip ``state_dict``/``model`` wrappers and ``module.``/``backbone.`` prefixes."""
+    """Strip ``state_dict``/``model`` wrappers and ``module.`` prefixes."""
     while True:
         for key in ('state_dict', 'model'):
             if isinstance(checkpoint.get(key), Mapping):
@@ -29,31 +31,59 @@ def _unwrap(checkpoint: Mapping) -> Mapping[str, Tensor]:
                 break
         else:
             break
-    state_dict = OrderedDict((re.sub(r'^module\.', '', k), v) for k, v in checkpoint.items())
-    if any(k.startswith('backbone.') for k in state_dict):
-        state_dict = OrderedDict((k[len('backbone.'):], v) for k, v in state_dict.items()
-                                 if k.startswith('backbone.'))
-    return state_dict
+    return OrderedDict((re.sub(r'^module\.', '', k), v) for k, v in checkpoint.items())
 
 
-def convert_official_state_dict(state_dict: Mapping) -> Dict[str, Tensor]:
+def select_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> Dict[str, Tensor]:
+    """The entries of ``state_dict`` under ``prefix``, with the prefix removed.
+
+    Args:
+        state_dict (Mapping): A loaded checkpoint or state dict (wrappers allowed).
+        prefix (str): Key prefix, e.g. ``'backbone.'`` (a missing final dot is added).
+
+    Raises:
+        KeyError: If no key starts with ``prefix``.
+    """
+    state_dict = _unwrap(state_dict)
+    prefix = prefix if prefix.endswith('.') else prefix + '.'
+    selected = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items()
+                           if k.startswith(prefix))
+    if not selected:
+        heads = sorted({k.split('.')[0] + '.' for k in state_dict})
+        raise KeyError(f'No key of the checkpoint starts with prefix {prefix!r}; its keys '
+                       f'start with {heads[:10]}. Fix init_cfg.prefix or drop it.')
+    return selected
+
+
+def convert_official_state_dict(state_dict: Mapping,
+                                keep_classifier: bool = False) -> Dict[str, Tensor]:
     """Map an official BiFormer state dict to :class:`biformer_mm.BiFormer` keys.
 
     Accepts the official classification checkpoints (``downsample_layers.*``,
-    ``stages.*``, with the ``head.*`` classifier and final ``norm.*`` dropped), the
-    official dense-prediction layout (``extra_norms.*``), whole detector/segmentor
-    checkpoints (only ``backbone.*`` kept) and checkpoints already in our layout, with or
-    without ``model``/``state_dict`` wrappers and ``module.`` prefixes.
+    ``stages.*``), the official dense-prediction layout (``extra_norms.*``), whole
+    detector/segmentor checkpoints (only ``backbone.*`` is kept) and checkpoints already
+    in our layout, with or without ``model``/``state_dict`` wrappers and ``module.``
+    prefixes.
+
+    Loading the result of an official classification checkpoint into a ``BiFormer``
+    with ``load_state_dict(..., strict=False)`` reports exactly the per-output norms
+    ``out_norms.*`` as missing and nothing as unexpected; anything else means a wrong
+    file or arch. :meth:`BiFormer.init_weights` checks this for you.
 
     Args:
         state_dict (Mapping): A loaded checkpoint or state dict.
+        keep_classifier (bool): Keep the classification ``head.*`` and final ``norm.*``
+            (for the timm classifier) instead of dropping them. Defaults to False.
 
     Returns:
         dict[str, Tensor]: The state dict in our layout.
     """
+    state_dict = _unwrap(state_dict)
+    if any(k.startswith('backbone.') for k in state_dict):
+        state_dict = select_prefix(state_dict, 'backbone.')
     converted = OrderedDict()
-    for key, value in _unwrap(state_dict).items():
-        if _DROPPED.match(key):
+    for key, value in state_dict.items():
+        if not keep_classifier and _CLASSIFIER.match(key):
             continue
         for pattern, replacement in _KEY_RULES:
             key = re.sub(pattern, replacement, key)
@@ -61,17 +91,92 @@ def convert_official_state_dict(state_dict: Mapping) -> Dict[str, Tensor]:
     return converted
 
 
-def load_checkpoint_file(path: str) -> Mapping:
-    """Load a checkpoint file onto the CPU.
+class LoadReport(NamedTuple):
+    """What :func:`load_converted_state_dict` found.
 
-    Official BiFormer checkpoints pickle training arguments (``argparse.Namespace``)
-    next to the weights, which ``torch.load``'s default ``weights_only=True`` rejects;
-    the file is one the user named in a config, so it is loaded in full.
+    Attributes:
+        loaded (list[str]): Keys loaded into the model.
+        missing (list[str]): Required model keys the checkpoint lacks.
+        unexpected (list[str]): Checkpoint keys the model lacks.
+        mismatched (list[str]): ``'key: checkpoint shape vs model shape'`` entries.
+        optional_missing (list[str]): Model keys the checkpoint may lack (left as
+            initialised).
+    """
+    loaded: List[str]
+    missing: List[str]
+    unexpected: List[str]
+    mismatched: List[str]
+    optional_missing: List[str]
+
+
+def _listing(keys: List[str], limit: int = 8) -> str:
+    more = f' ... ({len(keys) - limit} more)' if len(keys) > limit else ''
+    return ', '.join(keys[:limit]) + more
+
+
+def load_converted_state_dict(model: nn.Module,
+                              state_dict: Mapping[str, Tensor],
+                              source: str,
+                              optional: Callable[[str], bool],
+                              ignored: Callable[[str], bool] = lambda key: False,
+                              strict: bool = True,
+                              fix: str = '') -> LoadReport:
+    """Load a state dict in our layout into ``model``, loudly.
+
+    Every model key must be in ``state_dict`` with its shape, except ``optional`` ones;
+    every ``state_dict`` key must be in the model, except ``ignored`` ones. With
+    ``strict`` any violation raises, naming the counts, the first keys and ``fix``;
+    without it the keys that fit are loaded and the rest is logged as a warning.
 
     Args:
-        path (str): Local checkpoint path.
+        model (nn.Module): Model to load into.
+        state_dict (Mapping): State dict in the model's layout.
+        source (str): Where it came from, for messages.
+        optional (Callable[[str], bool]): Model keys the checkpoint may lack.
+        ignored (Callable[[str], bool]): Checkpoint keys the model may lack.
+        strict (bool): Raise on any missing, unexpected or mismatched key.
+            Defaults to True.
+        fix (str): How to fix a failure, appended to the error.
 
     Returns:
-        Mapping: The loaded object.
+        LoadReport: What was loaded and what was not.
+
+    Raises:
+        ValueError: With ``strict``, if any key is missing, unexpected or mismatched.
     """
-    return torch.load(path, map_location='cpu', weights_only=False)
+    own = model.state_dict()
+    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                  for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
+    fitting = OrderedDict((k, v) for k, v in state_dict.items()
+                          if k in own and v.shape == own[k].shape)
+    absent = [k for k in own if k not in state_dict]
+    report = LoadReport(
+        loaded=list(fitting),
+        missing=[k for k in absent if not optional(k)],
+        unexpected=[k for k in state_dict if k not in own and not ignored(k)],
+        mismatched=mismatched,
+        optional_missing=[k for k in absent if optional(k)])
+    problems = []
+    if report.missing:
+        problems.append(f'{len(report.missing)} of the model\'s {len(own)} tensors are '
+                        f'missing from the checkpoint: {_listing(report.missing)}')
+    if report.mismatched:
+        problems.append(f'{len(report.mismatched)} shape mismatches:\n  ' +
+                        '\n  '.join(report.mismatched[:8]))
+    if report.unexpected:
+        problems.append(f'{len(report.unexpected)} checkpoint tensors have no place in '
+                        f'the model: {_listing(report.unexpected)}')
+    if problems and strict:
+        raise ValueError(f'{source} does not fit this {type(model).__name__}. ' +
+                         '; '.join(problems) + f'. {fix}'.rstrip())
+    model.load_state_dict(fitting, strict=False)
+    summary = (f'Loaded {len(report.loaded)} of {len(own)} tensors of '
+               f'{type(model).__name__} from {source}')
+    if report.optional_missing:
+        summary += (f'; left as initialised: {_listing(report.optional_missing)}')
+    if problems:
+        print_log(f'{summary}. Partial load (strict=False): ' + '; '.join(problems),
+                  logger='current', level=logging.WARNING)
+    else:
+        print_log(summary, logger='current')
+    return report

@@ -109,6 +109,12 @@ def routed_attention_torch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     return routed_attention_sdpa(q, k, v, r_idx, scale)
 
 
+def check_attn_impl(attn_impl: str) -> None:
+    """Raise ``ValueError`` unless ``attn_impl`` names an implementation."""
+    if attn_impl not in ATTN_IMPLS:
+        raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}.')
+
+
 _IMPLS: Dict[str, Callable[..., Tensor]] = {
     'torch': routed_attention_torch,
     'triton': routed_attention_triton_heads_first,
@@ -129,8 +135,7 @@ def resolve_attn_impl(attn_impl: str, *tensors: Tensor) -> str:
     Returns:
         str: A concrete implementation name.
     """
-    if attn_impl not in ATTN_IMPLS:
-        raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}.")
+    check_attn_impl(attn_impl)
     if attn_impl != 'auto':
         return attn_impl
     if all(t.is_cuda for t in tensors) and triton_supported(*tensors):

@@ -1,20 +1,32 @@
-import os.path as osp
-from typing import Dict, List, Sequence, Tuple, Union
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
+from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.logging import print_log
-from mmengine.model import BaseModule
+from mmengine.model import BaseModule, initialize
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...checkpoint import convert_official_state_dict, load_checkpoint_file
-from ...ops.routed_attention import ATTN_IMPLS
+from ...checkpoint import (convert_official_state_dict, load_converted_state_dict,
+                           select_prefix)
+from ...safe_load import read_checkpoint
 from ..layers.biformer_block import GLOBAL_ATTENTION, BiFormerBlock
 
 ARCH_KEYS = ('depths', 'embed_dims', 'qk_dims', 'mlp_ratios', 'topks', 'head_dim')
+PRETRAINED_KEYS = ('type', 'checkpoint', 'prefix', 'map_location', 'strict')
+OFFICIAL_WEIGHTS = 'https://github.com/rayleizhu/BiFormer'
+"""Where the official ImageNet-1k checkpoints ``biformer_{tiny,small,base}_best.pth``
+are published."""
+
+
+def _is_output_norm(key: str) -> bool:
+    """Keys an ImageNet checkpoint cannot hold: the per-output norms of dense models,
+    and BatchNorm batch counters (unused in training and inference)."""
+    return key.startswith('out_norms.') or key.endswith('.num_batches_tracked')
 
 
 class BiFormer(BaseModule):
@@ -41,19 +53,37 @@ class BiFormer(BaseModule):
         out_indices (Sequence[int]): Stages whose outputs are returned. Defaults to
             ``(0, 1, 2, 3)``.
         frozen_stages (int): -1 freezes nothing, 0 the stem, ``k >= 1`` the stem and
-            the first ``k`` stages (with their downsampling and output norms). Frozen
-            parts get ``requires_grad=False`` and stay in eval mode. Defaults to -1.
-        norm_eval (bool): Keep BatchNorm layers in eval mode while training (frozen
-            running statistics). Defaults to False.
-        with_cp (bool): Activation checkpointing per block, trading compute for
-            memory. Defaults to False.
+            the first ``k`` stages, each with the downsampling layer in front of it and
+            its output norm, as mmdet's ResNet and PVT do. (mmdet's Swin also freezes
+            the patch merging *after* its last frozen stage, which feeds stage ``k``;
+            ours keeps that layer, ``downsamples[k - 1]``, trainable.) Frozen parts get
+            ``requires_grad=False`` and stay in eval mode. Defaults to -1.
+        norm_eval (bool): Keep the BatchNorm layers (stem and downsampling) in eval
+            mode while training: frozen running statistics, as the official detection
+            models train. Defaults to False.
+        with_cp (bool): Activation checkpointing per block while gradients are
+            enabled, trading compute for memory. Defaults to False.
         attn_impl (str): Routed attention implementation: ``'auto'`` (fused Triton
             kernel on CUDA when available, else ``'torch'``), ``'torch'``,
             ``'triton'`` or ``'gather'`` (the original algorithm). Defaults to
             ``'auto'``.
-        init_cfg (dict | list[dict], optional): Initialization config. With
-            ``dict(type='Pretrained', checkpoint=PATH)`` an official BiFormer
-            checkpoint (or one of ours) is loaded by :meth:`init_weights`.
+        norm_cfg (dict): Norm layer of the stem and the downsampling layers, built
+            with mmcv's ``build_norm_layer``; ``dict(type='SyncBN')`` as the official
+            segmentation models. Defaults to ``dict(type='BN')``.
+        act_cfg (dict): Activation of the stem and the MLPs, built with mmcv's
+            ``build_activation_layer``. Defaults to ``dict(type='GELU')``.
+        init_cfg (dict | list[dict], optional): Initialization config, a dict or a
+            list of dicts. Without one, Linear layers get a truncated normal (std
+            0.02) and LayerNorms ones and zeros, as in the official code. A
+            ``dict(type='Pretrained', checkpoint=PATH)`` entry loads an official
+            BiFormer checkpoint (classification or dense layout) or one of ours in
+            :meth:`init_weights`, after the other entries. ``PATH`` is a local path, a
+            URL or any mmengine backend path; it is read weights-only (prefix it
+            with ``trusted://`` to load a file you trust in full). Optional keys:
+            ``prefix`` (take only the keys under it, e.g. ``'backbone.'``),
+            ``map_location`` (default ``'cpu'``) and ``strict`` (default True: every
+            tensor but the per-output norms must be loaded, with its shape, and the
+            checkpoint must hold nothing else; False loads what fits and warns).
             Defaults to None.
 
     Example:
@@ -87,17 +117,14 @@ class BiFormer(BaseModule):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  attn_impl: str = 'auto',
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='GELU'),
                  init_cfg: Union[dict, List[dict], None] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         arch = self._parse_arch(arch)
         num_stages = len(arch['depths'])
         if n_win < 1:
             raise ValueError(f'n_win must be a positive int, got {n_win}.')
-        for i, topk in enumerate(arch['topks']):
-            if topk != GLOBAL_ATTENTION and not 0 < topk <= n_win**2:
-                raise ValueError(
-                    f'arch topks[{i}]={topk} must be -2 (global attention) or a top-k in '
-                    f'[1, n_win**2={n_win**2}]: lower it or raise n_win.')
         out_indices = tuple(out_indices)
         if not out_indices or any(not 0 <= i < num_stages for i in out_indices):
             raise ValueError(f'out_indices={out_indices} must be non-empty stage indices in '
@@ -105,8 +132,7 @@ class BiFormer(BaseModule):
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f'frozen_stages={frozen_stages} must be in [-1, {num_stages}] '
                              f'(-1: none, 0: stem, k: stem and the first k stages).')
-        if attn_impl not in ATTN_IMPLS:
-            raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}.')
+        self._parse_init_cfg(init_cfg)  # fail at construction, not at the start of training
 
         self.arch = arch
         self.in_channels = in_channels
@@ -120,12 +146,13 @@ class BiFormer(BaseModule):
 
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, dims[0] // 2, 3, stride=2, padding=1),
-            nn.BatchNorm2d(dims[0] // 2), nn.GELU(),
+            build_norm_layer(norm_cfg, dims[0] // 2)[1], build_activation_layer(act_cfg),
             nn.Conv2d(dims[0] // 2, dims[0], 3, stride=2, padding=1),
-            nn.BatchNorm2d(dims[0]))
+            build_norm_layer(norm_cfg, dims[0])[1])
         self.downsamples = nn.ModuleList(
             nn.Sequential(nn.Conv2d(dims[i], dims[i + 1], 3, stride=2, padding=1),
-                          nn.BatchNorm2d(dims[i + 1])) for i in range(num_stages - 1))
+                          build_norm_layer(norm_cfg, dims[i + 1])[1])
+            for i in range(num_stages - 1))
         drop_rates = torch.linspace(0, drop_path_rate, sum(arch['depths'])).tolist()
         self.stages = nn.ModuleList()
         for i, depth in enumerate(arch['depths']):
@@ -134,7 +161,8 @@ class BiFormer(BaseModule):
                 dims[i], num_heads=arch['qk_dims'][i] // arch['head_dim'], n_win=n_win,
                 topk=arch['topks'][i], qk_dims=arch['qk_dims'][i],
                 mlp_ratio=arch['mlp_ratios'][i], drop_path=drop_rates[first + j],
-                side_dwconv=arch['side_dwconv'], auto_pad=auto_pad, attn_impl=attn_impl)
+                side_dwconv=arch['side_dwconv'], auto_pad=auto_pad, attn_impl=attn_impl,
+                act_cfg=act_cfg)
                 for j in range(depth))))
         self.out_norms = nn.ModuleDict(
             {str(i): nn.LayerNorm(dims[i], eps=1e-6) for i in out_indices})
@@ -169,9 +197,6 @@ class BiFormer(BaseModule):
         for i, (dim, qk_dim, topk) in enumerate(
                 zip(arch['embed_dims'], arch['qk_dims'], arch['topks'])):
             if topk == GLOBAL_ATTENTION:
-                if dim % 8:
-                    raise ValueError(f'arch embed_dims[{i}]={dim} must be divisible by 8, '
-                                     f'the head count of global attention (topks[{i}]=-2).')
                 continue
             for name, value in (('embed_dims', dim), ('qk_dims', qk_dim)):
                 if value % head_dim:
@@ -210,41 +235,82 @@ class BiFormer(BaseModule):
                     module.eval()
         return self
 
+    @staticmethod
+    def _parse_init_cfg(init_cfg: Union[dict, List[dict], None]) -> Optional[dict]:
+        """Validate the ``Pretrained`` entry of ``init_cfg`` (a dict or a list) and
+        return it, or None."""
+        cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+        pretrained = [dict(c) for c in cfgs if c is not None and c.get('type') == 'Pretrained']
+        if len(pretrained) > 1:
+            raise ValueError(f'init_cfg has {len(pretrained)} Pretrained entries; give one '
+                             f'checkpoint (merge the files beforehand if you need several).')
+        if not pretrained:
+            return None
+        cfg = pretrained[0]
+        unknown = sorted(set(cfg) - set(PRETRAINED_KEYS))
+        if unknown or 'checkpoint' not in cfg:
+            raise ValueError(f'init_cfg Pretrained entry {cfg} needs checkpoint and takes '
+                             f'only {PRETRAINED_KEYS}; unknown keys: {unknown}.')
+        return cfg
+
     def init_weights(self) -> None:
-        """Initialise weights, or load the checkpoint named by a ``Pretrained``
-        ``init_cfg`` (official BiFormer layout or ours)."""
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            self._load_pretrained(self.init_cfg['checkpoint'])
-            return
-        if self.init_cfg is not None:
-            super().init_weights()
+        """Initialise the weights, once.
+
+        Linear layers get a truncated normal (std 0.02), LayerNorms ones and zeros;
+        then the non-``Pretrained`` entries of ``init_cfg`` are applied, then the
+        ``Pretrained`` checkpoint is loaded (see the class docstring). A second call
+        changes nothing and logs a warning.
+
+        Raises:
+            FileNotFoundError: If a local pretrained checkpoint does not exist.
+            ValueError: If the checkpoint does not fit (``strict``): wrong file, wrong
+                arch, or a ``prefix`` that selects the wrong part.
+            biformer_mm.safe_load.UnsafeCheckpointError: If the checkpoint holds types
+                a weights-only load refuses.
+        """
+        if self._is_init:
+            print_log(f'{type(self).__name__}.init_weights() was called again: the weights '
+                      f'are kept as they are.', logger='current', level=logging.WARNING)
             return
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 trunc_normal_init(module, std=.02, bias=0.)
             elif isinstance(module, nn.LayerNorm):
                 constant_init(module, val=1., bias=0.)
-
-    def _load_pretrained(self, path: str) -> None:
-        """Load a checkpoint into the backbone, logging missing/unexpected keys."""
-        if not osp.isfile(path):
-            raise FileNotFoundError(
-                f'BiFormer pretrained checkpoint not found at {osp.abspath(path)}. Download '
-                f'the official ImageNet weights (biformer_{{tiny,small,base}}_best.pth) and put '
-                f'them there, set model.backbone.init_cfg.checkpoint to their path, or set '
-                f'model.backbone.init_cfg=None to train from scratch.')
-        state_dict = convert_official_state_dict(load_checkpoint_file(path))
-        own = self.state_dict()
-        mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                      for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
-        if mismatched:
-            raise ValueError(f'Checkpoint {path} does not fit this BiFormer (wrong arch?). '
-                             f'Shape mismatches:\n  ' + '\n  '.join(mismatched))
-        result = self.load_state_dict(state_dict, strict=False)
-        print_log(f'Loaded BiFormer weights from {path}; missing keys: '
-                  f'{result.missing_keys or "none"}; unexpected keys: '
-                  f'{result.unexpected_keys or "none"}', logger='current')
+        cfgs = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg]
+        others = [c for c in cfgs if c is not None and c.get('type') != 'Pretrained']
+        if others:
+            initialize(self, others)
+        pretrained = self._parse_init_cfg(self.init_cfg)
+        if pretrained is not None:
+            self._load_pretrained(**{k: v for k, v in pretrained.items() if k != 'type'})
         self._is_init = True
+
+    def _load_pretrained(self,
+                         checkpoint: str,
+                         prefix: Optional[str] = None,
+                         map_location: Union[str, torch.device, None] = 'cpu',
+                         strict: bool = True) -> None:
+        """Load an official BiFormer checkpoint (or one of ours) into the backbone."""
+        try:
+            loaded = read_checkpoint(checkpoint, map_location,
+                                     where='model.backbone.init_cfg.checkpoint')
+        except FileNotFoundError as error:
+            raise FileNotFoundError(
+                f'{error} Download the official ImageNet-1k weights '
+                f'(biformer_{{tiny,small,base}}_best.pth, linked from {OFFICIAL_WEIGHTS}) '
+                f'and put them there, set model.backbone.init_cfg.checkpoint to their path, '
+                f'or set model.backbone.init_cfg=None to train from scratch.') from error
+        if prefix:
+            loaded = select_prefix(loaded, prefix)
+        load_converted_state_dict(
+            self, convert_official_state_dict(loaded), source=f'checkpoint {checkpoint}',
+            optional=_is_output_norm, ignored=lambda key: key.startswith('out_norms.'),
+            strict=strict,
+            fix='Check that the file is a BiFormer checkpoint of this arch '
+                f'({self.arch["depths"]} blocks, {self.embed_dims} channels), give '
+                'init_cfg.prefix if its backbone sits under another key, or set '
+                'init_cfg.strict=False to load only what fits (e.g. after changing a stage).')
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4:
@@ -272,7 +338,7 @@ class BiFormer(BaseModule):
             if i > 0:
                 x = self.downsamples[i - 1](x)
             for block in stage:
-                if self.with_cp and x.requires_grad:
+                if self.with_cp and torch.is_grad_enabled():
                     x = cp.checkpoint(block, x, use_reentrant=False)
                 else:
                     x = block(x)

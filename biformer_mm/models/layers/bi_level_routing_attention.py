@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from ...ops.routed_attention import ATTN_IMPLS, routed_attention
+from ...ops.routed_attention import check_attn_impl, routed_attention
 
 
 class BiLevelRoutingAttention(BaseModule):
@@ -53,10 +53,10 @@ class BiLevelRoutingAttention(BaseModule):
             raise ValueError(f'qk_dims={qk_dims} and embed_dims={embed_dims} must both be '
                              f'divisible by num_heads={num_heads}.')
         if not 0 < topk <= n_win**2:
-            raise ValueError(f'topk={topk} must be in [1, n_win**2={n_win**2}]: pick a smaller '
+            raise ValueError(f'topk={topk} must be in [1, n_win**2={n_win**2}] (-2 selects '
+                             f'global attention in BiFormer arch topks): pick a smaller '
                              f'top-k or a larger n_win.')
-        if attn_impl not in ATTN_IMPLS:
-            raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}.')
+        check_attn_impl(attn_impl)
         self.embed_dims = embed_dims
         self.qk_dims = qk_dims
         self.num_heads = num_heads
