@@ -81,16 +81,14 @@ def unsafe_globals(filename: str, allowed: Sequence[type] = ()) -> list:
 
     Args:
         filename (str): Local checkpoint path.
-        allowed (Sequence[type]): Types allowed beyond torch's allow-list.
+        allowed (Sequence[type]): Types allowed beyond torch's allow-list (its default
+            and what ``torch.serialization.add_safe_globals`` added).
 
     Returns:
         list[str]: Fully qualified names, empty when the file loads weights-only.
     """
-    names = {f'{t.__module__}.{t.__qualname__}' for t in allowed}
-    names |= {f'{t.__module__}.{t.__qualname__}' if isinstance(t, type) else str(t)
-              for t in torch.serialization.get_safe_globals()}
-    return [name for name in torch.serialization.get_unsafe_globals_in_checkpoint(filename)
-            if name not in names]
+    with torch.serialization.safe_globals(list(allowed)):
+        return torch.serialization.get_unsafe_globals_in_checkpoint(filename)
 
 
 def unsafe_checkpoint_message(filename: str, types: Sequence[str],

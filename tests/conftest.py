@@ -1,11 +1,30 @@
-"""Shared fixtures: repository paths and a tiny toy COCO dataset."""
+"""Shared fixtures: repository paths, a subprocess runner, tiny toy datasets and the
+checkpoints of short training runs of our tools on them."""
 import importlib.util
+import os
 import os.path as osp
+import subprocess
+import sys
 from types import ModuleType
+from typing import List, Optional
 
 import pytest
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
+TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
+DET_CONFIG = osp.join(REPO_ROOT, 'configs', 'detection', 'maskrcnn_biformer_t.py')
+DET_OVERLAY = osp.join(REPO_ROOT, 'configs', 'detection', 'toy', 'maskrcnn_toy_coco.py')
+SEG_CONFIG = osp.join(REPO_ROOT, 'configs', 'segmentation', 'fpn_biformer_t.py')
+SEG_OVERLAY = osp.join(REPO_ROOT, 'configs', 'segmentation', 'toy', 'fpn_toy_ade20k.py')
+# One detection epoch is 2 iterations on the toy_coco_workdir's 4 images; 128x128 inputs
+# keep steps short.
+ONE_EPOCH = [
+    '--cfg-options', 'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1',
+    'train_dataloader.dataset.pipeline.2.scale=(128,128)',
+    'val_dataloader.dataset.pipeline.1.scale=(128,128)',
+    'test_dataloader.dataset.pipeline.1.scale=(128,128)'
+]
 
 
 def load_tool(relpath: str) -> ModuleType:
@@ -17,6 +36,18 @@ def load_tool(relpath: str) -> ModuleType:
     return module
 
 
+def run(cmd: List[str], cwd: str, pythonpath: str = REPO_ROOT,
+        env: Optional[dict] = None) -> str:
+    """Run ``cmd`` with ``pythonpath`` first on PYTHONPATH (this checkout by default)
+    and return its output; fail the test with the output tail if the command fails."""
+    env = dict(os.environ, **(env or {}))
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [pythonpath, env.get('PYTHONPATH')]))
+    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, f'{" ".join(cmd)} failed:\n{proc.stdout[-6000:]}'
+    return proc.stdout
+
+
 @pytest.fixture(scope='session')
 def toy_coco_workdir(tmp_path_factory) -> str:
     """A working directory whose ``data/toy_coco`` holds the toy shapes dataset with 4
@@ -25,3 +56,36 @@ def toy_coco_workdir(tmp_path_factory) -> str:
     load_tool('dataset/make_toy_coco.py').make_toy_coco(
         str(workdir / 'data' / 'toy_coco'), num_train=4, num_val=2, seed=0)
     return str(workdir)
+
+
+@pytest.fixture(scope='session')
+def trained_det(toy_coco_workdir) -> dict:
+    """One epoch (2 iterations) of tools/train.py on Mask R-CNN BiFormer-T with --amp,
+    as on a CPU machine: ``work_dir`` and the tool's ``output``."""
+    work_dir = osp.join(toy_coco_workdir, 'work_dirs', 'one_epoch')
+    output = run([sys.executable, TRAIN, DET_CONFIG, '--overlay', DET_OVERLAY, '--work-dir',
+                  work_dir, '--amp'] + ONE_EPOCH, cwd=toy_coco_workdir)
+    return dict(work_dir=work_dir, output=output)
+
+
+@pytest.fixture(scope='session')
+def trained_seg(tmp_path_factory) -> str:
+    """The work dir of 1 iteration of tools/train.py on Semantic FPN BiFormer-T, on a
+    toy ADE20K of 4 training and 2 validation images."""
+    root = tmp_path_factory.mktemp('toy_ade_train') / 'ADEChallengeData2016'
+    load_tool('dataset/make_toy_ade20k.py').make_toy_ade20k(str(root), num_train=4,
+                                                            num_val=2, seed=0)
+    work_dir = str(root.parent / 'work_dir')
+    data = [f'{split}_dataloader.dataset.data_root={root}'
+            for split in ('train', 'val', 'test')]
+    run([sys.executable, TRAIN, SEG_CONFIG, '--overlay', SEG_OVERLAY, '--work-dir', work_dir,
+         '--cfg-options', 'train_cfg.max_iters=1', 'default_hooks.checkpoint.interval=1',
+         'train_cfg.val_begin=100', *data], cwd=REPO_ROOT)
+    return work_dir
+
+
+@pytest.fixture(scope='session')
+def trained_checkpoints(trained_det, trained_seg) -> dict:
+    """The checkpoints our tools wrote: ``{'det': path, 'seg': path}``."""
+    return dict(det=osp.join(trained_det['work_dir'], 'epoch_1.pth'),
+                seg=osp.join(trained_seg, 'iter_1.pth'))

@@ -4,45 +4,22 @@ import os
 import os.path as osp
 import shutil
 import socket
-import subprocess
 import sys
-from typing import List, Optional
 
 import pytest
 import torch
 
 from biformer_mm.engine import cli
-from conftest import REPO_ROOT
+from conftest import DET_CONFIG as CONFIG
+from conftest import DET_OVERLAY as OVERLAY
+from conftest import ONE_EPOCH, REPO_ROOT, TEST, TRAIN, run
 
-CONFIG = osp.join(REPO_ROOT, 'configs', 'detection', 'maskrcnn_biformer_t.py')
-OVERLAY = osp.join(REPO_ROOT, 'configs', 'detection', 'toy', 'maskrcnn_toy_coco.py')
-TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
-TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
-# One epoch is 2 iterations on the fixture's 4 images; 128x128 inputs keep steps short.
-ONE_EPOCH = [
-    '--cfg-options', 'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1',
-    'train_dataloader.dataset.pipeline.2.scale=(128,128)',
-    'val_dataloader.dataset.pipeline.1.scale=(128,128)',
-    'test_dataloader.dataset.pipeline.1.scale=(128,128)'
-]
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
                               reason='exercises the CPU-only code path')
 
 
-def run(cmd: List[str], cwd: str, pythonpath: str = REPO_ROOT,
-        env: Optional[dict] = None) -> str:
-    """Run ``cmd`` with ``pythonpath`` first on PYTHONPATH (this checkout by default)
-    and return its output; fail the test with the output tail if the command fails."""
-    env = dict(os.environ, **(env or {}))
-    env['PYTHONPATH'] = os.pathsep.join(filter(None, [pythonpath, env.get('PYTHONPATH')]))
-    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=600)
-    assert proc.returncode == 0, f'{" ".join(cmd)} failed:\n{proc.stdout[-6000:]}'
-    return proc.stdout
-
-
 def checkpoint_meta(path: str) -> dict:
-    return torch.load(path, map_location='cpu', weights_only=False)['meta']
+    return torch.load(path, map_location='cpu', weights_only=True)['meta']
 
 
 def free_port() -> int:
@@ -51,48 +28,39 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope='module')
-def trained(toy_coco_workdir):
-    """One epoch (2 iterations) of tools/train.py with --amp, as on a CPU machine."""
-    work_dir = osp.join(toy_coco_workdir, 'work_dirs', 'one_epoch')
-    output = run([sys.executable, TRAIN, CONFIG, '--overlay', OVERLAY, '--work-dir',
-                  work_dir, '--amp'] + ONE_EPOCH, cwd=toy_coco_workdir)
-    return dict(work_dir=work_dir, output=output)
-
-
-def test_train_py_runs_two_iterations_and_saves_a_checkpoint(trained):
-    assert 'Epoch(train) [1][2/2]' in trained['output']
-    checkpoint = osp.join(trained['work_dir'], 'epoch_1.pth')
+def test_train_py_runs_two_iterations_and_saves_a_checkpoint(trained_det):
+    assert 'Epoch(train) [1][2/2]' in trained_det['output']
+    checkpoint = osp.join(trained_det['work_dir'], 'epoch_1.pth')
     meta = checkpoint_meta(checkpoint)
     assert (meta['epoch'], meta['iter']) == (1, 2)
-    assert osp.isfile(osp.join(trained['work_dir'], 'maskrcnn_biformer_t.py')), \
+    assert osp.isfile(osp.join(trained_det['work_dir'], 'maskrcnn_biformer_t.py')), \
         'the merged config is saved next to the checkpoints'
 
 
 @cpu_only
-def test_amp_falls_back_to_fp32_with_a_warning_without_gpu(trained):
-    assert 'training in fp32 with OptimWrapper instead' in trained['output']
+def test_amp_falls_back_to_fp32_with_a_warning_without_gpu(trained_det):
+    assert 'training in fp32 with OptimWrapper instead' in trained_det['output']
     args = cli.train_parser().parse_args([CONFIG])
     cfg = cli.train_config(args)
     assert cfg.optim_wrapper.type == 'OptimWrapper'
     assert 'loss_scale' not in cfg.optim_wrapper
 
 
-def test_test_py_evaluates_the_checkpoint_with_coco_metric_and_draws(trained,
+def test_test_py_evaluates_the_checkpoint_with_coco_metric_and_draws(trained_det,
                                                                      toy_coco_workdir):
-    vis_dir = osp.join(trained['work_dir'], 'vis')
-    output = run([sys.executable, TEST, CONFIG, osp.join(trained['work_dir'], 'epoch_1.pth'),
-                  '--overlay', OVERLAY, '--work-dir', trained['work_dir'], '--show-dir',
+    vis_dir = osp.join(trained_det['work_dir'], 'vis')
+    output = run([sys.executable, TEST, CONFIG, osp.join(trained_det['work_dir'], 'epoch_1.pth'),
+                  '--overlay', OVERLAY, '--work-dir', trained_det['work_dir'], '--show-dir',
                   vis_dir], cwd=toy_coco_workdir)
     assert 'coco/bbox_mAP:' in output and 'coco/segm_mAP:' in output
     assert 'Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all' in output
     assert sorted(os.listdir(vis_dir)) == ['000001.png', '000002.png']
 
 
-def test_resume_continues_from_the_last_checkpoint(trained, toy_coco_workdir):
+def test_resume_continues_from_the_last_checkpoint(trained_det, toy_coco_workdir):
     # A run stopped after its first epoch leaves epoch_1.pth and last_checkpoint behind.
     work_dir = osp.join(toy_coco_workdir, 'work_dirs', 'resumed')
-    shutil.copytree(trained['work_dir'], work_dir)
+    shutil.copytree(trained_det['work_dir'], work_dir)
     with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
         f.write(osp.join(work_dir, 'epoch_1.pth'))
     output = run([sys.executable, TRAIN, CONFIG, '--overlay', OVERLAY, '--work-dir',

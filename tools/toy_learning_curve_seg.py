@@ -15,38 +15,12 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
-
 from mmengine.config import Config
-from mmengine.hooks import Hook
-from mmengine.runner import Runner
 
-from biformer_mm.engine import load_config
+from biformer_mm.engine import ValidateBeforeTrainingHook, build_runner, load_config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MAKE_TOY_ADE20K = osp.join(ROOT, 'tools', 'dataset', 'make_toy_ade20k.py')
-
-
-class ValidateBeforeTraining(Hook):
-    """Run the validation loop once before the first training iteration and keep
-    the metrics of every validation run.
-
-    Attributes:
-        history (list[dict]): ``(iteration, metrics)`` of each validation run, in
-            order.
-    """
-
-    priority = 'LOWEST'
-
-    def __init__(self) -> None:
-        self.history: List[Dict] = []
-
-    def before_train(self, runner: Runner) -> None:
-        runner.val_loop.run()
-
-    def after_val_epoch(self, runner: Runner,
-                        metrics: Optional[Dict[str, float]] = None) -> None:
-        self.history.append(dict(iter=runner.iter, metrics=dict(metrics or {})))
 
 
 def set_schedule_length(cfg: Config, iters: int) -> None:
@@ -96,8 +70,8 @@ def main() -> None:
         print(f'{data_root} does not exist: writing the toy dataset there.')
         subprocess.run([sys.executable, MAKE_TOY_ADE20K, '--out', data_root], check=True)
 
-    runner = Runner.from_cfg(cfg)
-    recorder = ValidateBeforeTraining()
+    runner = build_runner(cfg)
+    recorder = ValidateBeforeTrainingHook()
     runner.register_hook(recorder)
     start = time.perf_counter()
     runner.train()

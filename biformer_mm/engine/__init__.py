@@ -1,10 +1,10 @@
 """Training and testing support on top of mmengine's Runner.
 
-Importing this package also makes mmengine load local checkpoints under torch>=2.6 (see
-:mod:`biformer_mm.engine.checkpoint_loader`).
+Importing this package also lets mmengine's weights-only loads (torch>=2.6) read the
+training checkpoints our runs write (see :mod:`biformer_mm.engine.checkpoint_allowlist`).
 """
 from .amp import enable_amp, fall_back_to_fp32
-from .checkpoint_loader import load_from_local_trusted
+from .checkpoint_allowlist import allow_training_checkpoints
 from .cli import build_runner, test_config, test_parser, train_config, train_parser
 from .distributed import init_cpu_process_group, setup_cpu_distributed
 from .overlay import apply_overlay, load_config
@@ -12,8 +12,10 @@ from .validate_before_training_hook import ValidateBeforeTrainingHook
 from .visualization import enable_visualization
 
 __all__ = [
-    'apply_overlay', 'build_runner', 'enable_amp', 'enable_visualization',
-    'fall_back_to_fp32', 'init_cpu_process_group', 'load_config', 'load_from_local_trusted',
+    'allow_training_checkpoints', 'apply_overlay', 'build_runner', 'enable_amp', 'enable_visualization',
+    'fall_back_to_fp32', 'init_cpu_process_group', 'load_config',
     'setup_cpu_distributed', 'test_config', 'test_parser', 'train_config', 'train_parser',
     'ValidateBeforeTrainingHook'
 ]
+
+allow_training_checkpoints()

@@ -12,6 +12,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from ..safe_load import check_loadable, strip_trusted
 from .amp import enable_amp, fall_back_to_fp32
 from .distributed import LAUNCHERS, setup_cpu_distributed
 from .overlay import load_config
@@ -49,7 +50,8 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto', metavar='CHECKPOINT',
         help='resume from CHECKPOINT, or with no value from the latest checkpoint '
-        'in the work dir')
+        'in the work dir; prefix CHECKPOINT with trusted:// to load a file you trust '
+        'in full (docs/checkpoints.md)')
     return parser
 
 
@@ -59,7 +61,8 @@ def test_parser() -> argparse.ArgumentParser:
         description='Evaluate a checkpoint with the test dataloader and evaluator '
         'of a config.')
     parser.add_argument('config', help='config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file; prefix it with trusted:// to '
+                        'load a file you trust in full (docs/checkpoints.md)')
     _add_common_args(parser)
     parser.add_argument('--show-dir', help='save images with drawn predictions here')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
@@ -107,13 +110,14 @@ def train_config(args: argparse.Namespace) -> Config:
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if not osp.isfile(args.resume):
+        if not osp.isfile(strip_trusted(args.resume)):
             raise FileNotFoundError(
                 f'--resume {args.resume}: no such checkpoint file. Pass a .pth file, or '
                 f'--resume without a value to continue from the latest checkpoint in the '
                 f'work dir.')
         cfg.resume = True
         cfg.load_from = args.resume
+    check_loadable(cfg.get('load_from'), where='the --resume or load_from path')
     fall_back_to_fp32(cfg)
     return cfg
 
@@ -127,9 +131,10 @@ def test_config(args: argparse.Namespace) -> Config:
     Returns:
         Config: The config to build the Runner from.
     """
-    if not osp.isfile(args.checkpoint):
+    if not osp.isfile(strip_trusted(args.checkpoint)):
         raise FileNotFoundError(f'Checkpoint {args.checkpoint} does not exist (relative '
                                 f'paths start at {osp.abspath(".")}).')
+    check_loadable(args.checkpoint, where='the CHECKPOINT argument')
     cfg = _common_config(args)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:

@@ -1,23 +1,33 @@
 """A hook that evaluates the model before it is trained."""
+import logging
 from typing import Dict, List, Optional
 
+import torch
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 from mmengine.runner import Runner
+from mmengine.runner.amp import autocast
 
 
 @HOOKS.register_module()
 class ValidateBeforeTrainingHook(Hook):
-    """Run the validation loop once right before the first training iteration, and
-    record the metrics of every validation run.
+    """Evaluate the model once right before the first training iteration, and record
+    the metrics of every validation run.
 
     With it, one training run reports what the freshly initialised model scores and what
     training made of it, on the same evaluator::
 
         custom_hooks = [dict(type='ValidateBeforeTrainingHook')]
 
+    The evaluation before training runs the config's validation dataloader and evaluator
+    directly, not the validation loop: the other hooks do not see it, so the checkpoint
+    hook saves no "best" checkpoint of the untrained model. A config without validation
+    (``val_cfg=None``) has nothing to evaluate: the hook logs a warning and records
+    nothing.
+
     Attributes:
-        history (list[dict]): ``dict(epoch, iter, metrics)`` of each validation run, in
+        history (list[dict]): ``dict(epoch, iter, metrics)`` of each evaluation, in
             order; the first is the untrained model's.
     """
 
@@ -27,11 +37,30 @@ class ValidateBeforeTrainingHook(Hook):
         self.history: List[Dict] = []
 
     def before_train(self, runner: Runner) -> None:
-        """Validate the model as initialised (or as resumed)."""
-        runner.val_loop.run()
+        """Evaluate the model as initialised (or as resumed)."""
+        loop = runner.val_loop
+        if loop is None:
+            print_log('ValidateBeforeTrainingHook: the config has no validation '
+                      '(val_cfg is None), so nothing is evaluated before training.',
+                      logger='current', level=logging.WARNING)
+            return
+        runner.model.eval()
+        for data_batch in loop.dataloader:
+            with torch.no_grad(), autocast(enabled=loop.fp16):
+                outputs = runner.model.val_step(data_batch)
+            loop.evaluator.process(data_samples=outputs, data_batch=data_batch)
+        metrics = loop.evaluator.evaluate(len(loop.dataloader.dataset))
+        runner.model.train()
+        print_log(f'Before training (iteration {runner.iter}): ' +
+                  '  '.join(f'{k}: {v:.4f}' if isinstance(v, float) else f'{k}: {v}'
+                            for k, v in metrics.items()), logger='current')
+        self._record(runner, metrics)
 
     def after_val_epoch(self, runner: Runner,
                         metrics: Optional[Dict[str, float]] = None) -> None:
         """Record the metrics of a validation run."""
+        self._record(runner, metrics)
+
+    def _record(self, runner: Runner, metrics: Optional[Dict[str, float]]) -> None:
         self.history.append(
             dict(epoch=runner.epoch, iter=runner.iter, metrics=dict(metrics or {})))

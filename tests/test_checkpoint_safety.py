@@ -1,0 +1,154 @@
+"""Specification: no checkpoint load runs code from the file, through any entry point,
+while every checkpoint our tools write still loads; ``trusted://`` is the explicit
+opt-in for a file the user trusts."""
+import argparse
+import fractions
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.runner import CheckpointLoader, load_checkpoint
+
+import biformer_mm.engine  # noqa: F401  (the allow-list our configs import)
+from biformer_mm import BiFormer
+from biformer_mm.safe_load import UnsafeCheckpointError
+from conftest import REPO_ROOT
+
+CONFIG = osp.join(REPO_ROOT, 'configs', 'detection', 'maskrcnn_biformer_t.py')
+OVERLAY = osp.join(REPO_ROOT, 'configs', 'detection', 'toy', 'maskrcnn_toy_coco.py')
+
+
+class Payload:
+    """Unpickling this runs code: it writes ``marker``."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('the payload ran')", )
+
+
+@pytest.fixture
+def payload_checkpoint(tmp_path):
+    """A checkpoint that looks like ours (weights, meta) with a payload in its meta."""
+    marker = tmp_path / 'payload_ran'
+    path = tmp_path / 'epoch_1.pth'
+    torch.save({'meta': {'epoch': 1, 'iter': 2, 'note': Payload(marker)},
+                'state_dict': BiFormer(arch='tiny').state_dict()}, path)
+    return str(path), marker
+
+
+def run_tool(*args, cwd):
+    env = dict(__import__('os').environ, PYTHONPATH=REPO_ROOT)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_mmengine_loaders_refuse_the_payload(payload_checkpoint):
+    """What mmdet's/mmseg's own tools (mim test mmdet/mmseg) and the Runner call."""
+    path, marker = payload_checkpoint
+    with pytest.raises(Exception, match='Weights only load failed'):
+        CheckpointLoader.load_checkpoint(path)
+    with pytest.raises(Exception, match='Weights only load failed'):
+        load_checkpoint(BiFormer(arch='tiny'), path)
+    assert not marker.exists()
+
+
+def test_pretrained_init_cfg_refuses_the_payload_and_names_the_opt_in(payload_checkpoint):
+    path, marker = payload_checkpoint
+    model = BiFormer(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=path))
+    with pytest.raises(UnsafeCheckpointError) as error:
+        model.init_weights()
+    assert not marker.exists()
+    message = str(error.value)
+    assert 'builtins.exec' in message
+    assert f'trusted://{path}' in message and 'init_cfg.checkpoint' in message
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_train_resume_and_test_py_refuse_the_payload_before_running(payload_checkpoint,
+                                                                    tool, tmp_path):
+    path, marker = payload_checkpoint
+    if tool == 'train':
+        args = ['tools/train.py', CONFIG, '--overlay', OVERLAY, '--resume', path]
+    else:
+        args = ['tools/test.py', CONFIG, path, '--overlay', OVERLAY]
+    proc = run_tool(*args, '--work-dir', str(tmp_path / 'work'), cwd=REPO_ROOT)
+    assert proc.returncode != 0
+    assert 'UnsafeCheckpointError' in proc.stderr and 'builtins.exec' in proc.stderr
+    assert 'trusted://' in proc.stderr
+    assert not marker.exists()
+
+
+def test_load_from_in_the_config_is_checked_too(payload_checkpoint, tmp_path):
+    path, marker = payload_checkpoint
+    proc = run_tool('tools/train.py', CONFIG, '--overlay', OVERLAY, '--work-dir',
+                    str(tmp_path / 'work'), '--cfg-options', f'load_from={path}',
+                    cwd=REPO_ROOT)
+    assert proc.returncode != 0 and 'UnsafeCheckpointError' in proc.stderr
+    assert not marker.exists()
+
+
+def test_official_imagenet_files_load_weights_only(tmp_path):
+    """The official files pickle argparse.Namespace beside the weights: allowed for
+    backbone weights, nothing more."""
+    path = tmp_path / 'biformer_tiny_best.pth'
+    torch.save({'model': BiFormer(arch='tiny').state_dict(),
+                'args': argparse.Namespace(model='biformer_tiny', lr=5e-4)}, path)
+    BiFormer(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path))).init_weights()
+
+
+def test_trusted_prefix_loads_a_file_beyond_the_allow_list(tmp_path):
+    """A harmless type outside the allow-list is refused, and loads with trusted://
+    through the backbone and through mmengine's loader (load_from, --resume,
+    tools/test.py)."""
+    path = tmp_path / 'custom.pth'
+    torch.save({'state_dict': BiFormer(arch='tiny').state_dict(),
+                'meta': {'ratio': fractions.Fraction(1, 3)}}, path)
+    model = BiFormer(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(UnsafeCheckpointError, match='fractions.Fraction'):
+        model.init_weights()
+    trusted = BiFormer(arch='tiny', init_cfg=dict(type='Pretrained',
+                                                  checkpoint=f'trusted://{path}'))
+    trusted.init_weights()
+    loaded = CheckpointLoader.load_checkpoint(f'trusted://{path}')
+    assert loaded['meta']['ratio'] == fractions.Fraction(1, 3)
+
+
+def test_trusted_prefix_of_a_missing_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        CheckpointLoader.load_checkpoint(f'trusted://{tmp_path}/missing.pth')
+
+
+def amp_checkpoint(checkpoint: dict) -> dict:
+    """``checkpoint`` as AmpOptimWrapper writes it: its state_dict adds the loss
+    scaler's state to the optimizer's (static loss scale 512, as our recipes)."""
+    scaler = torch.amp.GradScaler('cpu', init_scale=512.)
+    scaler.scale(torch.ones(1, requires_grad=True))  # initialises the scale tensor
+    checkpoint['optimizer']['loss_scaler'] = scaler.state_dict()
+    return checkpoint
+
+
+@pytest.mark.parametrize('amp', [False, True], ids=['fp32', 'amp'])
+def test_training_checkpoints_of_our_tools_load_weights_only(trained_checkpoints, amp,
+                                                             tmp_path):
+    """What tools/train.py wrote for detection and segmentation loads through
+    mmengine's loader with torch's weights-only default, in a fresh process that only
+    imports biformer_mm.engine (as the configs' custom_imports do)."""
+    for task, path in trained_checkpoints.items():
+        if amp:
+            full = torch.load(path, map_location='cpu', weights_only=False)
+            path = str(tmp_path / f'{task}_amp.pth')
+            torch.save(amp_checkpoint(full), path)
+        code = ('import biformer_mm.engine\n'
+                'from mmengine.runner import CheckpointLoader\n'
+                f'ckpt = CheckpointLoader.load_checkpoint({path!r})\n'
+                "print(sorted(ckpt), ckpt['optimizer'].get('loss_scaler'))\n")
+        proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                              env=dict(__import__('os').environ, PYTHONPATH=REPO_ROOT))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "['message_hub', 'meta', 'optimizer', 'param_schedulers', 'state_dict']" in \
+            proc.stdout
+        assert ("'scale': 512.0" in proc.stdout) == amp
