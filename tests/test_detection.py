@@ -42,7 +42,9 @@ def test_all_six_configs_exist():
 
 
 @pytest.mark.parametrize('config', CONFIGS, ids=config_id)
-def test_config_carries_the_official_recipe(config):
+def test_config_reads_coco_and_the_imagenet_weights(config):
+    """The training recipe itself is checked against the official one in
+    test_recipes.py."""
     cfg = Config.fromfile(config)
     sz, fam = size(config), family(config)
     assert cfg.default_scope == 'mmdet'
@@ -50,32 +52,13 @@ def test_config_carries_the_official_recipe(config):
                                       allow_failed_imports=False)
     backbone = cfg.model.backbone
     assert backbone.type == 'BiFormer' and backbone.arch == ARCHS[sz]
-    assert backbone.n_win == 16 and backbone.auto_pad is True
-    assert backbone.drop_path_rate == (0.1 if sz == 't' else 0.2)
     assert backbone.init_cfg == dict(
         type='Pretrained', checkpoint=f'checkpoints/biformer_{ARCHS[sz]}_best.pth')
     used = [CHANNELS[sz][i] for i in backbone.out_indices]
     assert cfg.model.neck.in_channels == used
-    # 8 GPUs x 2 images; --auto-scale-lr scales from there.
-    assert cfg.train_dataloader.batch_size == 2
-    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=16)
-    # 1x schedule: 12 epochs, lr steps at 8 and 11.
-    assert cfg.train_cfg.max_epochs == 12
-    assert cfg.param_scheduler[-1].milestones == [8, 11]
-    wrapper = cfg.optim_wrapper
-    assert wrapper.type == 'AmpOptimWrapper'
-    assert wrapper.optimizer.type == 'AdamW' and wrapper.optimizer.lr == 1e-4
-    if fam == 'maskrcnn':
-        assert wrapper.optimizer.weight_decay == 0.05
-        assert wrapper.paramwise_cfg == dict(
-            norm_decay_mult=0., custom_keys={'pos_embed': dict(decay_mult=0.)})
-        assert cfg.val_evaluator.metric == ['bbox', 'segm']
-    else:
-        assert wrapper.optimizer.weight_decay == 1e-4
-        assert cfg.model.neck.add_extra_convs == 'on_input'
-        assert cfg.model.neck.num_outs == 5
     assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
     assert cfg.val_evaluator.ann_file == 'data/coco/annotations/instances_val2017.json'
+    assert cfg.val_evaluator.metric == (['bbox', 'segm'] if fam == 'maskrcnn' else 'bbox')
 
 
 def test_coco_root_environment_variable_moves_every_data_path(monkeypatch):
@@ -123,26 +106,6 @@ def test_config_builds_trains_one_step_and_predicts(config):
         assert result.ori_shape == inputs.ori_shape
         if family(config) == 'maskrcnn':
             assert pred.masks.shape[1:] == inputs.ori_shape
-
-
-def test_no_weight_decay_on_norms_and_position_embeddings():
-    from mmdet.registry import MODELS
-    init_default_scope('mmdet')
-    cfg = load_config(osp.join(DET_DIR, 'maskrcnn_biformer_t.py'),
-                      cfg_options={'model.backbone.init_cfg': None})
-    fall_back_to_fp32(cfg)
-    model = MODELS.build(cfg.model)
-    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
-    decay_of = {}
-    for group in optimizer.param_groups:
-        for param in group['params']:
-            decay_of[id(param)] = group['weight_decay']
-    names = dict(model.named_parameters())
-    assert decay_of[id(names['backbone.stages.0.0.pos_embed.weight'])] == 0
-    assert decay_of[id(names['backbone.stem.1.weight'])] == 0  # BatchNorm
-    assert decay_of[id(names['backbone.out_norms.3.weight'])] == 0  # LayerNorm
-    assert decay_of[id(names['backbone.stages.0.0.mlp.fc1.weight'])] == 0.05
-    assert decay_of[id(names['neck.fpn_convs.0.conv.weight'])] == 0.05
 
 
 def test_missing_imagenet_checkpoint_says_where_to_put_it(tmp_path, monkeypatch):

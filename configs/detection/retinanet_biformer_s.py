@@ -1,4 +1,5 @@
-# RetinaNet + FPN, BiFormer-S backbone, COCO 2017, 1x schedule.
+# RetinaNet + FPN, BiFormer-S backbone, COCO 2017, 1x schedule (official: 45.9 box AP,
+# drop path 0.2).
 _base_ = './_base_/retinanet_biformer_fpn_1x_coco.py'
 
 model = dict(

@@ -1,5 +1,5 @@
 # Semantic FPN, BiFormer-B backbone, ADE20K 512x512, 80k iterations (official: 49.9 mIoU,
-# with the official drop path rate 0.3).
+# drop path 0.3).
 _base_ = './_base_/fpn_biformer_80k_ade20k.py'
 
 model = dict(

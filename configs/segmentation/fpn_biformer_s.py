@@ -1,4 +1,5 @@
-# Semantic FPN, BiFormer-S backbone, ADE20K 512x512, 80k iterations (official: 48.9 mIoU).
+# Semantic FPN, BiFormer-S backbone, ADE20K 512x512, 80k iterations (official: 48.9 mIoU,
+# drop path 0.15).
 _base_ = './_base_/fpn_biformer_80k_ade20k.py'
 
 model = dict(

@@ -1,4 +1,5 @@
-# UperNet, BiFormer-B backbone, ADE20K 512x512, 160k iterations (official: 51.0 mIoU).
+# UperNet, BiFormer-B backbone, ADE20K 512x512, 160k iterations (official: 51.0 mIoU,
+# drop path 0.4).
 _base_ = './_base_/upernet_biformer_160k_ade20k.py'
 
 model = dict(

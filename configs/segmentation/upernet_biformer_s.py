@@ -1,4 +1,5 @@
-# UperNet, BiFormer-S backbone, ADE20K 512x512, 160k iterations (official: 49.8 mIoU).
+# UperNet, BiFormer-S backbone, ADE20K 512x512, 160k iterations (official: 49.8 mIoU,
+# drop path 0.3).
 _base_ = './_base_/upernet_biformer_160k_ade20k.py'
 
 model = dict(

@@ -1,15 +1,17 @@
 # RetinaNet + FPN with a BiFormer backbone on COCO 2017, 1x schedule: the official
-# BiFormer recipe (object_detection/configs/coco/retinanet.1x.biformer_*.py) in mmdet 3.x
-# terms. The architecture-specific values are those of BiFormer-S; the T/S/B configs next
-# to this directory set their own.
+# BiFormer recipe (object_detection/configs/coco/retinanet.1x.biformer_*.py, mmdet 2.x) in
+# mmdet 3.x terms; tests/test_recipes.py checks it against the official facts in
+# ../shared/reference/official_recipes.json. The architecture-specific values are those of
+# BiFormer-S; the T/S/B configs next to this directory set their own.
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
     'mmdet::_base_/datasets/coco_detection.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
-# biformer_mm registers BiFormer; biformer_mm.engine lets mmengine load its own
-# checkpoints under torch>=2.6 (also for `mim test mmdet`).
+# biformer_mm registers BiFormer; biformer_mm.engine lets mmengine's weights-only loads
+# (torch>=2.6) read the training checkpoints these configs write (also for
+# `mim test mmdet`).
 custom_imports = dict(imports=['biformer_mm', 'biformer_mm.engine'], allow_failed_imports=False)
 default_scope = 'mmdet'
 
@@ -34,6 +36,9 @@ model = dict(
         auto_pad=True,
         drop_path_rate=0.2,
         out_indices=(1, 2, 3),
+        # The official detection backbone keeps every BatchNorm (stem and downsampling
+        # layers) in eval mode while training: the ImageNet statistics stay frozen.
+        norm_eval=True,
         # Official ImageNet-1k weights, relative to the working directory. A missing file
         # fails at init_weights() with the expected path; set init_cfg=None to train from
         # scratch.
@@ -45,13 +50,15 @@ model = dict(
         add_extra_convs='on_input',
         num_outs=5))
 
-# AdamW with weight decay 1e-4 and mixed precision (tools/train.py falls back to fp32
+# AdamW with weight decay 1e-4 on every parameter (the official RetinaNet exempts none);
+# fp16 mixed precision with a static loss scale of 512 (tools/train.py falls back to fp32
 # without a GPU). The 1x schedule (12 epochs, lr x0.1 at epochs 8 and 11, 500-iteration
-# linear warm-up) is mmdet's.
+# linear warm-up from 0.001 x lr) is mmdet's, as in the official config.
 optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
-    loss_scale='dynamic',
+    dtype='float16',
+    loss_scale=512.,
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-4))
 
 # The lr is for 8 GPUs x 2 images; --auto-scale-lr rescales it to the actual batch.

@@ -47,8 +47,9 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-# No ImageNet weights: the backbone starts from scratch.
-model = dict(backbone=dict(init_cfg=None))
+# No ImageNet weights: the backbone starts from scratch, so its BatchNorms learn their
+# statistics (the COCO recipe keeps pretrained statistics frozen with norm_eval=True).
+model = dict(backbone=dict(init_cfg=None, norm_eval=False))
 
 # 2 epochs of the default 48 training images (48 iterations at batch size 2), validated
 # at the end. After a 20-iteration warm-up the lr stays constant, so changing

@@ -1,6 +1,7 @@
 # Shared part of the toy overlays: the ADE20K-layout street scenes written by
 # tools/dataset/make_toy_ade20k.py, read by mmseg's ADE20KDataset at 128x128 crops; BN in
-# the decode head; a short fp32 schedule for CPUs and a backbone trained from scratch.
+# the backbone and the decode head; a short fp32 schedule for CPUs and a backbone trained
+# from scratch.
 data_root = 'data/toy_ade/ADEChallengeData2016'
 crop_size = (128, 128)
 train_pipeline = [
@@ -47,11 +48,12 @@ test_dataloader = val_dataloader
 val_evaluator = dict(_delete_=True, type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
-# No ImageNet weights: the backbone starts from scratch. BN instead of SyncBN.
+# No ImageNet weights: the backbone starts from scratch. BN instead of SyncBN in the
+# backbone and the head, so that multi-process CPU runs work too.
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(init_cfg=None),
+    backbone=dict(init_cfg=None, norm_cfg=norm_cfg),
     decode_head=dict(norm_cfg=norm_cfg))
 
 # fp32 (no AMP), AdamW with a higher lr than the ADE20K recipes since nothing is
