@@ -1,4 +1,5 @@
-"""Loading official BiFormer checkpoints (and ours) into :class:`biformer_mm.BiFormer`."""
+"""Loading official BiFormer checkpoints (and ours) into :class:`biformer_mm.BiFormer` and
+the timm classifiers."""
 import logging
 import re
 from collections import OrderedDict
@@ -7,6 +8,10 @@ from typing import Callable, Dict, List, Mapping, NamedTuple, Optional
 import torch.nn as nn
 from mmengine.logging import print_log
 from torch import Tensor
+
+OFFICIAL_WEIGHTS = 'https://github.com/rayleizhu/BiFormer'
+"""Where the official ImageNet-1k checkpoints ``biformer_{tiny,small,base}_best.pth``
+are published."""
 
 # (official pattern, our replacement), applied in order to every key.
 _KEY_RULES = (
@@ -92,10 +97,10 @@ def convert_official_state_dict(state_dict: Mapping,
 
 
 class LoadReport(NamedTuple):
-    """What :func:`load_converted_state_dict` found.
+    """What :func:`compare_state_dict` found.
 
     Attributes:
-        loaded (list[str]): Keys loaded into the model.
+        loaded (list[str]): Keys that fit the model (the ones a load loads).
         missing (list[str]): Required model keys the checkpoint lacks.
         unexpected (list[str]): Checkpoint keys the model lacks.
         mismatched (list[str]): ``'key: checkpoint shape vs model shape'`` entries.
@@ -112,6 +117,82 @@ class LoadReport(NamedTuple):
 def _listing(keys: List[str], limit: int = 8) -> str:
     more = f' ... ({len(keys) - limit} more)' if len(keys) > limit else ''
     return ', '.join(keys[:limit]) + more
+
+
+def compare_state_dict(model: nn.Module,
+                       state_dict: Mapping[str, Tensor],
+                       optional: Callable[[str], bool],
+                       ignored: Callable[[str], bool] = lambda key: False) -> LoadReport:
+    """What loading ``state_dict`` (in our layout) into ``model`` would load and miss.
+
+    Args:
+        model (nn.Module): Model to load into.
+        state_dict (Mapping): State dict in the model's layout.
+        optional (Callable[[str], bool]): Model keys the checkpoint may lack.
+        ignored (Callable[[str], bool]): Checkpoint keys the model may lack.
+
+    Returns:
+        LoadReport: The keys that fit, and every missing, unexpected or mismatched one.
+    """
+    own = model.state_dict()
+    absent = [k for k in own if k not in state_dict]
+    return LoadReport(
+        loaded=[k for k, v in state_dict.items() if k in own and v.shape == own[k].shape],
+        missing=[k for k in absent if not optional(k)],
+        unexpected=[k for k in state_dict if k not in own and not ignored(k)],
+        mismatched=[f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                    for k, v in state_dict.items() if k in own and v.shape != own[k].shape],
+        optional_missing=[k for k in absent if optional(k)])
+
+
+def _problems(report: LoadReport, num_model_keys: int) -> List[str]:
+    """The violations in ``report``, one sentence each."""
+    problems = []
+    if report.missing:
+        problems.append(f'{len(report.missing)} of the model\'s {num_model_keys} tensors are '
+                        f'missing from the checkpoint: {_listing(report.missing)}')
+    if report.mismatched:
+        problems.append(f'{len(report.mismatched)} shape mismatches:\n  ' +
+                        '\n  '.join(report.mismatched[:8]))
+    if report.unexpected:
+        problems.append(f'{len(report.unexpected)} checkpoint tensors have no place in '
+                        f'the model: {_listing(report.unexpected)}')
+    return problems
+
+
+def _does_not_fit(model: nn.Module, source: str, problems: List[str], fix: str) -> ValueError:
+    return ValueError(f'{source} does not fit this {type(model).__name__}. ' +
+                      '; '.join(problems) + f'. {fix}'.rstrip())
+
+
+def check_converted_state_dict(model: nn.Module,
+                               state_dict: Mapping[str, Tensor],
+                               source: str,
+                               optional: Callable[[str], bool],
+                               ignored: Callable[[str], bool] = lambda key: False,
+                               fix: str = '') -> LoadReport:
+    """Check, without loading, that ``state_dict`` fits ``model`` as
+    :func:`load_converted_state_dict` with ``strict`` requires.
+
+    Args:
+        model (nn.Module): Model the state dict is meant for.
+        state_dict (Mapping): State dict in the model's layout.
+        source (str): Where it came from, for messages.
+        optional (Callable[[str], bool]): Model keys the checkpoint may lack.
+        ignored (Callable[[str], bool]): Checkpoint keys the model may lack.
+        fix (str): How to fix a failure, appended to the error.
+
+    Returns:
+        LoadReport: What a load would load.
+
+    Raises:
+        ValueError: If any key is missing, unexpected or mismatched.
+    """
+    report = compare_state_dict(model, state_dict, optional, ignored)
+    problems = _problems(report, len(model.state_dict()))
+    if problems:
+        raise _does_not_fit(model, source, problems, fix)
+    return report
 
 
 def load_converted_state_dict(model: nn.Module,
@@ -144,33 +225,13 @@ def load_converted_state_dict(model: nn.Module,
     Raises:
         ValueError: With ``strict``, if any key is missing, unexpected or mismatched.
     """
-    own = model.state_dict()
-    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                  for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
-    fitting = OrderedDict((k, v) for k, v in state_dict.items()
-                          if k in own and v.shape == own[k].shape)
-    absent = [k for k in own if k not in state_dict]
-    report = LoadReport(
-        loaded=list(fitting),
-        missing=[k for k in absent if not optional(k)],
-        unexpected=[k for k in state_dict if k not in own and not ignored(k)],
-        mismatched=mismatched,
-        optional_missing=[k for k in absent if optional(k)])
-    problems = []
-    if report.missing:
-        problems.append(f'{len(report.missing)} of the model\'s {len(own)} tensors are '
-                        f'missing from the checkpoint: {_listing(report.missing)}')
-    if report.mismatched:
-        problems.append(f'{len(report.mismatched)} shape mismatches:\n  ' +
-                        '\n  '.join(report.mismatched[:8]))
-    if report.unexpected:
-        problems.append(f'{len(report.unexpected)} checkpoint tensors have no place in '
-                        f'the model: {_listing(report.unexpected)}')
+    num_model_keys = len(model.state_dict())
+    report = compare_state_dict(model, state_dict, optional, ignored)
+    problems = _problems(report, num_model_keys)
     if problems and strict:
-        raise ValueError(f'{source} does not fit this {type(model).__name__}. ' +
-                         '; '.join(problems) + f'. {fix}'.rstrip())
-    model.load_state_dict(fitting, strict=False)
-    summary = (f'Loaded {len(report.loaded)} of {len(own)} tensors of '
+        raise _does_not_fit(model, source, problems, fix)
+    model.load_state_dict({k: state_dict[k] for k in report.loaded}, strict=False)
+    summary = (f'Loaded {len(report.loaded)} of {num_model_keys} tensors of '
                f'{type(model).__name__} from {source}')
     if report.optional_missing:
         summary += (f'; left as initialised: {_listing(report.optional_missing)}')

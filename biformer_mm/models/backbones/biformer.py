@@ -1,26 +1,19 @@
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
-from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.logging import print_log
-from mmengine.model import BaseModule, initialize
-from mmengine.model.weight_init import constant_init, trunc_normal_init
+from mmengine.model import initialize
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...checkpoint import (convert_official_state_dict, load_converted_state_dict,
-                           select_prefix)
+from ...checkpoint import (OFFICIAL_WEIGHTS, convert_official_state_dict,
+                           load_converted_state_dict, select_prefix)
 from ...safe_load import read_checkpoint
-from ..layers.biformer_block import GLOBAL_ATTENTION, BiFormerBlock
+from ..biformer_trunk import BiFormerTrunk
 
-ARCH_KEYS = ('depths', 'embed_dims', 'qk_dims', 'mlp_ratios', 'topks', 'head_dim')
 PRETRAINED_KEYS = ('type', 'checkpoint', 'prefix', 'map_location', 'strict')
-OFFICIAL_WEIGHTS = 'https://github.com/rayleizhu/BiFormer'
-"""Where the official ImageNet-1k checkpoints ``biformer_{tiny,small,base}_best.pth``
-are published."""
 
 
 def _is_output_norm(key: str) -> bool:
@@ -29,14 +22,13 @@ def _is_output_norm(key: str) -> bool:
     return key.startswith('out_norms.') or key.endswith('.num_batches_tracked')
 
 
-class BiFormer(BaseModule):
+class BiFormer(BiFormerTrunk):
     """BiFormer backbone: "BiFormer: Vision Transformer with Bi-Level Routing Attention"
     (CVPR 2023, https://arxiv.org/abs/2303.08810), for dense prediction.
 
-    A convolutional stem (two 3x3 stride-2 convs with BN) and 3x3 stride-2 conv+BN
-    downsampling between four stages of :class:`BiFormerBlock`. Each requested stage
-    output goes through its own LayerNorm and is returned as an NCHW map at stride
-    4, 8, 16 or 32.
+    The stem, downsampling layers and stages of :class:`BiFormerTrunk` (shared with the
+    timm classifier). Each requested stage output goes through its own LayerNorm and is
+    returned as an NCHW map at stride 4, 8, 16 or 32.
 
     Args:
         arch (str | dict): ``'tiny'``, ``'small'``, ``'base'`` or a dict with keys
@@ -94,18 +86,6 @@ class BiFormer(BaseModule):
         [(1, 64, 56, 56), (1, 128, 28, 28), (1, 256, 14, 14), (1, 512, 7, 7)]
     """
 
-    arch_zoo: Dict[str, dict] = {
-        'tiny': dict(depths=[2, 2, 8, 2], embed_dims=[64, 128, 256, 512],
-                     qk_dims=[64, 128, 256, 512], mlp_ratios=[3, 3, 3, 3],
-                     topks=[1, 4, 16, -2], head_dim=32),
-        'small': dict(depths=[4, 4, 18, 4], embed_dims=[64, 128, 256, 512],
-                      qk_dims=[64, 128, 256, 512], mlp_ratios=[3, 3, 3, 3],
-                      topks=[1, 4, 16, -2], head_dim=32),
-        'base': dict(depths=[4, 4, 18, 4], embed_dims=[96, 192, 384, 768],
-                     qk_dims=[96, 192, 384, 768], mlp_ratios=[3, 3, 3, 3],
-                     topks=[1, 4, 16, -2], head_dim=32),
-    }
-
     def __init__(self,
                  arch: Union[str, dict] = 'small',
                  in_channels: int = 3,
@@ -120,11 +100,8 @@ class BiFormer(BaseModule):
                  norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='GELU'),
                  init_cfg: Union[dict, List[dict], None] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
         arch = self._parse_arch(arch)
         num_stages = len(arch['depths'])
-        if n_win < 1:
-            raise ValueError(f'n_win must be a positive int, got {n_win}.')
         out_indices = tuple(out_indices)
         if not out_indices or any(not 0 <= i < num_stages for i in out_indices):
             raise ValueError(f'out_indices={out_indices} must be non-empty stage indices in '
@@ -133,80 +110,15 @@ class BiFormer(BaseModule):
             raise ValueError(f'frozen_stages={frozen_stages} must be in [-1, {num_stages}] '
                              f'(-1: none, 0: stem, k: stem and the first k stages).')
         self._parse_init_cfg(init_cfg)  # fail at construction, not at the start of training
-
-        self.arch = arch
-        self.in_channels = in_channels
-        self.n_win = n_win
+        super().__init__(arch=arch, in_channels=in_channels, n_win=n_win, auto_pad=auto_pad,
+                         drop_path_rate=drop_path_rate, with_cp=with_cp, attn_impl=attn_impl,
+                         norm_cfg=norm_cfg, act_cfg=act_cfg, init_cfg=init_cfg)
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
-        self.with_cp = with_cp
-        dims = arch['embed_dims']
-        self.embed_dims = dims
-
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, dims[0] // 2, 3, stride=2, padding=1),
-            build_norm_layer(norm_cfg, dims[0] // 2)[1], build_activation_layer(act_cfg),
-            nn.Conv2d(dims[0] // 2, dims[0], 3, stride=2, padding=1),
-            build_norm_layer(norm_cfg, dims[0])[1])
-        self.downsamples = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(dims[i], dims[i + 1], 3, stride=2, padding=1),
-                          build_norm_layer(norm_cfg, dims[i + 1])[1])
-            for i in range(num_stages - 1))
-        drop_rates = torch.linspace(0, drop_path_rate, sum(arch['depths'])).tolist()
-        self.stages = nn.ModuleList()
-        for i, depth in enumerate(arch['depths']):
-            first = sum(arch['depths'][:i])
-            self.stages.append(nn.Sequential(*(BiFormerBlock(
-                dims[i], num_heads=arch['qk_dims'][i] // arch['head_dim'], n_win=n_win,
-                topk=arch['topks'][i], qk_dims=arch['qk_dims'][i],
-                mlp_ratio=arch['mlp_ratios'][i], drop_path=drop_rates[first + j],
-                side_dwconv=arch['side_dwconv'], auto_pad=auto_pad, attn_impl=attn_impl,
-                act_cfg=act_cfg)
-                for j in range(depth))))
         self.out_norms = nn.ModuleDict(
-            {str(i): nn.LayerNorm(dims[i], eps=1e-6) for i in out_indices})
+            {str(i): nn.LayerNorm(self.embed_dims[i], eps=1e-6) for i in out_indices})
         self._freeze_stages()
-
-    @classmethod
-    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
-        """Validate ``arch`` and return the full setting dict."""
-        if isinstance(arch, str):
-            if arch not in cls.arch_zoo:
-                raise ValueError(f'Unknown BiFormer arch {arch!r}: use one of '
-                                 f'{sorted(cls.arch_zoo)} or a dict with keys {ARCH_KEYS}.')
-            arch = cls.arch_zoo[arch]
-        if not isinstance(arch, dict):
-            raise TypeError(f'arch must be a str or dict, got {type(arch).__name__}.')
-        missing = [k for k in ARCH_KEYS if k not in arch]
-        if missing:
-            raise ValueError(f'arch dict is missing keys {missing}; it needs {ARCH_KEYS} '
-                             f'(and optionally side_dwconv).')
-        unknown = sorted(set(arch) - set(ARCH_KEYS) - {'side_dwconv'})
-        if unknown:
-            raise ValueError(f'arch dict has unknown keys {unknown}; allowed: {ARCH_KEYS} '
-                             f'and side_dwconv.')
-        arch = dict(arch)
-        arch.setdefault('side_dwconv', 5)
-        for key in ARCH_KEYS[:-1]:
-            arch[key] = list(arch[key])
-            if len(arch[key]) != 4:
-                raise ValueError(f'arch[{key!r}] must have one value per stage (4), got '
-                                 f'{len(arch[key])}: {arch[key]}.')
-        head_dim = arch['head_dim']
-        for i, (dim, qk_dim, topk) in enumerate(
-                zip(arch['embed_dims'], arch['qk_dims'], arch['topks'])):
-            if topk == GLOBAL_ATTENTION:
-                continue
-            for name, value in (('embed_dims', dim), ('qk_dims', qk_dim)):
-                if value % head_dim:
-                    raise ValueError(f'arch {name}[{i}]={value} is not divisible by '
-                                     f'head_dim={head_dim}; pick channels that are multiples '
-                                     f'of head_dim.')
-            if dim % (qk_dim // head_dim):
-                raise ValueError(f'arch embed_dims[{i}]={dim} must be divisible by the '
-                                 f'{qk_dim // head_dim} heads (qk_dims[{i}] // head_dim).')
-        return arch
 
     def _freeze_stages(self) -> None:
         """Stop gradients and statistics updates of the frozen stages."""
@@ -272,11 +184,7 @@ class BiFormer(BaseModule):
             print_log(f'{type(self).__name__}.init_weights() was called again: the weights '
                       f'are kept as they are.', logger='current', level=logging.WARNING)
             return
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                trunc_normal_init(module, std=.02, bias=0.)
-            elif isinstance(module, nn.LayerNorm):
-                constant_init(module, val=1., bias=0.)
+        self.init_default_weights()
         cfgs = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg]
         others = [c for c in cfgs if c is not None and c.get('type') != 'Pretrained']
         if others:
@@ -312,15 +220,6 @@ class BiFormer(BaseModule):
                 'init_cfg.prefix if its backbone sits under another key, or set '
                 'init_cfg.strict=False to load only what fits (e.g. after changing a stage).')
 
-    def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4:
-            raise ValueError(f'BiFormer expects a 4-D (N, C, H, W) tensor, got shape '
-                             f'{tuple(x.shape)}; batch single images with x[None].')
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f'BiFormer expects {self.in_channels} input channels, got '
-                             f'{x.shape[1]} (shape {tuple(x.shape)}); set in_channels or '
-                             f'convert the input.')
-
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Forward.
 
@@ -330,19 +229,10 @@ class BiFormer(BaseModule):
         Returns:
             tuple[Tensor]: NCHW maps of the stages in ``out_indices``.
         """
-        self._check_input(x)
+        taken = sorted(set(self.out_indices))
+        _, maps = self.forward_stages(x, taken, last=taken[-1])
         outs = []
-        # Channels-last memory makes the blocks' NCHW <-> NHWC permutes free views.
-        x = self.stem(x.contiguous(memory_format=torch.channels_last))
-        for i, stage in enumerate(self.stages):
-            if i > 0:
-                x = self.downsamples[i - 1](x)
-            for block in stage:
-                if self.with_cp and torch.is_grad_enabled():
-                    x = cp.checkpoint(block, x, use_reentrant=False)
-                else:
-                    x = block(x)
-            if i in self.out_indices:
-                out = self.out_norms[str(i)](x.permute(0, 2, 3, 1))
-                outs.append(out.permute(0, 3, 1, 2).contiguous())
+        for i, out in zip(taken, maps):
+            out = self.out_norms[str(i)](out.permute(0, 2, 3, 1))
+            outs.append(out.permute(0, 3, 1, 2).contiguous())
         return tuple(outs)
