@@ -60,10 +60,11 @@ if __name__ == '__main__':
         name='biformer_mm',
         version='0.1.0',
         description='BiFormer (Bi-Level Routing Attention, CVPR 2023) backbones for '
-        'MMDetection 3.x and MMSegmentation 1.x',
+        'MMDetection 3.x and MMSegmentation 1.x, and its ImageNet classifiers for timm',
         long_description=open('README.md').read() if osp.isfile('README.md') else '',
         long_description_content_type='text/markdown',
-        keywords='computer vision, object detection, semantic segmentation, biformer',
+        keywords='computer vision, object detection, semantic segmentation, '
+        'image classification, biformer, timm',
         packages=find_packages(include=['biformer_mm*']),
         include_package_data=True,
         python_requires='>=3.8',
@@ -71,7 +72,7 @@ if __name__ == '__main__':
             'torch>=2.1',
             'mmengine>=0.10.7,<0.11',
             'mmcv>=2.1.0,<2.2.0',
-            'timm',
+            'timm>=1.0.31,<1.1',
         ],
         extras_require={
             'det': ['mmdet>=3.3.0,<3.4'],

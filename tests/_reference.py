@@ -1,4 +1,5 @@
 """Access to the reference data produced by the official BiFormer code (../shared)."""
+import argparse
 import json
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import torch
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / 'shared' / 'reference'
 FIXTURE_PATH = REFERENCE_DIR / 'official_dense_tiny_fixture.pt'
+CLS_FIXTURE_PATH = REFERENCE_DIR / 'official_cls_tiny_fixture.pt'
 MANIFEST_PATH = REFERENCE_DIR / 'official_state_dict_manifest.json'
 
 
@@ -22,8 +24,14 @@ def load_fixture() -> dict:
     return torch.load(_require(FIXTURE_PATH), map_location='cpu', weights_only=False)
 
 
+def load_cls_fixture() -> dict:
+    """The official tiny classifier: ``arch``, ``state_dict``, ``input``, ``logits``."""
+    return torch.load(_require(CLS_FIXTURE_PATH), map_location='cpu', weights_only=False)
+
+
 def fixture_arch(fixture: dict) -> dict:
-    """Our ``BiFormer`` kwargs for the fixture's official constructor arguments."""
+    """Our ``BiFormer`` (and ``BiFormerClassifier``) kwargs for the fixture's official
+    constructor arguments."""
     a = fixture['arch']
     arch = dict(depths=a['depth'], embed_dims=a['embed_dim'], qk_dims=a['qk_dims'],
                 mlp_ratios=a['mlp_ratios'], topks=a['topks'], head_dim=a['head_dim'],
@@ -34,3 +42,10 @@ def fixture_arch(fixture: dict) -> dict:
 def load_manifest() -> dict:
     """Official T/S/B state-dict keys, shapes and parameter counts."""
     return json.loads(_require(MANIFEST_PATH).read_text())
+
+
+def save_official(path, state_dict, wrap='model') -> str:
+    """Save like the official training script: weights plus its argparse arguments."""
+    torch.save({wrap: state_dict, 'args': argparse.Namespace(lr=1e-3, model='biformer')},
+               path)
+    return str(path)

@@ -1,7 +1,6 @@
 """Specification of ``init_cfg=dict(type='Pretrained', ...)`` on the BiFormer backbone:
 official weights load fully, in every form mmengine users write, or fail loudly with
 the fix."""
-import argparse
 import functools
 import http.server
 import logging
@@ -14,7 +13,7 @@ from mmengine.logging import MMLogger
 
 from biformer_mm import BiFormer, convert_official_state_dict
 from biformer_mm.safe_load import read_checkpoint
-from _reference import fixture_arch, load_fixture, load_manifest
+from _reference import fixture_arch, load_fixture, load_manifest, save_official
 
 OUT_NORMS = {f'out_norms.{i}.{p}' for i in range(4) for p in ('weight', 'bias')}
 
@@ -22,13 +21,6 @@ OUT_NORMS = {f'out_norms.{i}.{p}' for i in range(4) for p in ('weight', 'bias')}
 @pytest.fixture(scope='module')
 def fixture():
     return load_fixture()
-
-
-def save_official(path, state_dict, wrap='model'):
-    """Save like the official training script: weights plus its argparse arguments."""
-    torch.save({wrap: state_dict, 'args': argparse.Namespace(lr=1e-3, model='biformer')},
-               path)
-    return str(path)
 
 
 def official_classifier_state_dict(arch: str, fill=None) -> dict:

@@ -4,13 +4,13 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.fx
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
 
 from .layers.biformer_block import GLOBAL_ATTENTION, BiFormerBlock
+from .layers.biformer_stage import BiFormerStage
 
 ARCH_KEYS = ('depths', 'embed_dims', 'qk_dims', 'mlp_ratios', 'topks', 'head_dim')
 
@@ -71,7 +71,6 @@ class BiFormerTrunk(BaseModule):
         self.arch = arch
         self.in_channels = in_channels
         self.n_win = n_win
-        self.with_cp = with_cp
         dims = arch['embed_dims']
         self.embed_dims = dims
 
@@ -88,13 +87,24 @@ class BiFormerTrunk(BaseModule):
         self.stages = nn.ModuleList()
         for i, depth in enumerate(arch['depths']):
             first = sum(arch['depths'][:i])
-            self.stages.append(nn.Sequential(*(BiFormerBlock(
+            self.stages.append(BiFormerStage(*(BiFormerBlock(
                 dims[i], num_heads=arch['qk_dims'][i] // arch['head_dim'], n_win=n_win,
                 topk=arch['topks'][i], qk_dims=arch['qk_dims'][i],
                 mlp_ratio=arch['mlp_ratios'][i], drop_path=drop_rates[first + j],
                 side_dwconv=arch['side_dwconv'], auto_pad=auto_pad, attn_impl=attn_impl,
                 act_cfg=act_cfg)
                 for j in range(depth))))
+        self.with_cp = with_cp
+
+    @property
+    def with_cp(self) -> bool:
+        """Activation checkpointing per block while gradients are enabled."""
+        return all(stage.with_cp for stage in self.stages)
+
+    @with_cp.setter
+    def with_cp(self, enable: bool) -> None:
+        for stage in self.stages:
+            stage.with_cp = enable
 
     @classmethod
     def _parse_arch(cls, arch: Union[str, dict]) -> dict:
@@ -169,11 +179,7 @@ class BiFormerTrunk(BaseModule):
         for i, stage in enumerate(self.stages):
             if i > 0:
                 x = self.downsamples[i - 1](x)
-            for block in stage:
-                if self.with_cp and torch.is_grad_enabled():
-                    x = cp.checkpoint(block, x, use_reentrant=False)
-                else:
-                    x = block(x)
+            x = stage(x)
             if i in take:
                 taken.append(x)
             if i == last:

@@ -1,5 +1,6 @@
 from .bi_level_routing_attention import BiLevelRoutingAttention
 from .biformer_block import BiFormerBlock
+from .biformer_stage import BiFormerStage
 from .global_attention import GlobalAttentionLePE
 
-__all__ = ['BiLevelRoutingAttention', 'BiFormerBlock', 'GlobalAttentionLePE']
+__all__ = ['BiLevelRoutingAttention', 'BiFormerBlock', 'BiFormerStage', 'GlobalAttentionLePE']

@@ -1,0 +1,3 @@
+from .biformer_timm import BiFormerClassifier
+
+__all__ = ['BiFormerClassifier']
