@@ -5,6 +5,7 @@ A checkpoint is a pickle, and unpickling an arbitrary pickle can run arbitrary c
 on an allow-list, so every checkpoint biformer_mm reads goes through it:
 
 - backbone weights (:func:`read_checkpoint`, used by ``init_cfg=dict(type='Pretrained')``)
+  and the timm classifiers' pretrained weights (``pretrained_cfg_overlay=dict(file=...)``)
   allow only what the official BiFormer files hold besides tensors
   (:data:`OFFICIAL_CHECKPOINT_GLOBALS`);
 - the training checkpoints mmengine's Runner reads (``--resume``, ``load_from``,
@@ -16,7 +17,7 @@ A file that holds anything else is refused with :class:`UnsafeCheckpointError`, 
 names the types. For a file you trust, the explicit opt-in is the ``trusted://`` prefix
 (``trusted:///abs/path.pth`` or ``trusted://relative/path.pth``), accepted wherever a
 checkpoint path is (``init_cfg.checkpoint``, ``load_from``, ``--resume``,
-``tools/test.py``): such a file is loaded in full (``weights_only=False``). See
+``tools/test.py``, the timm classifiers' ``file``): such a file is loaded in full (``weights_only=False``). See
 ``docs/checkpoints.md``.
 """
 import argparse
