@@ -34,7 +34,7 @@ def routed_rows(r_idx: Tensor, num_heads: int) -> Tensor:
     """
     n, p, topk = r_idx.shape
     blocks = torch.arange(n * num_heads, device=r_idx.device).view(n, num_heads, 1)
-    return (blocks * p + r_idx.view(n, 1, p * topk)).reshape(-1)
+    return (blocks * p + r_idx.reshape(n, 1, p * topk)).reshape(-1)
 
 
 def _chunks(num_rows: int, rows_per_chunk: int) -> Iterator[Tuple[int, int]]:

@@ -153,7 +153,8 @@ def triton_self_check(device: torch.device, dtype: torch.dtype, head_dq: int, he
             warnings.warn(
                 f'biformer_mm: the fused Triton routed attention failed its first-use '
                 f'self-check on {device} ({dtype}, head dims {head_dq}/{head_dv}): '
-                f"{result.error}. attn_impl='auto' uses 'torch' there from now on. "
+                f"{result.error.rstrip('.')}. attn_impl='auto' uses 'torch' there from "
+                f"now on. "
                 f'Please report this with the output of tools/gpu_check.py.',
                 RuntimeWarning, stacklevel=2)
     error = _results[key].error
