@@ -65,7 +65,11 @@ LOSS_RTOL = 0.02
 implementation's (bf16 autocast rounds every matmul; 50 AdamW steps let the runs drift
 slightly apart)."""
 TRAINING = dict(arch='small', batch=2, size=(800, 1216), n_win=16, steps=50)
-QUICK_TRAINING = dict(arch='tiny', batch=1, size=(128, 160), n_win=4, steps=3)
+QUICK_TRAINING = dict(arch='tiny-1', batch=1, size=(64, 96), n_win=4, steps=2)
+"""``tiny-1``: BiFormer-T with one block per stage."""
+SELF_CHECK = dict(w=20, topk=16)
+"""The self-check's problem: Mask R-CNN stage 3 of BiFormer (20 tokens per region,
+top-16); ``--quick`` routes to 2 regions instead."""
 MASKRCNN_ITERATIONS = 20
 EXPECTED = dict(maskrcnn_stage3_speedup=5.0, maskrcnn_stage3_memory=0.2, step_speedup=2.0,
                 step_memory=0.5)
@@ -104,8 +108,7 @@ def to_markdown(data: dict) -> str:
                      f"{result.get('summary', '')} |")
     for name, result in data['steps'].items():
         lines += ['', f'## {name}', '']
-        for line in result.get('markdown', []):
-            lines.append(line)
+        lines += result.get('markdown') or [f"{result['status']}: {result['summary']}"]
     return '\n'.join(lines) + '\n'
 
 
@@ -178,8 +181,8 @@ def self_check_step(args) -> dict:
             rows[name] = dict(result=f'not used here: {reason}')
             md.append(f'| {name} | not used here: {reason} | | | |')
             continue
-        # Mask R-CNN stage 3 of BiFormer: 20 tokens per region, top-16, head dim 32.
-        first, second = (run_self_check(device, dtype, 32, 32, w=20, topk=16)
+        first, second = (run_self_check(device, dtype, 32, 32, w=SELF_CHECK['w'],
+                                        topk=2 if args.quick else SELF_CHECK['topk'])
                          for _ in range(2))
         result = 'passed' if first.error is None and second.error is None else \
             f'FAILED: {first.error or second.error}'
@@ -202,7 +205,7 @@ def run_step_in_interpreter(step: str, args) -> dict:
     env = dict(os.environ, TRITON_INTERPRET='1')
     env['PYTHONPATH'] = os.pathsep.join(filter(None, (ROOT, env.get('PYTHONPATH'))))
     cmd = [sys.executable, osp.abspath(__file__), '--device', 'cpu', '--steps', step,
-           '--out-dir', out_dir]
+           '--out-dir', out_dir] + (['--quick'] if args.quick else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
                           timeout=args.step_timeout)
     report = osp.join(out_dir, 'gpu_check.json')
@@ -264,6 +267,8 @@ def train_backbone(impl: str, arch: str, batch: int, size: tuple, n_win: int, st
 
     from biformer_mm import BiFormer
     torch.manual_seed(seed)
+    if arch == 'tiny-1':
+        arch = dict(BiFormer.arch_zoo['tiny'], depths=[1, 1, 1, 1])
     model = BiFormer(arch=arch, n_win=n_win, attn_impl=impl)
     model.init_weights()
     model.to(device).train()
@@ -315,7 +320,7 @@ def training_step(args) -> dict:
                              cfg['steps'], args.device), args.step_timeout / len(impls))
     ran = [impl for impl in impls if 'losses' in results[impl]]
     errors = {impl: r['error'] for impl, r in results.items() if 'error' in r}
-    md = [f"BiFormer-{cfg['arch'][0].upper()} backbone, {cfg['batch']}x3x{cfg['size'][0]}x"
+    md = [f"BiFormer ({cfg['arch']}) backbone, {cfg['batch']}x3x{cfg['size'][0]}x"
           f"{cfg['size'][1]}, n_win {cfg['n_win']}, {cfg['steps']} AdamW steps (lr 1e-4) "
           f"under bf16 autocast, same seed.", '',
           '| impl | median step ms | first step ms | peak MB | first loss | last loss | '
