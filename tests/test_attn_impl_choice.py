@@ -160,7 +160,7 @@ def test_auto_picks_triton_where_the_guards_and_the_self_check_pass(gpu, log, mo
                         lambda *key: checked.append(key))
     q, k, v, r_idx = problem(torch.bfloat16, 'meta')
     assert resolve_attn_impl('auto', q, k, v, r_idx) == 'triton'
-    assert checked == [(q.device, torch.bfloat16, 32, 32, 6, 2)]
+    assert checked == [(q.device, torch.bfloat16, 32, 32, 6, 2, 4)]
     assert log == [("routed attention on meta (torch.bfloat16): attn_impl='auto' uses "
                     "'triton': the fused Triton kernels.", 20)]
 
@@ -264,32 +264,33 @@ CPU = torch.device('cpu')
 def test_self_check_passes_correct_kernels_once_per_combination(kernels, dtype):
     kernels(CorrectKernels)
     for _ in range(3):
-        assert triton_self_check.triton_self_check(CPU, dtype, 32, 32, 20, 4) is None
+        assert triton_self_check.triton_self_check(CPU, dtype, 32, 32, 20, 4, 16) is None
     assert CorrectKernels.calls == 1
-    assert triton_self_check.triton_self_check(CPU, dtype, 32, 64, 20, 4) is None
+    assert triton_self_check.triton_self_check(CPU, dtype, 32, 64, 20, 4, 16) is None
     assert CorrectKernels.calls == 2  # new head dims: checked again
 
 
 def test_self_check_catches_wrong_gradients_and_warns_once(kernels):
     kernels(WrongGradients)
     with pytest.warns(RuntimeWarning, match=r"self-check on cpu .*dk differs.*uses 'torch'"):
-        reason = triton_self_check.triton_self_check(CPU, torch.float16, 32, 32, 20, 4)
+        reason = triton_self_check.triton_self_check(CPU, torch.float16, 32, 32, 20, 4, 16)
     assert reason.startswith('the first-use self-check failed: dk differs')
     with warnings_as_errors():
-        assert triton_self_check.triton_self_check(CPU, torch.float16, 32, 32, 20, 4) == reason
+        assert triton_self_check.triton_self_check(CPU, torch.float16, 32, 32, 20, 4,
+                                                   16) == reason
 
 
 def test_self_check_turns_a_compile_error_into_a_warning_with_the_error(kernels):
     kernels(CompileError)
     with pytest.warns(RuntimeWarning, match='OutOfResources: out of resource: shared memory'):
-        reason = triton_self_check.triton_self_check(CPU, torch.bfloat16, 32, 32, 20, 16)
+        reason = triton_self_check.triton_self_check(CPU, torch.bfloat16, 32, 32, 20, 16, 16)
     assert 'OutOfResources' in reason
 
 
 def test_self_check_can_be_turned_off(kernels, monkeypatch):
     kernels(CompileError)
     monkeypatch.setenv('BIFORMER_MM_TRITON_SELF_CHECK', '0')
-    assert triton_self_check.triton_self_check(CPU, torch.float32, 32, 32, 20, 4) is None
+    assert triton_self_check.triton_self_check(CPU, torch.float32, 32, 32, 20, 4, 16) is None
 
 
 def test_self_check_runs_forward_and_backward_under_inference_mode_and_autocast(kernels):

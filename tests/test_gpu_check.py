@@ -67,6 +67,8 @@ def test_compile_only_compiles_forward_and_backward_for_sm80_and_sm90(tmp_path):
     assert {r['kernel'] for r in rows} == {'forward', 'backward'}
     assert all(r['new'] and r['shared_bytes'] > 0 for r in rows)
     assert step['distinct_compilations'] == {'80': 6, '90': 6}
+    # 'auto''s first-use self-check compiles exactly what the model's call compiles.
+    assert not any(r['self_check_compiles'] for r in rows)
 
 
 def test_compile_only_fails_loudly(tmp_path, monkeypatch, capsys):

@@ -36,6 +36,7 @@ from biformer_mm import BiFormer
 from biformer_mm.models.layers import bi_level_routing_attention
 from biformer_mm.ops import bra_triton
 from biformer_mm.ops.bra_triton import KernelLaunch
+from biformer_mm.ops.triton_self_check import self_check_problem
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 SMALLEST_SHARED_MEMORY = 99 * 1024
@@ -130,6 +131,16 @@ def kernel_launches(call: RecordedCall) -> Tuple[KernelLaunch, KernelLaunch]:
     backward = bra_triton.backward_launch(call.q, call.k, call.v, call.r_idx, out, lse,
                                           call.grad_out, layout, call.scale)[0]
     return forward, backward
+
+
+def self_check_launches(call: RecordedCall) -> Tuple[KernelLaunch, KernelLaunch]:
+    """The forward and backward launches of the first-use self-check that ``'auto'``
+    runs before ``call`` (same dtype, head dims, tokens per region, top-k and regions)."""
+    q, k, v, grad_out, r_idx = self_check_problem(call.q.dtype, call.q.shape[-1],
+                                                  call.v.shape[-1], call.q.shape[-2],
+                                                  *call.r_idx.shape[1:][::-1])
+    return kernel_launches(RecordedCall(call.stage, q, k, v, r_idx, grad_out,
+                                        q.shape[-1] ** -0.5))
 
 
 class _TargetDriver:

@@ -108,11 +108,13 @@ if TRITON_AVAILABLE:
         region = tl.load(R_row + t * stride_rk, mask=valid_n, other=0).to(tl.int64)
         return region, offs_n - t * W, valid_n
 
-    # Triton specialises integer arguments on == 1 and on divisibility by 16. For W (tokens
-    # per region, which changes with every input size) that only buys aligned log-sum-exp
-    # accesses, and cost a separate compilation per W % 16 class; the strides keep their
-    # specialisation (channel stride 1 and 16-divisible row strides vectorise the loads).
-    @triton.jit(do_not_specialize=['W'])
+    # Triton specialises integer arguments on == 1 and on divisibility by 16, and compiles
+    # once per combination. W (tokens per region) changes with every input size; W, P
+    # and NUM_HEADS only split program ids and bound loops, where that buys nothing but
+    # compilations (W also addresses the log-sum-exp, a negligible share of the traffic).
+    # The strides keep their specialisation: a channel stride of 1 and 16-divisible row
+    # strides let the compiler vectorise the loads.
+    @triton.jit(do_not_specialize=['P', 'W', 'NUM_HEADS'])
     def _bra_fwd_kernel(
         Q, K, V, R, O, LSE,
         stride_qn, stride_qp, stride_qw, stride_qh, stride_qc,
@@ -182,7 +184,7 @@ if TRITON_AVAILABLE:
         tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=valid_m[:, None] & mask_dv[None, :])
         tl.store(LSE + pid_nph.to(tl.int64) * W + offs_m, m_i + tl.math.log2(l_i), mask=valid_m)
 
-    @triton.jit(do_not_specialize=['W'])
+    @triton.jit(do_not_specialize=['P', 'W', 'NUM_HEADS'])
     def _bra_bwd_kernel(
         Q, K, V, R, O, DO, LSE, DQ, DK, DV,
         stride_qn, stride_qp, stride_qw, stride_qh, stride_qc,

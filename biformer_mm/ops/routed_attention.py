@@ -168,7 +168,7 @@ def resolve_attn_impl(attn_impl: str, q: Tensor, k: Tensor, v: Tensor, r_idx: Te
     reason = unsupported_reason(q, k, v, r_idx)
     if reason is None:
         reason = triton_self_check(q.device, q.dtype, q.shape[-1], v.shape[-1], q.shape[-2],
-                                   r_idx.shape[-1])
+                                   r_idx.shape[-1], r_idx.shape[1])
     impl = 'triton' if reason is None else 'torch'
     _log_choice(q.device, q.dtype, impl, reason)
     return impl

@@ -7,7 +7,7 @@ implementation, evaluated in float64 on the CPU from the same inputs. A compile 
 launch error or a mismatch is warned about once, with the error, and ``'auto'`` uses
 ``'torch'`` for that combination from then on. The small problem has the real call's
 region size ``W`` and top-k, so it runs the kernel configuration (and compilation) the
-real call uses.
+real call uses (see :func:`self_check_problem`).
 
 Set the environment variable ``BIFORMER_MM_TRITON_SELF_CHECK=0`` to skip it.
 """
@@ -52,18 +52,23 @@ def self_check_enabled() -> bool:
     return os.environ.get(SELF_CHECK_ENV, '1') != '0'
 
 
-def _problem(device: torch.device, dtype: torch.dtype, head_dq: int, head_dv: int, w: int,
-             topk: int) -> Tuple[Tensor, ...]:
-    """Heads-first ``q, k, v`` of 1 image, 2 heads and ``topk + 1`` regions, distinct
-    routed regions per query region, and an output gradient, all made on the CPU."""
+def self_check_problem(dtype: torch.dtype, head_dq: int, head_dv: int, w: int, topk: int,
+                       regions: int) -> Tuple[Tensor, ...]:
+    """The self-check's inputs, on the CPU: heads-first ``q, k, v`` and an output
+    gradient of 1 image, 2 heads and ``regions`` regions of ``w`` tokens in ``dtype``,
+    and contiguous routing indices ``(1, regions, topk)`` (distinct regions per row).
+
+    With the model call's ``regions``, ``w`` and ``topk`` every integer the kernels
+    specialise on has the divisibility it has in the model, so the self-check compiles
+    nothing that call would not (``tools/gpu_check.py --compile-only`` checks this for
+    BiFormer-T/S/B).
+    """
     gen = torch.Generator().manual_seed(0)
-    p = topk + 1
-    q, k = (torch.randn(1, 2, p, w, head_dq, generator=gen) for _ in range(2))
-    v = torch.randn(1, 2, p, w, head_dv, generator=gen)
-    r_idx = torch.rand(1, p, p, generator=gen).argsort(-1)[..., :topk]
-    grad_out = torch.randn(1, 2, p, w, head_dv, generator=gen)
-    return tuple(t.to(dtype) if t.is_floating_point() else t for t in (q, k, v, grad_out)) \
-        + (r_idx,)
+    q, k = (torch.randn(1, 2, regions, w, head_dq, generator=gen) for _ in range(2))
+    v = torch.randn(1, 2, regions, w, head_dv, generator=gen)
+    r_idx = torch.rand(1, regions, regions, generator=gen).argsort(-1)[..., :topk]
+    grad_out = torch.randn(1, 2, regions, w, head_dv, generator=gen)
+    return tuple(t.to(dtype) for t in (q, k, v, grad_out)) + (r_idx.contiguous(),)
 
 
 def _output_and_gradients(attention, q: Tensor, k: Tensor, v: Tensor, grad_out: Tensor
@@ -76,7 +81,7 @@ def _output_and_gradients(attention, q: Tensor, k: Tensor, v: Tensor, grad_out: 
 
 
 def run_self_check(device: torch.device, dtype: torch.dtype, head_dq: int, head_dv: int,
-                   w: int = 20, topk: int = 4) -> SelfCheckResult:
+                   w: int = 20, topk: int = 4, regions: int = 16) -> SelfCheckResult:
     """Run the kernels forward and backward once on a small routed problem on ``device``
     and compare with the ``'torch'`` implementation in float64 on the CPU.
 
@@ -89,13 +94,14 @@ def run_self_check(device: torch.device, dtype: torch.dtype, head_dq: int, head_
         head_dv (int): Value channels per head.
         w (int): Tokens per region. Defaults to 20 (Mask R-CNN stage 3).
         topk (int): Routed regions per query region. Defaults to 4.
+        regions (int): Regions per image. Defaults to 16.
 
     Returns:
         SelfCheckResult: The error (``None`` if the kernels agree), the time taken and the
         largest differences.
     """
     start = time.perf_counter()
-    q, k, v, grad_out, r_idx = _problem(device, dtype, head_dq, head_dv, w, topk)
+    q, k, v, grad_out, r_idx = self_check_problem(dtype, head_dq, head_dv, w, topk, regions)
     scale = head_dq ** -0.5
     layout = input_layout(q, k, v, r_idx, None)
     try:
@@ -126,11 +132,11 @@ def run_self_check(device: torch.device, dtype: torch.dtype, head_dq: int, head_
 
 
 def triton_self_check(device: torch.device, dtype: torch.dtype, head_dq: int, head_dv: int,
-                      w: int, topk: int) -> Optional[str]:
+                      w: int, topk: int, regions: int) -> Optional[str]:
     """Why the kernels must not be used for this (device, dtype, head dims), or ``None``.
 
-    Runs :func:`run_self_check` once per combination (with the first call's ``w`` and
-    ``topk``) and remembers the outcome; a failure is warned about once. ``None`` without
+    Runs :func:`run_self_check` once per combination (with the first call's ``w``,
+    ``topk`` and ``regions``) and remembers the outcome; a failure is warned about once. ``None`` without
     running anything when ``BIFORMER_MM_TRITON_SELF_CHECK=0``.
 
     Args:
@@ -140,6 +146,7 @@ def triton_self_check(device: torch.device, dtype: torch.dtype, head_dq: int, he
         head_dv (int): Value channels per head.
         w (int): Tokens per region of the call.
         topk (int): Routed regions per query region of the call.
+        regions (int): Regions per image of the call.
 
     Returns:
         Optional[str]: ``'the first-use self-check failed: ...'``, or ``None``.
@@ -148,7 +155,8 @@ def triton_self_check(device: torch.device, dtype: torch.dtype, head_dq: int, he
         return None
     key = (str(device), dtype, head_dq, head_dv)
     if key not in _results:
-        result = _results[key] = run_self_check(device, dtype, head_dq, head_dv, w, topk)
+        result = _results[key] = run_self_check(device, dtype, head_dq, head_dv, w, topk,
+                                                regions)
         if result.error is not None:
             warnings.warn(
                 f'biformer_mm: the fused Triton routed attention failed its first-use '
