@@ -155,6 +155,16 @@ def test_benchmark_step_reads_the_benchmark_and_judges_the_targets(tmp_path, mon
                                  '1']
 
 
+def test_maskrcnn_run_needs_mmdet_and_mmcv_cuda_ops(monkeypatch):
+    args = gpu_check.parse_args([])
+    monkeypatch.setattr(gpu_check, 'importable', lambda name: name != 'mmdet')
+    assert gpu_check.maskrcnn_step(args)['summary'] == 'mmdet not importable'
+    monkeypatch.setattr(gpu_check, 'importable', lambda name: True)
+    monkeypatch.setattr(gpu_check, 'mmcv_cuda_ops', lambda: 'mmcv was built without CUDA ops')
+    result = gpu_check.maskrcnn_step(args)
+    assert (result['status'], result['summary']) == ('skipped', 'mmcv was built without CUDA ops')
+
+
 def test_cpu_needs_quick(capsys):
     with pytest.raises(SystemExit):
         gpu_check.parse_args(['--device', 'cpu'])

@@ -314,8 +314,7 @@ def unsupported_reason(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
         return f'the tensors are on several devices ({", ".join(sorted(map(str, devices)))})'
     if not INTERPRETER:
         if not q.is_cuda:
-            return (f'the tensors are on {q.device}, not a CUDA device (CPU tensors need '
-                    f'TRITON_INTERPRET=1 set before biformer_mm is imported)')
+            return f'the tensors are on {q.device}, not a CUDA device'
         if torch.version.hip is not None:
             return 'the kernels are verified on NVIDIA GPUs only, and this is a ROCm build'
         capability = torch.cuda.get_device_capability(q.device)
