@@ -69,7 +69,10 @@ if __name__ == '__main__':
         include_package_data=True,
         python_requires='>=3.8',
         install_requires=[
-            'torch>=2.1',
+            # 2.4 is the first torch whose CUDA wheels bring Triton 3, which the fused
+            # routed-attention kernels need; with an older Triton, or none, 'auto' uses
+            # the pure PyTorch implementation and logs why.
+            'torch>=2.4',
             'mmengine>=0.10.7,<0.11',
             'mmcv>=2.1.0,<2.2.0',
             'timm>=1.0.31,<1.1',

@@ -23,8 +23,7 @@ from biformer_mm.ops import bra_triton
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HAS_TRITON = importlib.util.find_spec('triton') is not None
-HAS_CUDA_TRITON = (HAS_TRITON and torch.cuda.is_available()
-                   and not bra_triton._interpreter_active())
+HAS_CUDA_TRITON = HAS_TRITON and torch.cuda.is_available() and not bra_triton.INTERPRETER
 
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 # (atol, rtol) against an fp32 (interpreter) or fp64 (GPU) oracle fed the same inputs.
@@ -182,7 +181,8 @@ def run_case(case: Case, device: str,
     heads_first = case.layout == 'heads_first'
 
     leaves, (q, k, v) = split_leaves(case, packed)
-    assert bra_triton.triton_supported(q, k, v, r_idx)
+    assert bra_triton.unsupported_reason(q, k, v, r_idx, None if heads_first else case.heads) \
+        is None
     if heads_first:
         out = bra_triton.routed_attention_triton_heads_first(q, k, v, r_idx, scale)
         assert out.shape == (case.n, case.heads, case.p, case.w, case.head_dv)
@@ -247,12 +247,11 @@ def test_interpreter_matches_oracle(interpreter_results, name: str) -> None:
 
 def test_cpu_without_interpreter_is_unsupported() -> None:
     """Plain CPU tensors are rejected with a RuntimeError pointing at attn_impl='torch'."""
-    if bra_triton._interpreter_active():
+    if bra_triton.INTERPRETER:
         pytest.skip('TRITON_INTERPRET=1 was set for this process')
     q = torch.randn(1, 4, 6, 32)
     r_idx = torch.zeros(1, 4, 1, dtype=torch.long)
-    assert not bra_triton.triton_supported(q, q, q)
-    assert not bra_triton.triton_supported(q, q, q, r_idx)
+    assert 'not a CUDA device' in bra_triton.unsupported_reason(q, q, q, r_idx, 1)
     with pytest.raises(RuntimeError, match="attn_impl='torch'"):
         bra_triton.routed_attention_triton(q, q, q, r_idx, 1, 32 ** -0.5)
 
@@ -260,7 +259,8 @@ def test_cpu_without_interpreter_is_unsupported() -> None:
 def test_unsupported_dtype() -> None:
     """float64 inputs are not supported on any device."""
     q = torch.randn(1, 4, 6, 32, dtype=torch.float64)
-    assert not bra_triton.triton_supported(q)
+    r_idx = torch.zeros(1, 4, 1, dtype=torch.long)
+    assert 'float64' in bra_triton.unsupported_reason(q, q, q, r_idx, 1)
     with pytest.raises(RuntimeError, match='float64'):
         bra_triton.routed_attention_triton(q, q, q, torch.zeros(1, 4, 1, dtype=torch.long),
                                            1, 1.0)
@@ -275,7 +275,8 @@ def test_import_without_triton(monkeypatch) -> None:
     spec.loader.exec_module(module)
     q = torch.randn(1, 4, 6, 32)
     assert module.TRITON_AVAILABLE is False
-    assert not module.triton_supported(q)
+    assert module.unsupported_reason(q, q, q, torch.zeros(1, 4, 1, dtype=torch.long), 1) == \
+        'Triton is not installed'
     with pytest.raises(RuntimeError, match='Triton is not installed'):
         module.routed_attention_triton(q, q, q, torch.zeros(1, 4, 1, dtype=torch.long), 1, 1.0)
 
@@ -294,7 +295,7 @@ def test_gpu_matches_oracle(name: str, dtype: str) -> None:
 
 def test_validates_shapes(monkeypatch) -> None:
     """Inconsistent shapes, dtypes and head counts raise ValueError before any launch."""
-    monkeypatch.setattr(bra_triton, '_unsupported_reason', lambda *tensors: None)
+    monkeypatch.setattr(bra_triton, 'unsupported_reason', lambda *args: None)
     q = torch.randn(1, 4, 6, 32)
     r_idx = torch.zeros(1, 4, 1, dtype=torch.long)
     attn = bra_triton.routed_attention_triton
@@ -331,7 +332,7 @@ def test_gpu_does_not_materialise_gathered_kv() -> None:
 
 def _interpreter_worker(result_file: str) -> None:
     """Subprocess entry point: run ``INTERP_CASES`` in the interpreter, save the results."""
-    if not bra_triton._interpreter_active():
+    if not bra_triton.INTERPRETER:
         raise SystemExit('TRITON_INTERPRET=1 must be set before biformer_mm is imported')
     torch.save({name: run_case(case, 'cpu', torch.float32)
                 for name, case in INTERP_CASES.items()}, result_file)

@@ -155,9 +155,9 @@ def test_bra_module_trains_under_cpu_bfloat16_autocast(impl):
 
 
 def test_auto_uses_torch_on_cpu_and_never_triton_without_cuda():
-    q, k, v, _ = random_problem()
-    assert resolve_attn_impl('auto', q, k, v) == 'torch'
-    assert resolve_attn_impl('gather', q, k, v) == 'gather'
+    q, k, v, r_idx = random_problem()
+    assert resolve_attn_impl('auto', q, k, v, r_idx) == 'torch'
+    assert resolve_attn_impl('gather', q, k, v, r_idx) == 'gather'
 
 
 def test_asking_for_triton_on_cpu_says_why_and_what_to_use():

@@ -30,7 +30,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 # BiFormer-S routing stages: (channels, top-k).
 STAGES = {1: (64, 1), 2: (128, 4), 3: (256, 16)}
@@ -117,71 +117,84 @@ def _rss_bytes() -> int:
 
 
 def _measure(case: dict, impl: Optional[str], device: str, dtype: str, warmup: int,
-             repeats: int, queue) -> None:
+             repeats: int) -> dict:
     """Child process: time and measure one implementation on one case."""
     import torch
-    try:
-        module, x = _build(case, impl, device)
-        amp = torch.autocast(device_type=device, dtype=torch.bfloat16,
-                             enabled=dtype == 'bf16')
+    module, x = _build(case, impl, device)
+    amp = torch.autocast(device_type=device, dtype=torch.bfloat16,
+                         enabled=dtype == 'bf16')
 
-        def sync():
-            if device == 'cuda':
-                torch.cuda.synchronize()
-
-        def forward():
-            with amp:
-                out = module(x)
-            return out if isinstance(out, torch.Tensor) else sum(o.float().mean() for o in out)
-
-        def step():
-            forward().float().mean().backward()
-
-        sync()
+    def sync():
         if device == 'cuda':
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        else:
-            base = _rss_bytes()
+            torch.cuda.synchronize()
+
+    def forward():
+        with amp:
+            out = module(x)
+        return out if isinstance(out, torch.Tensor) else sum(o.float().mean() for o in out)
+
+    def step():
+        forward().float().mean().backward()
+
+    sync()
+    if device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_bytes()
+    step()
+    sync()
+    if device == 'cuda':
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    for _ in range(warmup):
         step()
-        sync()
-        if device == 'cuda':
-            peak = torch.cuda.max_memory_allocated() - base
-        else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-        for _ in range(warmup):
-            step()
 
-        def timed(fn) -> float:
-            times = []
-            for _ in range(repeats):
-                sync()
-                start = time.perf_counter()
-                fn()
-                sync()
-                times.append(time.perf_counter() - start)
-            return statistics.median(times) * 1e3
+    def timed(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1e3
 
-        with torch.no_grad():
-            fwd = timed(forward)
-        fwd_bwd = timed(step)
-        queue.put(dict(fwd_ms=fwd, fwd_bwd_ms=fwd_bwd, peak_mb=peak / 2**20))
-    except Exception as e:  # reported in the table, the run goes on
+    with torch.no_grad():
+        fwd = timed(forward)
+    fwd_bwd = timed(step)
+    return dict(fwd_ms=fwd, fwd_bwd_ms=fwd_bwd, peak_mb=peak / 2**20)
+
+
+def _run_and_report(fn: Callable[..., dict], args: tuple, queue) -> None:
+    try:
+        queue.put(fn(*args))
+    except Exception as e:  # reported as the result, the caller goes on
         queue.put(dict(error=f'{type(e).__name__}: {e}'.splitlines()[0][:160]))
 
 
-def run_case(case: dict, impl: Optional[str], args) -> dict:
+def run_in_fresh_process(fn: Callable[..., dict], args: tuple, timeout: float) -> dict:
+    """``fn(*args)`` in a new (spawned) Python process: its result, or
+    ``dict(error=...)`` when it raised, crashed or ran past ``timeout`` seconds.
+
+    ``fn`` must be importable by the child (a module-level function).
+    """
     ctx = mp.get_context('spawn')
     queue = ctx.Queue()
-    proc = ctx.Process(target=_measure,
-                       args=(case, impl, args.device, args.dtype, args.warmup, args.repeats,
-                             queue))
+    proc = ctx.Process(target=_run_and_report, args=(fn, args, queue))
     proc.start()
-    proc.join(args.timeout)
+    proc.join(timeout)
     if proc.is_alive():
         proc.kill()
-        return dict(error=f'timed out after {args.timeout} s')
+        return dict(error=f'timed out after {timeout} s')
     return queue.get() if not queue.empty() else dict(error=f'exit code {proc.exitcode}')
+
+
+def run_case(case: dict, impl: Optional[str], args) -> dict:
+    return run_in_fresh_process(
+        _measure, (case, impl, args.device, args.dtype, args.warmup, args.repeats),
+        args.timeout)
 
 
 def available_impls(device: str) -> List[str]:
@@ -211,13 +224,27 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     args.repeats = args.repeats or (3 if cpu else 20)
     args.max_gather_gb = args.max_gather_gb or (12 if cpu else 60)
     args.out = args.out or f'work_dirs/benchmark_bra_{args.device}.json'
-    if args.device == 'cuda':
-        import torch
-        if not torch.cuda.is_available():
-            parser.error('--device cuda needs a CUDA GPU; use --device cpu here.')
+    import torch
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda needs a CUDA GPU; use --device cpu here.')
     impls = args.impls.split(',') if args.impls else available_impls(args.device)
 
     rows = []
+    report = dict(date=str(date.today()), device=args.device, dtype=args.dtype,
+                  torch=torch.__version__, python=platform.python_version(),
+                  processor=(torch.cuda.get_device_name() if args.device == 'cuda'
+                             else platform.processor() or platform.machine()),
+                  threads=torch.get_num_threads(), warmup=args.warmup, repeats=args.repeats,
+                  memory=('torch.cuda.max_memory_allocated after reset, minus memory before '
+                          'the step' if args.device == 'cuda' else
+                          'peak RSS of a fresh process minus its RSS before the first step'),
+                  command=' '.join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
+                  rows=rows)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every row: an interrupted run keeps what it measured
+        Path(args.out).write_text(json.dumps(report, indent=2))
+
     print('| case | impl | fwd ms | fwd+bwd ms | peak MB | fwd+bwd speed-up vs gather | '
           'peak memory vs gather |')
     print('| --- | --- | ---: | ---: | ---: | ---: | ---: |')
@@ -236,6 +263,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                 result = run_case(case, impl, args)
             row = dict(case=name, impl=impl or 'mmdet', **case, **result)
             rows.append(row)
+            save()
             if impl == 'gather' and 'error' not in result:
                 baseline = result
             if 'error' in result:
@@ -257,19 +285,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                 row['vs_swin_t_fwd_bwd'] = row['fwd_bwd_ms'] / swin['fwd_bwd_ms']
                 print(f"BiFormer-S ({row['impl']}) backbone step / Swin-T step: "
                       f"{row['vs_swin_t_fwd_bwd']:.2f}x")
-    import torch
-    report = dict(date=str(date.today()), device=args.device, dtype=args.dtype,
-                  torch=torch.__version__, python=platform.python_version(),
-                  processor=(torch.cuda.get_device_name() if args.device == 'cuda'
-                             else platform.processor() or platform.machine()),
-                  threads=torch.get_num_threads(), warmup=args.warmup, repeats=args.repeats,
-                  memory=('torch.cuda.max_memory_allocated after reset, minus memory before '
-                          'the step' if args.device == 'cuda' else
-                          'peak RSS of a fresh process minus its RSS before the first step'),
-                  command=' '.join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
-                  rows=rows)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    save()
     print(f'\nwrote {args.out}')
     return report
 

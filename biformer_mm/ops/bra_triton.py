@@ -21,26 +21,61 @@ qkv/kv tensor) are read in place, and both channel-packed ``(N, P, W, heads * D)
 (:func:`routed_attention_triton`) and heads-first ``(N, heads, P, W, D)``
 (:func:`routed_attention_triton_heads_first`) layouts are supported without copies.
 
-The module imports without Triton or CUDA; use :func:`triton_supported` to check whether
-the kernels can run on given tensors. With ``TRITON_INTERPRET=1`` set
-before this module is imported, the kernels run in Triton's CPU interpreter.
+The module imports without Triton or CUDA; :func:`unsupported_reason` says whether and why
+not the kernels can run on given tensors. With ``TRITON_INTERPRET=1`` set before this
+module is imported, the kernels run in Triton's CPU interpreter.
 """
+import contextlib
 import math
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+import os
+from typing import Any, ContextManager, Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 try:
     import triton
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
 except ImportError:
-    TRITON_AVAILABLE = False
-else:
-    TRITON_AVAILABLE = True
+    triton = None
+
+TRITON_VERSION: Optional[str] = getattr(triton, '__version__', None)
+"""The installed Triton's version, ``None`` without Triton."""
+
+
+def _triton_unavailable() -> Optional[str]:
+    """Why the kernels cannot be built in this environment, or ``None``."""
+    if triton is None:
+        return 'Triton is not installed'
+    if int(TRITON_VERSION.split('.')[0]) < 3:
+        return (f'Triton {TRITON_VERSION} is older than 3.0, which the kernels need '
+                f'(tl.dot input_precision); upgrade torch/Triton')
+    return None
+
+
+TRITON_UNAVAILABLE: Optional[str] = _triton_unavailable()
+"""Why the kernels are unavailable here (no Triton, Triton < 3.0), or ``None``."""
+TRITON_AVAILABLE = TRITON_UNAVAILABLE is None
+
+INTERPRETER = False
+"""Whether the kernels run in Triton's CPU interpreter: ``TRITON_INTERPRET`` was set when
+this module was imported, which is when Triton decides how to build them."""
+if TRITON_AVAILABLE:
+    import triton.language as tl
+
+    # triton.knobs (Triton >= 3.4) parses TRITON_INTERPRET as Triton's jit does; older
+    # Triton 3 releases compare the variable with '1'.
+    _knobs = getattr(triton, 'knobs', None)
+    INTERPRETER = bool(_knobs.runtime.interpret if _knobs is not None else
+                       os.environ.get('TRITON_INTERPRET', '0') == '1')
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MIN_CAPABILITY = {torch.float32: (7, 0), torch.float16: (8, 0), torch.bfloat16: (8, 0)}
+"""Smallest CUDA compute capability per input dtype. fp32 dots run in IEEE precision on
+FMA units on every GPU; Triton emits tensor-core (``mma``) code for fp16/bf16 dots from
+sm_80 on, and bf16 arithmetic is native from sm_80."""
+MAX_HEAD_DIM = 128
+"""Largest query/key or value head dim the launch configuration covers."""
 _LOG2E = math.log2(math.e)
 
 if TRITON_AVAILABLE:
@@ -73,7 +108,13 @@ if TRITON_AVAILABLE:
         region = tl.load(R_row + t * stride_rk, mask=valid_n, other=0).to(tl.int64)
         return region, offs_n - t * W, valid_n
 
-    @triton.jit
+    # Triton specialises integer arguments on == 1 and on divisibility by 16, and compiles
+    # once per combination. W (tokens per region) changes with every input size; W, P
+    # and NUM_HEADS only split program ids and bound loops, where that buys nothing but
+    # compilations (W also addresses the log-sum-exp, a negligible share of the traffic).
+    # The strides keep their specialisation: a channel stride of 1 and 16-divisible row
+    # strides let the compiler vectorise the loads.
+    @triton.jit(do_not_specialize=['P', 'W', 'NUM_HEADS'])
     def _bra_fwd_kernel(
         Q, K, V, R, O, LSE,
         stride_qn, stride_qp, stride_qw, stride_qh, stride_qc,
@@ -143,7 +184,7 @@ if TRITON_AVAILABLE:
         tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=valid_m[:, None] & mask_dv[None, :])
         tl.store(LSE + pid_nph.to(tl.int64) * W + offs_m, m_i + tl.math.log2(l_i), mask=valid_m)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=['P', 'W', 'NUM_HEADS'])
     def _bra_bwd_kernel(
         Q, K, V, R, O, DO, LSE, DQ, DK, DV,
         stride_qn, stride_qp, stride_qw, stride_qh, stride_qc,
@@ -232,60 +273,67 @@ if TRITON_AVAILABLE:
                  dq.to(DQ.dtype.element_ty), mask=mask_mq)
 
 
-def _interpreter_active() -> bool:
-    """Whether the kernels were built for Triton's CPU interpreter.
+def unsupported_reason(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
+                       num_heads: Optional[int] = None) -> Optional[str]:
+    """Why the fused kernels cannot run on these inputs here, or ``None`` if they can.
 
-    Returns:
-        bool: True when Triton is installed and ``TRITON_INTERPRET=1`` was set when this
-        module was imported.
-    """
-    return TRITON_AVAILABLE and isinstance(_bra_fwd_kernel, InterpretedFunction)
+    This is the one place that decides where the kernels may run; ``attn_impl='auto'``
+    picks ``'torch'`` wherever it gives a reason, and explicit calls raise with it. The
+    kernels need:
 
-
-def _unsupported_reason(*tensors: Tensor) -> Optional[str]:
-    """Why :func:`routed_attention_triton` cannot run on ``tensors``, or ``None`` if it can.
+    - fp32, fp16 or bf16 ``q``/``k``/``v`` and an int32/int64 ``r_idx``;
+    - Triton >= 3.0 (:data:`TRITON_UNAVAILABLE`);
+    - all tensors on one device, a CUDA device of an NVIDIA GPU (any device in Triton's
+      CPU interpreter) whose compute capability supports the dtype
+      (:data:`MIN_CAPABILITY`);
+    - head dims of at most :data:`MAX_HEAD_DIM`;
+    - no ``torch.use_deterministic_algorithms(True)`` when a gradient will be computed:
+      the backward adds key/value gradients with atomics, in no fixed order.
 
     Args:
-        *tensors (Tensor): The attention inputs. Floating-point tensors must be fp32, fp16
-            or bf16; integer tensors (the routing indices) are accepted as they are.
+        q (Tensor): Queries.
+        k (Tensor): Keys.
+        v (Tensor): Values.
+        r_idx (Tensor): Routed key regions ``(N, P, K)``.
+        num_heads (Optional[int]): Heads of channel-packed ``(N, P, W, C)`` inputs;
+            ``None`` for heads-first ``(N, heads, P, W, D)`` inputs.
 
     Returns:
         Optional[str]: A human-readable reason, or ``None`` when supported.
     """
-    for t in tensors:
-        if t.is_floating_point():
-            if t.dtype not in _SUPPORTED_DTYPES:
-                return f'dtype {t.dtype} is not one of float32, float16, bfloat16'
-        elif t.dtype not in (torch.int64, torch.int32):
-            return f'dtype {t.dtype} is neither floating point nor an int32/int64 index'
+    tensors = (q, k, v, r_idx)
+    for t in tensors[:3]:
+        if t.dtype not in _SUPPORTED_DTYPES:
+            return f'dtype {t.dtype} is not one of float32, float16, bfloat16'
+    if r_idx.dtype not in (torch.int64, torch.int32):
+        return f'r_idx has dtype {r_idx.dtype}, not int32 or int64'
     if not TRITON_AVAILABLE:
-        return 'Triton is not installed'
-    if len({t.device for t in tensors}) > 1:
-        return 'the tensors are on different devices'
-    if not _interpreter_active() and not all(t.is_cuda for t in tensors):
-        return ('the tensors are not CUDA tensors (CPU tensors need TRITON_INTERPRET=1 set '
-                'before biformer_mm.ops.bra_triton is imported)')
+        return TRITON_UNAVAILABLE
+    devices = {t.device for t in tensors}
+    if len(devices) > 1:
+        return f'the tensors are on several devices ({", ".join(sorted(map(str, devices)))})'
+    if not INTERPRETER:
+        if not q.is_cuda:
+            return f'the tensors are on {q.device}, not a CUDA device'
+        if torch.version.hip is not None:
+            return 'the kernels are verified on NVIDIA GPUs only, and this is a ROCm build'
+        capability = torch.cuda.get_device_capability(q.device)
+        needed = MIN_CAPABILITY[q.dtype]
+        if tuple(capability) < needed:
+            return (f'{q.device} has compute capability {capability[0]}.{capability[1]}; '
+                    f'{q.dtype} needs {needed[0]}.{needed[1]} or newer')
+    head_dims = (q.shape[-1] // (num_heads or 1), v.shape[-1] // (num_heads or 1))
+    if max(head_dims) > MAX_HEAD_DIM:
+        return (f'head dims {head_dims[0]} (qk) / {head_dims[1]} (v) exceed {MAX_HEAD_DIM}, '
+                f'the largest the launch configuration covers')
+    if (torch.are_deterministic_algorithms_enabled() and torch.is_grad_enabled()
+            and any(t.requires_grad for t in tensors[:3])):
+        return ('torch.use_deterministic_algorithms(True) is set and the backward kernel '
+                'adds key/value gradients with atomics, in no fixed order')
     return None
 
 
-def triton_supported(*tensors: Tensor) -> bool:
-    """Whether :func:`routed_attention_triton` can run on the given tensors.
-
-    True when Triton imports, the tensors share one device that is CUDA (any device
-    when the kernels run in the CPU interpreter, i.e. ``TRITON_INTERPRET=1`` was set
-    before this module was imported), and floating-point tensors are fp32, fp16 or bf16.
-
-    Args:
-        *tensors (Tensor): The attention inputs, e.g. ``q, k, v`` (``r_idx`` may be
-            included).
-
-    Returns:
-        bool: Whether the fused kernels support these inputs.
-    """
-    return _unsupported_reason(*tensors) is None
-
-
-class _Layout(NamedTuple):
+class Layout(NamedTuple):
     """Problem sizes and memory layout of one call.
 
     ``heads_first`` layouts are ``(N, heads, P, W, D)``; the others are channel-packed
@@ -335,9 +383,9 @@ class _Layout(NamedTuple):
         return (torch.zeros if zero else torch.empty)(shape, dtype=dtype, device=device)
 
 
-def _check_inputs(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
-                  num_heads: Optional[int]) -> _Layout:
-    """Validate the inputs and describe their layout.
+def input_layout(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
+                 num_heads: Optional[int]) -> Layout:
+    """Validate the shapes of the inputs and describe their layout.
 
     Args:
         q (Tensor): Queries.
@@ -348,16 +396,11 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
             inputs; ``None`` for heads-first ``(N, heads, P, W, D)`` inputs.
 
     Returns:
-        _Layout: The problem sizes and layout.
+        Layout: The problem sizes and layout.
 
     Raises:
-        RuntimeError: If the kernels cannot run on these tensors.
         ValueError: If the shapes, dtypes or ``num_heads`` are inconsistent.
     """
-    reason = _unsupported_reason(q, k, v, r_idx)
-    if reason is not None:
-        raise RuntimeError(f"routed_attention_triton is not supported here: {reason}. "
-                           "Use attn_impl='torch' instead.")
     if not q.dtype == k.dtype == v.dtype:
         raise ValueError(f'q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
     heads_first = num_heads is None
@@ -378,11 +421,23 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     if r_idx.dim() != 3 or tuple(r_idx.shape[:2]) != (n, p) or r_idx.is_floating_point():
         raise ValueError(f'expected an integer r_idx of shape (N, P, K) = ({n}, {p}, K), '
                          f'got {tuple(r_idx.shape)} {r_idx.dtype}')
-    return _Layout(n, p, w, num_heads, head_dq, head_dv, heads_first)
+    return Layout(n, p, w, num_heads, head_dq, head_dv, heads_first)
 
 
-def _launch_config(w: int, topk: int, head_dq: int, head_dv: int, dtype: torch.dtype,
-                   backward: bool) -> Dict[str, Any]:
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
+                  num_heads: Optional[int]) -> Layout:
+    """:func:`input_layout`, then raise ``RuntimeError`` with the
+    :func:`unsupported_reason` if the kernels cannot run on these inputs."""
+    layout = input_layout(q, k, v, r_idx, num_heads)
+    reason = unsupported_reason(q, k, v, r_idx, num_heads)
+    if reason is not None:
+        raise RuntimeError(f"routed_attention_triton cannot run here: {reason}. "
+                           "Use attn_impl='torch' instead.")
+    return layout
+
+
+def launch_config(w: int, topk: int, head_dq: int, head_dv: int, dtype: torch.dtype,
+                  backward: bool) -> Dict[str, Any]:
     """Compile-time parameters of one kernel launch.
 
     Block sizes are powers of two >= 16 (as ``tl.dot`` requires), capped by the padded
@@ -419,65 +474,104 @@ def _launch_config(w: int, topk: int, head_dq: int, head_dv: int, dtype: torch.d
         BLOCK_M=min(max_m, max(16, triton.next_power_of_2(w))),
         BLOCK_N=min(max_n, max(16, triton.next_power_of_2(topk * w))),
         BLOCK_DQ=block_dq, BLOCK_DV=block_dv,
-        DOT_FP32=dtype == torch.bfloat16 and _interpreter_active(),
+        DOT_FP32=dtype == torch.bfloat16 and INTERPRETER,
         num_warps=4 if block_d <= 32 else 8)
 
 
-def _forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, layout: _Layout,
-             scale: float) -> Tuple[Tensor, Tensor]:
-    """Launch the forward kernel; return the output and the base-2 log-sum-exp."""
+class KernelLaunch(NamedTuple):
+    """One launch of a fused kernel, as Triton sees it: the ``@triton.jit`` function,
+    the grid, the positional arguments (tensors and ints, which Triton specialises on)
+    and the keyword arguments (constexprs and ``num_warps``)."""
+    kernel: Any
+    grid: Tuple[int, int]
+    args: Tuple[Any, ...]
+    kwargs: Dict[str, Any]
+
+    def __call__(self) -> None:
+        """Launch on the current CUDA device and stream (or in the interpreter)."""
+        self.kernel[self.grid](*self.args, **self.kwargs)
+
+
+def forward_launch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, layout: Layout,
+                   scale: float) -> Tuple[KernelLaunch, Tensor, Tensor]:
+    """The forward kernel's launch, with its new output and base-2 log-sum-exp buffers.
+
+    Returns:
+        Tuple[KernelLaunch, Tensor, Tensor]: The launch, ``out`` (``layout``, input
+        dtype) and ``lse`` (``(N, P, heads, W)`` fp32), both on ``q``'s device.
+    """
     topk = r_idx.shape[-1]
     out = layout.empty(layout.head_dv, q.dtype, q.device)
     lse = torch.empty((layout.n, layout.p, layout.heads, layout.w), dtype=torch.float32,
                       device=q.device)
-    cfg = _launch_config(layout.w, topk, layout.head_dq, layout.head_dv, q.dtype,
-                         backward=False)
+    cfg = launch_config(layout.w, topk, layout.head_dq, layout.head_dv, q.dtype,
+                        backward=False)
     grid = (layout.n * layout.p * layout.heads, triton.cdiv(layout.w, cfg['BLOCK_M']))
-    _bra_fwd_kernel[grid](
-        q, k, v, r_idx, out, lse,
-        *layout.strides(q), *layout.strides(k), *layout.strides(v), *r_idx.stride(),
-        *layout.strides(out),
-        layout.p, layout.w, topk, layout.heads, scale * _LOG2E, **cfg)
-    return out, lse
+    args = (q, k, v, r_idx, out, lse,
+            *layout.strides(q), *layout.strides(k), *layout.strides(v), *r_idx.stride(),
+            *layout.strides(out),
+            layout.p, layout.w, topk, layout.heads, scale * _LOG2E)
+    return KernelLaunch(_bra_fwd_kernel, grid, args, cfg), out, lse
 
 
-def _backward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, out: Tensor, lse: Tensor,
-              grad_out: Tensor, layout: _Layout,
-              scale: float) -> Tuple[Tensor, Tensor, Tensor]:
-    """Launch the backward kernel; return ``dq, dk, dv`` in the input dtype."""
+def backward_launch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, out: Tensor, lse: Tensor,
+                    grad_out: Tensor, layout: Layout,
+                    scale: float) -> Tuple[KernelLaunch, Tensor, Tensor, Tensor]:
+    """The backward kernel's launch, with its new gradient buffers.
+
+    Returns:
+        Tuple[KernelLaunch, Tensor, Tensor, Tensor]: The launch, ``dq`` (input dtype) and
+        the zeroed fp32 accumulators ``dk``, ``dv``, all in ``layout`` on ``q``'s device.
+    """
     topk = r_idx.shape[-1]
     dq = layout.empty(layout.head_dq, q.dtype, q.device)
     dk = layout.empty(layout.head_dq, torch.float32, q.device, zero=True)
     dv = layout.empty(layout.head_dv, torch.float32, q.device, zero=True)
-    cfg = _launch_config(layout.w, topk, layout.head_dq, layout.head_dv, q.dtype,
-                         backward=True)
+    cfg = launch_config(layout.w, topk, layout.head_dq, layout.head_dv, q.dtype,
+                        backward=True)
     grid = (layout.n * layout.p * layout.heads, triton.cdiv(layout.w, cfg['BLOCK_M']))
-    _bra_bwd_kernel[grid](
-        q, k, v, r_idx, out, grad_out, lse, dq, dk, dv,
-        *layout.strides(q), *layout.strides(k), *layout.strides(v), *r_idx.stride(),
-        *layout.strides(out), *layout.strides(grad_out), *layout.strides(dq),
-        *layout.strides(dk), *layout.strides(dv),
-        layout.p, layout.w, topk, layout.heads, scale, scale * _LOG2E, **cfg)
-    return dq, dk.to(k.dtype), dv.to(v.dtype)
+    args = (q, k, v, r_idx, out, grad_out, lse, dq, dk, dv,
+            *layout.strides(q), *layout.strides(k), *layout.strides(v), *r_idx.stride(),
+            *layout.strides(out), *layout.strides(grad_out), *layout.strides(dq),
+            *layout.strides(dk), *layout.strides(dv),
+            layout.p, layout.w, topk, layout.heads, scale, scale * _LOG2E)
+    return KernelLaunch(_bra_bwd_kernel, grid, args, cfg), dq, dk, dv
 
 
-class _RoutedAttention(torch.autograd.Function):
-    """Autograd wrapper of the fused kernels; ``r_idx`` receives no gradient."""
+def on_device(device: torch.device) -> ContextManager:
+    """Make ``device`` the current CUDA device (Triton launches on the current device
+    and stream); a no-op for the interpreter's CPU tensors."""
+    return torch.cuda.device(device) if device.type == 'cuda' else contextlib.nullcontext()
+
+
+class TritonRoutedAttention(torch.autograd.Function):
+    """Autograd wrapper of the fused kernels; ``r_idx`` receives no gradient.
+
+    Forward arguments: ``q``, ``k``, ``v``, ``r_idx``, a :class:`Layout` and ``scale``.
+    Every launch runs under the inputs' device. Differentiable once: the backward is a
+    kernel, not a graph of differentiable operations.
+    """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, layout: _Layout,
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, layout: Layout,
                 scale: float) -> Tensor:
-        out, lse = _forward(q, k, v, r_idx, layout, scale)
+        launch, out, lse = forward_launch(q, k, v, r_idx, layout, scale)
+        with on_device(q.device):
+            launch()
         ctx.save_for_backward(q, k, v, r_idx, out, lse)
         ctx.layout = layout
         ctx.scale = scale
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
         q, k, v, r_idx, out, lse = ctx.saved_tensors
-        dq, dk, dv = _backward(q, k, v, r_idx, out, lse, grad_out, ctx.layout, ctx.scale)
-        return dq, dk, dv, None, None, None
+        launch, dq, dk, dv = backward_launch(q, k, v, r_idx, out, lse, grad_out, ctx.layout,
+                                             ctx.scale)
+        with on_device(q.device):
+            launch()
+        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None
 
 
 def routed_attention_triton(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int,
@@ -503,12 +597,12 @@ def routed_attention_triton(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_
         Tensor: ``(N, P, W, Cv)`` in the dtype of ``q``.
 
     Raises:
-        RuntimeError: If the kernels cannot run on these inputs (see
-            :func:`triton_supported`); ``attn_impl='torch'`` is the portable fallback.
+        RuntimeError: If the kernels cannot run on these inputs (the message gives
+            :func:`unsupported_reason`); ``attn_impl='torch'`` is the portable fallback.
         ValueError: If the shapes, dtypes or ``num_heads`` are inconsistent.
     """
     layout = _check_inputs(q, k, v, r_idx, num_heads)
-    return _RoutedAttention.apply(q, k, v, r_idx, layout, float(scale))
+    return TritonRoutedAttention.apply(q, k, v, r_idx, layout, float(scale))
 
 
 def routed_attention_triton_heads_first(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
@@ -531,9 +625,9 @@ def routed_attention_triton_heads_first(q: Tensor, k: Tensor, v: Tensor, r_idx: 
         Tensor: ``(N, heads, P, W, Dv)`` in the dtype of ``q``.
 
     Raises:
-        RuntimeError: If the kernels cannot run on these inputs (see
-            :func:`triton_supported`); ``attn_impl='torch'`` is the portable fallback.
+        RuntimeError: If the kernels cannot run on these inputs (the message gives
+            :func:`unsupported_reason`); ``attn_impl='torch'`` is the portable fallback.
         ValueError: If the shapes or dtypes are inconsistent.
     """
     layout = _check_inputs(q, k, v, r_idx, None)
-    return _RoutedAttention.apply(q, k, v, r_idx, layout, float(scale))
+    return TritonRoutedAttention.apply(q, k, v, r_idx, layout, float(scale))

@@ -15,6 +15,7 @@ from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 CHUNK_BYTES = 4 * 2**20
 """Bytes of gathered keys and values per chunk."""
@@ -33,7 +34,7 @@ def routed_rows(r_idx: Tensor, num_heads: int) -> Tensor:
     """
     n, p, topk = r_idx.shape
     blocks = torch.arange(n * num_heads, device=r_idx.device).view(n, num_heads, 1)
-    return (blocks * p + r_idx.view(n, 1, p * topk)).reshape(-1)
+    return (blocks * p + r_idx.reshape(n, 1, p * topk)).reshape(-1)
 
 
 def _chunks(num_rows: int, rows_per_chunk: int) -> Iterator[Tuple[int, int]]:
@@ -54,7 +55,8 @@ class ChunkedRoutedAttention(torch.autograd.Function):
     """Routed attention over heads-first ``(N, M, P, W, D)`` inputs, chunk by chunk.
 
     Forward arguments: ``q``, ``k``, ``v``, ``r_idx`` ``(N, P, K)``, ``scale`` and
-    ``chunk_bytes`` (bytes of gathered keys and values per chunk).
+    ``chunk_bytes`` (bytes of gathered keys and values per chunk). Differentiable once:
+    the backward writes into preallocated buffers, which autograd cannot differentiate.
     """
 
     @staticmethod
@@ -81,6 +83,7 @@ class ChunkedRoutedAttention(torch.autograd.Function):
         return out.to(v.dtype).view(n, m, p, w, d_v)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
         q, k, v, rows, out, lse = ctx.saved_tensors
         scale, step, topk = ctx.scale, ctx.step, ctx.topk

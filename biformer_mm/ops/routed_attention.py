@@ -11,14 +11,17 @@ Layouts shared by all implementations (heads first, then regions, then tokens):
 - ``r_idx``: ``(N, P, K)`` int64 indices of the key regions routed to each query region.
 - The result is ``(N, M, P, W, Dv)``.
 """
-from typing import Callable, Dict
+import logging
+from typing import Callable, Dict, Optional, Set, Tuple
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from torch import Tensor
 
-from .bra_triton import routed_attention_triton_heads_first, triton_supported
+from .bra_triton import routed_attention_triton_heads_first, unsupported_reason
 from .chunked_routed_attention import ChunkedRoutedAttention, routed_rows
+from .triton_self_check import triton_self_check
 
 ATTN_IMPLS = ('auto', 'torch', 'triton', 'gather')
 
@@ -122,15 +125,39 @@ _IMPLS: Dict[str, Callable[..., Tensor]] = {
 }
 
 
-def resolve_attn_impl(attn_impl: str, *tensors: Tensor) -> str:
+_logged_choices: Set[Tuple[str, torch.dtype, str, Optional[str]]] = set()
+
+
+def _log_choice(device: torch.device, dtype: torch.dtype, impl: str,
+                reason: Optional[str]) -> None:
+    """Log what ``'auto'`` chose for (device, dtype), once per distinct choice."""
+    key = (str(device), dtype, impl, reason)
+    if key in _logged_choices:
+        return
+    _logged_choices.add(key)
+    because = ': the fused Triton kernels' if reason is None else f', because {reason}'
+    print_log(f"routed attention on {device} ({dtype}): attn_impl='auto' uses "
+              f"'{impl}'{because}.", logger='current', level=logging.INFO)
+
+
+def resolve_attn_impl(attn_impl: str, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> str:
     """Pick the implementation for ``attn_impl`` and the given inputs.
 
-    ``'auto'`` is the fused Triton kernel for CUDA tensors when Triton is available,
-    and ``'torch'`` everywhere else.
+    ``'auto'`` is ``'triton'`` where :func:`~.bra_triton.unsupported_reason` finds
+    nothing against the fused kernels (CUDA tensors on one NVIDIA GPU of a sufficient
+    compute capability, Triton >= 3.0, head dims the kernels cover, no deterministic
+    mode while training) and the first-use self-check
+    (:func:`~.triton_self_check.triton_self_check`) passed for this device, dtype and
+    head dims; ``'torch'`` everywhere else. The choice is logged once per device, dtype
+    and outcome (INFO, through mmengine's current logger). Other values are returned as
+    they are: an explicit ``'triton'`` raises where it cannot run, when called.
 
     Args:
         attn_impl (str): One of ``'auto'``, ``'torch'``, ``'triton'``, ``'gather'``.
-        *tensors (Tensor): The attention inputs.
+        q (Tensor): Queries ``(N, M, P, W, Dqk)``.
+        k (Tensor): Keys ``(N, M, P, W, Dqk)``.
+        v (Tensor): Values ``(N, M, P, W, Dv)``.
+        r_idx (Tensor): Routed key regions ``(N, P, K)``.
 
     Returns:
         str: A concrete implementation name.
@@ -138,9 +165,13 @@ def resolve_attn_impl(attn_impl: str, *tensors: Tensor) -> str:
     check_attn_impl(attn_impl)
     if attn_impl != 'auto':
         return attn_impl
-    if all(t.is_cuda for t in tensors) and triton_supported(*tensors):
-        return 'triton'
-    return 'torch'
+    reason = unsupported_reason(q, k, v, r_idx)
+    if reason is None:
+        reason = triton_self_check(q.device, q.dtype, q.shape[-1], v.shape[-1], q.shape[-2],
+                                   r_idx.shape[-1], r_idx.shape[1])
+    impl = 'triton' if reason is None else 'torch'
+    _log_choice(q.device, q.dtype, impl, reason)
+    return impl
 
 
 def routed_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float,
@@ -159,5 +190,5 @@ def routed_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: floa
     Returns:
         Tensor: ``(N, M, P, W, Dv)``.
     """
-    impl = resolve_attn_impl(attn_impl, q, k, v)
+    impl = resolve_attn_impl(attn_impl, q, k, v, r_idx)
     return _IMPLS[impl](q, k, v, r_idx, scale)

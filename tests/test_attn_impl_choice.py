@@ -1,0 +1,395 @@
+"""Specification of where the fused Triton kernels run: the guards of ``attn_impl='auto'``
+and of an explicit ``'triton'``, the first-use self-check, the logged choice, launches on
+the inputs' device, and once-differentiable autograd Functions.
+
+There is no GPU here: a GPU is simulated by monkeypatching the conditions (meta tensors
+that say they are CUDA tensors, a compute capability, a ROCm build, ...). No kernel runs
+on such inputs; the real kernels run in Triton's CPU interpreter in test_bra_triton.py
+and, through the self-check, in test_gpu_check.py.
+"""
+import contextlib
+import importlib
+import importlib.util
+import sys
+import types
+import warnings
+
+import pytest
+import torch
+
+from biformer_mm.ops import (ChunkedRoutedAttention, bra_triton, resolve_attn_impl,
+                             routed_attention, routed_attention_gather, triton_self_check)
+
+routed_attention_module = importlib.import_module('biformer_mm.ops.routed_attention')
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def problem(dtype=torch.float32, device='cpu', head_dq=32, head_dv=32, requires_grad=False):
+    """Heads-first q, k, v of 1 image, 2 heads, 4 regions of 6 tokens, top-2 routing."""
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(1, 2, 4, 6, head_dq, generator=g) for _ in range(2))
+    v = torch.randn(1, 2, 4, 6, head_dv, generator=g)
+    q, k, v = (t.to(device, dtype).requires_grad_(requires_grad) for t in (q, k, v))
+    r_idx = torch.rand(1, 4, 4, generator=g).argsort(-1)[..., :2].to(device)
+    return q, k, v, r_idx
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """Meta tensors stand for tensors on an NVIDIA GPU; set ``gpu['capability']``."""
+    state = dict(capability=(9, 0))
+    monkeypatch.setattr(torch.Tensor, 'is_cuda', property(lambda self: True))
+    monkeypatch.setattr(torch.cuda, 'get_device_capability',
+                        lambda device=None: state['capability'])
+    monkeypatch.setattr(torch.version, 'hip', None)
+    monkeypatch.setattr(bra_triton, 'INTERPRETER', False)
+    return state
+
+
+@pytest.fixture
+def log(monkeypatch):
+    """Messages of routed_attention's print_log, and a fresh memory of logged choices."""
+    messages = []
+    monkeypatch.setattr(routed_attention_module, 'print_log',
+                        lambda msg, logger=None, level=None: messages.append((msg, level)))
+    monkeypatch.setattr(routed_attention_module, '_logged_choices', set())
+    return messages
+
+
+@contextlib.contextmanager
+def deterministic_algorithms():
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+# ------------------------------------------------------------------------ the guards
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_kernels_may_run_on_a_recent_nvidia_gpu(gpu, dtype):
+    assert bra_triton.unsupported_reason(*problem(dtype, 'meta')) is None
+
+
+def test_cpu_tensors_are_not_for_the_kernels():
+    reason = bra_triton.unsupported_reason(*problem())
+    assert 'not a CUDA device' in reason
+
+
+def test_tensors_on_several_devices_are_rejected():
+    q, k, v, r_idx = problem()
+    reason = bra_triton.unsupported_reason(q, k.to('meta'), v, r_idx)
+    assert 'several devices' in reason and 'meta' in reason and 'cpu' in reason
+
+
+@pytest.mark.parametrize('capability,usable', [
+    ((7, 5), {torch.float32}),
+    ((8, 0), set(DTYPES)),
+    ((9, 0), set(DTYPES)),
+])
+def test_compute_capability_decides_per_dtype(gpu, capability, usable):
+    """bf16 and fp16 dots get tensor-core code from sm_80 on; fp32 dots run on FMA units."""
+    gpu['capability'] = capability
+    for dtype in DTYPES:
+        reason = bra_triton.unsupported_reason(*problem(dtype, 'meta'))
+        if dtype in usable:
+            assert reason is None
+        else:
+            assert f'compute capability {capability[0]}.{capability[1]}' in reason
+            assert '8.0 or newer' in reason
+
+
+def test_rocm_builds_are_not_verified(gpu, monkeypatch):
+    monkeypatch.setattr(torch.version, 'hip', '6.2')
+    assert 'ROCm' in bra_triton.unsupported_reason(*problem(torch.float16, 'meta'))
+
+
+@pytest.mark.parametrize('head_dq,head_dv,ok', [(128, 128, True), (32, 160, False),
+                                                (192, 64, False), (12, 20, True)])
+def test_head_dims_beyond_the_launch_configuration_are_rejected(gpu, head_dq, head_dv, ok):
+    reason = bra_triton.unsupported_reason(*problem(torch.bfloat16, 'meta', head_dq, head_dv))
+    assert (reason is None) == ok
+    if not ok:
+        assert f'{head_dq} (qk) / {head_dv} (v) exceed 128' in reason
+
+
+def test_head_dims_of_channel_packed_inputs_count_per_head(gpu):
+    q = torch.empty(1, 4, 6, 4 * 64, device='meta')
+    r_idx = torch.zeros(1, 4, 1, dtype=torch.long, device='meta')
+    assert bra_triton.unsupported_reason(q, q, q, r_idx, num_heads=4) is None
+    assert 'exceed 128' in bra_triton.unsupported_reason(q, q, q, r_idx, num_heads=1)
+
+
+def test_deterministic_mode_rules_out_the_atomic_backward(gpu):
+    """The backward adds key/value gradients with atomics; the forward is deterministic."""
+    inputs = problem(torch.float16, 'meta', requires_grad=True)
+    with deterministic_algorithms():
+        assert 'use_deterministic_algorithms' in bra_triton.unsupported_reason(*inputs)
+        with torch.no_grad():
+            assert bra_triton.unsupported_reason(*inputs) is None
+    assert bra_triton.unsupported_reason(*inputs) is None
+
+
+def load_bra_triton_with(monkeypatch, fake_triton):
+    """A fresh copy of bra_triton imported with ``sys.modules['triton'] = fake_triton``."""
+    monkeypatch.setitem(sys.modules, 'triton', fake_triton)
+    spec = importlib.util.spec_from_file_location('_bra_triton_copy', bra_triton.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_triton_older_than_3_is_not_used(monkeypatch):
+    module = load_bra_triton_with(monkeypatch, types.SimpleNamespace(__version__='2.3.1'))
+    assert not module.TRITON_AVAILABLE
+    reason = module.unsupported_reason(*problem())
+    assert 'Triton 2.3.1 is older than 3.0' in reason
+    with pytest.raises(RuntimeError, match='older than 3.0'):
+        module.routed_attention_triton_heads_first(*problem(), 0.1)
+
+
+# ----------------------------------------------------------------- 'auto' and its log
+
+
+def test_auto_picks_triton_where_the_guards_and_the_self_check_pass(gpu, log, monkeypatch):
+    checked = []
+    monkeypatch.setattr(routed_attention_module, 'triton_self_check',
+                        lambda *key: checked.append(key))
+    q, k, v, r_idx = problem(torch.bfloat16, 'meta')
+    assert resolve_attn_impl('auto', q, k, v, r_idx) == 'triton'
+    assert checked == [(q.device, torch.bfloat16, 32, 32, 6, 2, 4)]
+    assert log == [("routed attention on meta (torch.bfloat16): attn_impl='auto' uses "
+                    "'triton': the fused Triton kernels.", 20)]
+
+
+def test_auto_falls_back_to_torch_and_says_why_once_per_device_and_dtype(gpu, log):
+    gpu['capability'] = (7, 5)
+    for _ in range(3):
+        assert resolve_attn_impl('auto', *problem(torch.bfloat16, 'meta')) == 'torch'
+        assert resolve_attn_impl('auto', *problem(torch.float16, 'meta')) == 'torch'
+    assert len(log) == 2
+    assert all(level == 20 for _, level in log)  # logging.INFO
+    assert "uses 'torch', because meta has compute capability 7.5" in log[0][0]
+    assert 'torch.bfloat16' in log[0][0] and 'torch.float16' in log[1][0]
+
+
+def test_auto_on_the_cpu_logs_torch():
+    """Real CPU tensors, real logger: 'auto' is 'torch' and nothing raises."""
+    assert resolve_attn_impl('auto', *problem()) == 'torch'
+
+
+def test_auto_uses_torch_where_the_self_check_failed(gpu, log, monkeypatch):
+    monkeypatch.setattr(routed_attention_module, 'triton_self_check',
+                        lambda *key: 'the first-use self-check failed: out differs')
+    assert resolve_attn_impl('auto', *problem(torch.float16, 'meta')) == 'torch'
+    assert 'because the first-use self-check failed: out differs' in log[0][0]
+
+
+def test_explicit_triton_where_it_cannot_work_raises_with_the_reason(gpu):
+    gpu['capability'] = (7, 5)
+    with pytest.raises(RuntimeError, match=r"compute capability 7\.5.*attn_impl='torch'"):
+        routed_attention(*problem(torch.bfloat16, 'meta'), 0.1, attn_impl='triton')
+    gpu['capability'] = (9, 0)
+    with deterministic_algorithms(), \
+            pytest.raises(RuntimeError, match='use_deterministic_algorithms'):
+        routed_attention(*problem(torch.bfloat16, 'meta', requires_grad=True), 0.1,
+                         attn_impl='triton')
+
+
+def test_auto_in_deterministic_mode_trains_with_torch(gpu, log, monkeypatch):
+    monkeypatch.setattr(routed_attention_module, 'triton_self_check', lambda *key: None)
+    with deterministic_algorithms():
+        impl = resolve_attn_impl('auto', *problem(torch.bfloat16, 'meta', requires_grad=True))
+    assert impl == 'torch' and 'use_deterministic_algorithms' in log[0][0]
+
+
+# ------------------------------------------------------------------- the self-check
+
+
+class CorrectKernels(torch.autograd.Function):
+    """Stands in for TritonRoutedAttention with the right results (the torch path)."""
+    calls = 0
+
+    @staticmethod
+    def forward(ctx, q, k, v, r_idx, layout, scale):
+        CorrectKernels.calls += 1
+        with torch.enable_grad():
+            q_, k_, v_ = (t.detach().requires_grad_() for t in (q, k, v))
+            out = ChunkedRoutedAttention.apply(q_, k_, v_, r_idx, scale)
+        ctx.saved = (q_, k_, v_, out)
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q_, k_, v_, out = ctx.saved
+        grads = torch.autograd.grad(out, (q_, k_, v_), grad_out)
+        return grads + (None, None, None)
+
+
+class WrongGradients(CorrectKernels):
+    """Right output, a wrong key gradient (as a race in the atomics would give)."""
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        dq, dk, dv, *rest = CorrectKernels.backward(ctx, grad_out)
+        return (dq, dk * 1.5, dv, *rest)
+
+
+class CompileError(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, *args):
+        raise RuntimeError('triton.runtime.errors.OutOfResources: out of resource: '
+                           'shared memory, Required: 262144')
+
+
+@pytest.fixture
+def kernels(monkeypatch):
+    """Replace the kernels the self-check runs; a fresh memory of self-check results."""
+    monkeypatch.setattr(triton_self_check, '_results', {})
+    monkeypatch.delenv(triton_self_check.SELF_CHECK_ENV, raising=False)
+    CorrectKernels.calls = 0
+
+    def use(function):
+        monkeypatch.setattr(triton_self_check, 'TritonRoutedAttention', function)
+    return use
+
+
+CPU = torch.device('cpu')
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_self_check_passes_correct_kernels_once_per_combination(kernels, dtype):
+    kernels(CorrectKernels)
+    for _ in range(3):
+        assert triton_self_check.triton_self_check(CPU, dtype, 32, 32, 20, 4, 16) is None
+    assert CorrectKernels.calls == 1
+    assert triton_self_check.triton_self_check(CPU, dtype, 32, 64, 20, 4, 16) is None
+    assert CorrectKernels.calls == 2  # new head dims: checked again
+
+
+def test_self_check_catches_wrong_gradients_and_warns_once(kernels):
+    kernels(WrongGradients)
+    with pytest.warns(RuntimeWarning, match=r"self-check on cpu .*dk differs.*uses 'torch'"):
+        reason = triton_self_check.triton_self_check(CPU, torch.float16, 32, 32, 20, 4, 16)
+    assert reason.startswith('the first-use self-check failed: dk differs')
+    with warnings_as_errors():
+        assert triton_self_check.triton_self_check(CPU, torch.float16, 32, 32, 20, 4,
+                                                   16) == reason
+
+
+def test_self_check_turns_a_compile_error_into_a_warning_with_the_error(kernels):
+    kernels(CompileError)
+    with pytest.warns(RuntimeWarning, match='OutOfResources: out of resource: shared memory'):
+        reason = triton_self_check.triton_self_check(CPU, torch.bfloat16, 32, 32, 20, 16, 16)
+    assert 'OutOfResources' in reason
+
+
+def test_self_check_can_be_turned_off(kernels, monkeypatch):
+    kernels(CompileError)
+    monkeypatch.setenv('BIFORMER_MM_TRITON_SELF_CHECK', '0')
+    assert triton_self_check.triton_self_check(CPU, torch.float32, 32, 32, 20, 4, 16) is None
+
+
+def test_self_check_runs_forward_and_backward_under_inference_mode_and_autocast(kernels):
+    kernels(CorrectKernels)
+    with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16):
+        result = triton_self_check.run_self_check(CPU, torch.float32, 32, 32, w=7, topk=3)
+    assert result.error is None
+    assert set(result.max_errors) == {'out', 'dq', 'dk', 'dv'}
+    assert max(result.max_errors.values()) < 1e-5
+
+
+@contextlib.contextmanager
+def warnings_as_errors():
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        yield
+
+
+# ------------------------------------------- launch device and once-differentiability
+
+
+class RecordingLaunch:
+    """Stands in for a KernelLaunch: records the current device when launched."""
+
+    def __init__(self, seen, name):
+        self.seen, self.name = seen, name
+
+    def __call__(self):
+        self.seen.append((self.name, current_device[0]))
+
+
+current_device = [None]
+
+
+@pytest.fixture
+def torch_computed_kernels(monkeypatch):
+    """TritonRoutedAttention with its launches replaced by torch computations and
+    on_device by a recorder; returns the list of (launch, device it ran under)."""
+    seen = []
+
+    @contextlib.contextmanager
+    def on_device(device):
+        current_device[0] = device
+        try:
+            yield
+        finally:
+            current_device[0] = None
+
+    def forward_launch(q, k, v, r_idx, layout, scale):
+        with torch.enable_grad():
+            out = ChunkedRoutedAttention.apply(q, k, v, r_idx, scale)
+        return RecordingLaunch(seen, 'forward'), out.detach(), torch.zeros(1)
+
+    def backward_launch(q, k, v, r_idx, out, lse, grad_out, layout, scale):
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+            again = ChunkedRoutedAttention.apply(*leaves, r_idx, scale)
+            dq, dk, dv = torch.autograd.grad(again, leaves, grad_out)
+        return RecordingLaunch(seen, 'backward'), dq, dk, dv
+
+    monkeypatch.setattr(bra_triton, 'on_device', on_device)
+    monkeypatch.setattr(bra_triton, 'forward_launch', forward_launch)
+    monkeypatch.setattr(bra_triton, 'backward_launch', backward_launch)
+    return seen
+
+
+def test_every_launch_runs_under_the_inputs_device(torch_computed_kernels):
+    q, k, v, r_idx = problem(requires_grad=True)
+    layout = bra_triton.input_layout(q, k, v, r_idx, None)
+    bra_triton.TritonRoutedAttention.apply(q, k, v, r_idx, layout, 0.1).sum().backward()
+    assert torch_computed_kernels == [('forward', q.device), ('backward', q.device)]
+
+
+def test_on_device_selects_the_tensors_cuda_device():
+    guard = bra_triton.on_device(torch.device('cuda', 1))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+
+
+def double_backward(function):
+    q, k, v, r_idx = problem(requires_grad=True)
+    out = function(q, k, v, r_idx)
+    (grad_q,) = torch.autograd.grad(out.square().sum(), q, create_graph=True)
+    grad_q.sum().backward()
+
+
+def test_chunked_attention_refuses_double_backward_clearly():
+    with pytest.raises(RuntimeError, match='differentiate twice'):
+        double_backward(lambda q, k, v, r_idx: ChunkedRoutedAttention.apply(q, k, v, r_idx, 0.1))
+
+
+def test_triton_attention_refuses_double_backward_clearly(torch_computed_kernels):
+    def apply(q, k, v, r_idx):
+        layout = bra_triton.input_layout(q, k, v, r_idx, None)
+        return bra_triton.TritonRoutedAttention.apply(q, k, v, r_idx, layout, 0.1)
+
+    with pytest.raises(RuntimeError, match='differentiate twice'):
+        double_backward(apply)
+
+
+def test_gather_supports_double_backward():
+    """The original algorithm is plain autograd: second derivatives work there."""
+    double_backward(lambda q, k, v, r_idx: routed_attention_gather(q, k, v, r_idx, 0.1))
