@@ -10,16 +10,17 @@ import pytest
 import torch
 
 from biformer_mm.engine import cli
+from biformer_mm.safe_load import load_weights_only
 from conftest import DET_CONFIG as CONFIG
 from conftest import DET_OVERLAY as OVERLAY
-from conftest import ONE_EPOCH, REPO_ROOT, TEST, TRAIN, run
+from conftest import ONE_EPOCH, REPO_ROOT, TEST, TRAIN, copy_checkout, run
 
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
                               reason='exercises the CPU-only code path')
 
 
 def checkpoint_meta(path: str) -> dict:
-    return torch.load(path, map_location='cpu', weights_only=True)['meta']
+    return load_weights_only(path)['meta']
 
 
 def free_port() -> int:
@@ -38,7 +39,7 @@ def test_train_py_runs_two_iterations_and_saves_a_checkpoint(trained_det):
 
 
 @cpu_only
-def test_amp_falls_back_to_fp32_with_a_warning_without_gpu(trained_det):
+def test_amp_falls_back_to_fp32_with_a_warning_without_gpu(trained_det, coco_layout):
     assert 'training in fp32 with OptimWrapper instead' in trained_det['output']
     args = cli.train_parser().parse_args([CONFIG])
     cfg = cli.train_config(args)
@@ -78,7 +79,7 @@ def test_resume_from_a_missing_file_names_the_problem():
         cli.train_config(args)
 
 
-def test_command_line_options_reach_the_config(tmp_path):
+def test_command_line_options_reach_the_config(tmp_path, coco_layout):
     args = cli.train_parser().parse_args([
         CONFIG, '--work-dir', str(tmp_path), '--auto-scale-lr', '--resume',
         '--launcher', 'none', '--cfg-options', 'train_cfg.max_epochs=3'
@@ -125,9 +126,7 @@ def installed_package(tmp_path_factory):
     PYTHONPATH."""
     root = tmp_path_factory.mktemp('mim_install')
     source, target = root / 'source', root / 'site'
-    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
-        '.git', '.venv', 'work_dirs', 'data', 'checkpoints', '__pycache__', '*.egg-info',
-        '.mim', 'build'))
+    copy_checkout(str(source))
     run([sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps',
          '--no-build-isolation', '--no-index', '--target', str(target), str(source)],
         cwd=str(root))
