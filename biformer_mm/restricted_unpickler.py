@@ -14,6 +14,7 @@ are torch's tensor-rebuilding functions, its data types and the allowed types.
 :func:`pickle_globals` lists the globals a checkpoint names, without unpickling it, for
 error messages and early checks.
 """
+import _compat_pickle
 import io
 import pickle
 import pickletools
@@ -27,6 +28,17 @@ GlobalEntry = Union[Any, Tuple[Any, str]]
 
 _STRING_OPS = {'SHORT_BINUNICODE', 'BINUNICODE', 'BINUNICODE8', 'UNICODE', 'STRING',
                'BINSTRING', 'SHORT_BINSTRING'}
+
+
+def python3_name(module: str, name: str) -> str:
+    """``module.name`` as Python 3 names it: pickles of protocol < 3 (``torch.save``
+    writes protocol 2) name ``builtins`` ``__builtin__`` and so on, which ``pickle``
+    translates with the table of :mod:`_compat_pickle`."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    else:
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    return f'{module}.{name}'
 
 
 def global_names(entries: Iterable[GlobalEntry]) -> Dict[str, Any]:
@@ -48,7 +60,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     allowed: Dict[str, Any] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        qualified = f'{module}.{name}'
+        qualified = python3_name(module, name)
         if qualified in self.allowed:
             return self.allowed[qualified]
         raise pickle.UnpicklingError(
@@ -95,10 +107,10 @@ def pickle_globals(filename: str) -> List[str]:
     for opcode, arg, _ in pickletools.genops(io.BytesIO(data)):
         name = opcode.name
         if name in ('GLOBAL', 'INST'):
-            found['.'.join(arg.split(' ', 1))] = None
+            found[python3_name(*arg.split(' ', 1))] = None
             top = None
         elif name == 'STACK_GLOBAL':
-            found['.'.join(strings[-2:])] = None
+            found[python3_name(*(['?', '?'] + strings)[-2:])] = None
             top = None
         elif name in _STRING_OPS:
             top = arg if isinstance(arg, str) else arg.decode('latin-1')

@@ -27,7 +27,9 @@ checkpoint path is (``init_cfg.checkpoint``, ``load_from``, ``--resume``,
 ``tools/test.py``): such a file is loaded in full (``weights_only=False``). See
 ``docs/checkpoints.md``.
 """
+import _codecs
 import argparse
+import collections
 import io
 import os
 import os.path as osp
@@ -100,10 +102,25 @@ def add_safe_globals(entries: Sequence[GlobalEntry]) -> None:
         _ADDED_GLOBALS.extend(entries)
 
 
+def _newer_torch_defaults() -> Dict[str, Any]:
+    """Data types that torch's weights-only loader allows by default from torch 2.5 on
+    and older torch's does not: bytes (``_codecs.encode`` in protocol-2 pickles, e.g.
+    numpy arrays), bytearray, complex, set, ``collections.Counter``, ``torch.device``
+    and every torch dtype."""
+    entries = {'_codecs.encode': _codecs.encode, 'builtins.bytearray': bytearray,
+               'builtins.complex': complex, 'builtins.set': set,
+               'collections.Counter': collections.Counter, 'torch.device': torch.device}
+    entries.update({str(t): t for t in vars(torch).values() if isinstance(t, torch.dtype)})
+    return entries
+
+
 def _restricted_allowlist(allowed: Sequence[GlobalEntry]) -> Dict[str, Any]:
-    """torch's own weights-only globals, :func:`add_safe_globals`' and ``allowed``."""
+    """What :mod:`biformer_mm.restricted_unpickler` allows where torch has no allow-list:
+    torch's own weights-only globals, :func:`_newer_torch_defaults`,
+    :func:`add_safe_globals`' entries and ``allowed``."""
     from torch._weights_only_unpickler import _get_allowed_globals
-    return {**_get_allowed_globals(), **global_names(_ADDED_GLOBALS), **global_names(allowed)}
+    return {**_get_allowed_globals(), **_newer_torch_defaults(),
+            **global_names(_ADDED_GLOBALS), **global_names(allowed)}
 
 
 def load_weights_only(file: CheckpointFile, map_location: MapLocation = 'cpu',
@@ -121,7 +138,7 @@ def load_weights_only(file: CheckpointFile, map_location: MapLocation = 'cpu',
 
 
 @CheckpointLoader.register_scheme(prefixes=TRUSTED_PREFIX)
-def load_trusted(filename: str, map_location: MapLocation = None) -> Any:
+def load_from_trusted(filename: str, map_location: MapLocation = None) -> Any:
     """Load a local checkpoint named ``trusted://PATH`` in full (``weights_only=False``).
 
     Registered with mmengine's :class:`~mmengine.runner.CheckpointLoader` under its own
@@ -142,7 +159,7 @@ def load_trusted(filename: str, map_location: MapLocation = None) -> Any:
 
 
 @CheckpointLoader.register_scheme(prefixes=WEIGHTS_ONLY_PREFIX)
-def load_weights_only_scheme(filename: str, map_location: MapLocation = None) -> Any:
+def load_from_weights_only(filename: str, map_location: MapLocation = None) -> Any:
     """Read ``weights-only://PATH`` with :func:`read_checkpoint`, allowing what
     :func:`add_safe_globals` added (the training checkpoint types, once
     :mod:`biformer_mm.engine` is imported).

@@ -58,6 +58,17 @@ def run(cmd: List[str], cwd: str, pythonpath: str = REPO_ROOT,
     return proc.stdout
 
 
+class Payload:
+    """Unpickling this runs code: it writes ``marker``. Pickled into checkpoints to
+    check that no load runs it."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('the payload ran')", )
+
+
 def make_layout(root: str, dataset_type: str) -> str:
     """The standard layout of ``dataset_type`` (``'CocoDataset'``, ``'ADE20KDataset'``)
     under ``root``, as empty files and folders: what the tools' dataset check looks for;

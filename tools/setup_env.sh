@@ -34,7 +34,8 @@ pip_install() {
   "$1" -m pip install --disable-pip-version-check -c "$CONSTRAINTS" "${@:2}" 2>&1 \
     | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 }
-say() { printf '\033[1;34m[setup_env]\033[0m %s\n' "$*"; }
+SECONDS=0
+say() { printf '\033[1;34m[setup_env +%ss]\033[0m %s\n' "$SECONDS" "$*"; }
 die() { printf '\033[1;31m[setup_env] ERROR:\033[0m %s\n' "$*" >&2; exit 1; }
 
 case "$STACK" in
@@ -51,7 +52,14 @@ TORCHVISION_VERSION=$(sed -n 's/^torchvision==//p' "$CONSTRAINTS")
 
 command -v "$PYTHON" >/dev/null 2>&1 \
   || die "$PYTHON not found: set PYTHON to a Python 3.10, 3.11 or 3.12 interpreter (e.g. PYTHON=/usr/bin/python3.12)."
-PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if ! "$PYTHON" -c '' >/dev/null 2>&1 && command -v pyenv >/dev/null 2>&1 \
+    && PYENV_VERSION_OF=$(pyenv whence "$PYTHON" 2>/dev/null | tail -n1) && [ -n "$PYENV_VERSION_OF" ]; then
+  # A pyenv shim of a version that is installed but not active here.
+  say "$PYTHON is a pyenv shim of the inactive version $PYENV_VERSION_OF: using it directly"
+  PYTHON="$(pyenv root)/versions/$PYENV_VERSION_OF/bin/$PYTHON"
+fi
+PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>&1) \
+  || die "$PYTHON does not run: $PYVER"
 case "$PYVER" in
   3.10|3.11|3.12) ;;
   *) die "$PYTHON is Python $PYVER; biformer-mm is tested on Python 3.10, 3.11 and 3.12: set PYTHON to one of them." ;;
@@ -78,12 +86,14 @@ else
   pip_install "$VENV/bin/python" -q --upgrade pip wheel setuptools ninja
   # Name what is missing before downloading gigabytes: the torch wheels are the only
   # binary-only pins.
-  if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q --dry-run --no-deps \
-      --only-binary torch,torchvision "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
-      >"$VENV/.wheel-check.log" 2>&1; then
-    grep -E '^ERROR' "$VENV/.wheel-check.log" >&2 || cat "$VENV/.wheel-check.log" >&2
+  MISSING=()
+  for PIN in "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"; do
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q --dry-run --no-deps \
+      --only-binary "${PIN%%==*}" "$PIN" >"$VENV/.wheel-check.log" 2>&1 || MISSING+=("$PIN")
+  done
+  if [ ${#MISSING[@]} -gt 0 ]; then
     rm -rf "$VENV"
-    die "pip finds no torch==$TORCH_VERSION / torchvision==$TORCHVISION_VERSION wheel for Python $PYVER on $(uname -m) (the $STACK stack; PyPI and the indexes in your pip config were searched). Use a Python those wheels exist for (PYTHON=python3.11), or the other STACK."
+    die "pip finds no wheel of ${MISSING[*]} for Python $PYVER on $(uname -m) (the $STACK stack; PyPI and the indexes of your pip config were searched). Use a Python these wheels exist for (e.g. PYTHON=python3.11), or the other STACK."
   fi
   say "installing torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION"
   pip_install "$VENV/bin/python" -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"

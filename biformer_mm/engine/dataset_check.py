@@ -76,8 +76,9 @@ def dataset_paths(cfg: Config, parts: Sequence[str]) -> List[Tuple[str, str, str
         parts (Sequence[str]): Keys such as ``'train_dataloader'``, ``'val_evaluator'``.
 
     Returns:
-        list[tuple[str, str, str]]: ``(path, what, dataset type)``, ``what`` naming the
-        config key, e.g. ``'train_dataloader.dataset.ann_file'``.
+        list[tuple[str, str, str]]: ``(path, what, dataset type)`` for each local path
+        once, ``what`` naming its first config key, e.g.
+        ``'train_dataloader.dataset.ann_file'``.
     """
     paths = []
     for part in parts:
@@ -88,7 +89,7 @@ def dataset_paths(cfg: Config, parts: Sequence[str]) -> List[Tuple[str, str, str
             paths += [(e['ann_file'], f'{part}.ann_file', '')
                       for e in evaluators if e.get('ann_file')]
             continue
-        for dataset in _datasets(cfg[part]['dataset']):
+        for dataset in _datasets(cfg[part].get('dataset') or {}):
             kind = str(dataset.get('type', '')).split('.')[-1]
             root = dataset.get('data_root') or ''
             if dataset.get('ann_file'):
