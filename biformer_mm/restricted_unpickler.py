@@ -7,9 +7,11 @@ fixed list of globals, which refuses the ``argparse.Namespace`` of the official 
 files and the mmengine/numpy types of training checkpoints. There, checkpoints are read
 by ``torch.load(pickle_module=restricted_pickle_module(allowed))``: Python's unpickler
 whose :meth:`~RestrictedUnpickler.find_class` resolves only the names of an allow-list
-(the "restricting globals" pattern of the :mod:`pickle` documentation) and raises
-:class:`pickle.UnpicklingError` for any other, so the only callables a file can reach
-are torch's tensor-rebuilding functions, its data types and the allowed types.
+(the "restricting globals" pattern of the :mod:`pickle` documentation), and which, as
+torch's weights-only unpickler, calls only allowed objects and sets the state only of
+instances of allowed types; it raises :class:`pickle.UnpicklingError` for anything
+else. The only callables a file can reach are torch's tensor-rebuilding functions, its
+data types and the allowed types.
 
 :func:`pickle_globals` lists the globals a checkpoint names, without unpickling it, for
 error messages and early checks.
@@ -51,13 +53,21 @@ def global_names(entries: Iterable[GlobalEntry]) -> Dict[str, Any]:
     return names
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the globals in :attr:`allowed`.
+class RestrictedUnpickler(pickle._Unpickler):
+    """Python's (pure-Python) unpickler, restricted as torch's weights-only one is:
 
-    Subclasses set :attr:`allowed` (see :func:`restricted_pickle_module`).
+    - a global resolves only if its name is in :attr:`allowed`;
+    - only the allowed objects may be called (``REDUCE``, ``NEWOBJ``, ``OBJ``,
+      ``INST``), not whatever a call returned;
+    - state is set (``BUILD``) only on instances of the allowed types, never on a
+      class, a function or a module.
+
+    Anything else raises :class:`pickle.UnpicklingError`. Subclasses set :attr:`allowed`
+    (see :func:`restricted_pickle_module`).
     """
 
     allowed: Dict[str, Any] = {}
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def find_class(self, module: str, name: str) -> Any:
         qualified = python3_name(module, name)
@@ -67,10 +77,46 @@ class RestrictedUnpickler(pickle.Unpickler):
             f'Weights only load failed: unsupported global {qualified} (not on the '
             f'weights-only allow-list).')
 
+    def _check_callable(self, func: Any) -> None:
+        if not any(func is obj for obj in self.allowed.values()):
+            raise pickle.UnpicklingError(
+                f'Weights only load failed: the pickle calls {func!r}, which is not on the '
+                f'weights-only allow-list.')
+
+    def _instantiate(self, klass: Any, args: list) -> None:
+        self._check_callable(klass)
+        super()._instantiate(klass, args)
+
+    def load_reduce(self) -> None:
+        self._check_callable(self.stack[-2])
+        super().load_reduce()
+
+    def load_newobj(self) -> None:
+        self._check_callable(self.stack[-2])
+        super().load_newobj()
+
+    def load_newobj_ex(self) -> None:
+        self._check_callable(self.stack[-3])
+        super().load_newobj_ex()
+
+    def load_build(self) -> None:
+        kind = type(self.stack[-2])
+        if not any(kind is obj for obj in self.allowed.values()):
+            raise pickle.UnpicklingError(
+                f'Weights only load failed: the pickle sets the state of a {kind!r}, '
+                f'which is not on the weights-only allow-list.')
+        super().load_build()
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+    dispatch[pickle.BUILD[0]] = load_build
+
 
 def restricted_pickle_module(allowed: Dict[str, Any]) -> types.ModuleType:
     """A module to pass as ``torch.load(pickle_module=...)`` whose ``Unpickler`` and
-    ``load`` resolve only the globals in ``allowed`` (``{'module.name': object}``)."""
+    ``load`` are :class:`RestrictedUnpickler` with ``allowed`` (``{'module.name':
+    object}``)."""
     module = types.ModuleType('biformer_mm_restricted_pickle')
     module.Unpickler = type('Unpickler', (RestrictedUnpickler, ), {'allowed': dict(allowed)})
     module.load = lambda file, **kwargs: module.Unpickler(file, **kwargs).load()

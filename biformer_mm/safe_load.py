@@ -177,7 +177,7 @@ def load_from_weights_only(filename: str, map_location: MapLocation = None) -> A
     Returns:
         Any: The loaded checkpoint.
     """
-    return read_checkpoint(filename[len(WEIGHTS_ONLY_PREFIX):], map_location, allowed=())
+    return read_checkpoint(filename, map_location, allowed=())
 
 
 def unsafe_globals(file: CheckpointFile, allowed: Sequence[GlobalEntry] = ()) -> list:
@@ -257,7 +257,8 @@ def read_checkpoint(filename: str,
 
     Local paths are read directly, http(s) URLs through a copy in torch's hub cache
     (:func:`cached_download`), other backends into memory. ``allowed`` types are
-    accepted for the duration of the call only. A ``trusted://`` path is loaded in full.
+    accepted for the duration of the call only. A ``trusted://`` path is loaded in full;
+    a ``weights-only://`` prefix changes nothing.
 
     Args:
         filename (str): Checkpoint path, URL or backend path.
@@ -276,6 +277,8 @@ def read_checkpoint(filename: str,
     """
     if is_trusted(filename):
         return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+    if filename.startswith(WEIGHTS_ONLY_PREFIX):
+        filename = filename[len(WEIGHTS_ONLY_PREFIX):]
     file = _open_checkpoint(filename)
     try:
         return load_weights_only(file, map_location, allowed)

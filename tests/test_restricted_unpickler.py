@@ -4,12 +4,16 @@ allow-list without running it, and the pickle scan names a checkpoint's globals 
 Run on every stack, with the torch-version switch forced to the restricted unpickler."""
 import argparse
 import fractions
+import io
+import pickle
 
 import pytest
 import torch
 
 from biformer_mm import BiFormer, safe_load
-from biformer_mm.restricted_unpickler import pickle_globals
+from biformer_mm.engine.checkpoint_allowlist import training_checkpoint_globals
+from biformer_mm.restricted_unpickler import (global_names, pickle_globals,
+                                              restricted_pickle_module)
 from conftest import Payload
 
 pytestmark = pytest.mark.classic
@@ -60,3 +64,24 @@ def test_allow_list_is_per_call_plus_what_was_added(restricted, tmp_path, monkey
     assert safe_load.read_checkpoint(str(path), allowed=())['ratio'] == \
         fractions.Fraction(1, 3)
     assert safe_load.unsafe_globals(str(path)) == []
+
+
+def test_only_allowed_objects_are_called_and_only_their_instances_get_state():
+    """Beyond the names of its globals: a pickle can neither call what an allowed call
+    returned nor set attributes of an allowed class itself."""
+    unpickler = restricted_pickle_module(global_names(
+        [argparse.Namespace, *training_checkpoint_globals()]))
+    # getattr(HistoryBuffer, 'min') is allowed (mmengine pickles it); calling the result
+    # is not.
+    call_result = (b'\x80\x02c__builtin__\ngetattr\ncmmengine.logging.history_buffer\n'
+                   b'HistoryBuffer\nX\x03\x00\x00\x00min\x86R)R.')
+    with pytest.raises(pickle.UnpicklingError, match='calls <function HistoryBuffer.min'):
+        unpickler.load(io.BytesIO(call_result))
+    # BUILD with slot state on the class argparse.Namespace would set Namespace.__repr__.
+    set_class_attribute = (b'\x80\x02cargparse\nNamespace\nN}X\x08\x00\x00\x00__repr__'
+                           b'K\x01s\x86b.')
+    with pytest.raises(pickle.UnpicklingError, match="state of a <class 'type'>"):
+        unpickler.load(io.BytesIO(set_class_attribute))
+    assert '__repr__' not in vars(argparse.Namespace)
+    assert unpickler.load(io.BytesIO(pickle.dumps(argparse.Namespace(lr=0.1), protocol=2))) \
+        == argparse.Namespace(lr=0.1)
