@@ -1,7 +1,8 @@
 """Training and testing support on top of mmengine's Runner.
 
 Importing this package also lets the weights-only loads of our tools (and, from torch 2.6
-on, mmengine's own loads) read the training checkpoints our runs write (see :mod:`biformer_mm.engine.checkpoint_allowlist`).
+on, mmengine's own loads) read the training checkpoints our runs write (see
+:mod:`biformer_mm.engine.checkpoint_allowlist`).
 """
 from .amp import enable_amp, fall_back_to_fp32
 from .checkpoint_allowlist import allow_training_checkpoints
