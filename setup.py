@@ -16,6 +16,28 @@ from setuptools import find_packages, setup
 
 MIM_FILES = ('configs', 'tools', 'model-index.yml')
 
+PYTHON_REQUIRES = '>=3.10'
+"""Python 3.10 to 3.12; the suite runs on 3.11 and 3.12 (README "Install")."""
+
+INSTALL_REQUIRES = ['mmengine>=0.10.7,<0.11', 'timm>=1.0.31,<1.1']
+"""Pure-Python requirements, which pip installs or upgrades where needed."""
+
+SUPPORTED_STACK = {
+    # The fused Triton kernels need Triton 3 (torch >= 2.4's CUDA wheels bring it); with
+    # an older Triton, 'auto' uses the pure PyTorch implementation and logs why.
+    'torch': '>=2.1',
+    'mmcv': '>=2.1.0,<2.2.0',
+    'mmdet': '>=3.3.0,<3.4',
+    'mmsegmentation': '>=1.2.2,<1.3',
+    'numpy': '>=1.26',
+}
+"""Supported versions of the compiled, CUDA-specific stack of an MMDetection /
+MMSegmentation environment and of numpy, which it is built against. Both ends are
+tested: the classic stack (torch 2.1.2, numpy 1.26) and the modern one (torch 2.14.1,
+numpy 2). They are deliberately not ``install_requires``: installing biformer_mm into an
+existing environment must never reinstall or upgrade them (``tests/test_install.py``).
+``tools/setup_env.sh`` installs them; the ``det``/``seg`` extras install mmdet/mmseg."""
+
 
 def mim_mode() -> str:
     """'symlink' for editable installs, 'copy' for wheels/sdists, '' otherwise."""
@@ -67,22 +89,20 @@ if __name__ == '__main__':
         'image classification, biformer, timm',
         packages=find_packages(include=['biformer_mm*']),
         include_package_data=True,
-        python_requires='>=3.8',
-        install_requires=[
-            # 2.4 is the first torch whose CUDA wheels bring Triton 3, which the fused
-            # routed-attention kernels need; with an older Triton, or none, 'auto' uses
-            # the pure PyTorch implementation and logs why.
-            'torch>=2.4',
-            'mmengine>=0.10.7,<0.11',
-            'mmcv>=2.1.0,<2.2.0',
-            'timm>=1.0.31,<1.1',
-        ],
+        python_requires=PYTHON_REQUIRES,
+        install_requires=INSTALL_REQUIRES,
         extras_require={
-            'det': ['mmdet>=3.3.0,<3.4'],
+            'det': [f'mmdet{SUPPORTED_STACK["mmdet"]}'],
             # mmsegmentation 1.2.2 imports ftfy and regex without declaring them.
-            'seg': ['mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex'],
+            'seg': [f'mmsegmentation{SUPPORTED_STACK["mmsegmentation"]}', 'ftfy', 'regex'],
             'mim': ['openmim'],
-            'all': ['mmdet>=3.3.0,<3.4', 'mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex',
+            'all': [f'mmdet{SUPPORTED_STACK["mmdet"]}',
+                    f'mmsegmentation{SUPPORTED_STACK["mmsegmentation"]}', 'ftfy', 'regex',
                     'openmim'],
         },
+        classifiers=[
+            'Programming Language :: Python :: 3.10',
+            'Programming Language :: Python :: 3.11',
+            'Programming Language :: Python :: 3.12',
+        ],
         zip_safe=False)

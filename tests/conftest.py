@@ -3,6 +3,7 @@ checkpoints of short training runs of our tools on them."""
 import importlib.util
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 from types import ModuleType
@@ -36,6 +37,15 @@ def load_tool(relpath: str) -> ModuleType:
     return module
 
 
+def copy_checkout(dest: str) -> str:
+    """Copy this checkout's source files (no git data, environments, outputs or build
+    files) to ``dest``, as a fresh clone would have them; returns ``dest``."""
+    shutil.copytree(REPO_ROOT, dest, ignore=shutil.ignore_patterns(
+        '.git', '.venv', '.venv-*', 'work_dirs', 'data', 'checkpoints', '__pycache__',
+        '*.egg-info', '.mim', 'build'))
+    return dest
+
+
 def run(cmd: List[str], cwd: str, pythonpath: str = REPO_ROOT,
         env: Optional[dict] = None) -> str:
     """Run ``cmd`` with ``pythonpath`` first on PYTHONPATH (this checkout by default)
@@ -46,6 +56,38 @@ def run(cmd: List[str], cwd: str, pythonpath: str = REPO_ROOT,
                           stderr=subprocess.STDOUT, text=True, timeout=600)
     assert proc.returncode == 0, f'{" ".join(cmd)} failed:\n{proc.stdout[-6000:]}'
     return proc.stdout
+
+
+class Payload:
+    """Unpickling this runs code: it writes ``marker``. Pickled into checkpoints to
+    check that no load runs it."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('the payload ran')", )
+
+
+def make_layout(root: str, dataset_type: str) -> str:
+    """The standard layout of ``dataset_type`` (``'CocoDataset'``, ``'ADE20KDataset'``)
+    under ``root``, as empty files and folders: what the tools' dataset check looks for;
+    returns ``root``."""
+    from biformer_mm.engine.dataset_check import DATASET_HELP
+    for entry in DATASET_HELP[dataset_type].layout:
+        path = osp.join(root, entry)
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        if '*' not in entry:
+            open(path, 'w').close()
+    return root
+
+
+@pytest.fixture
+def coco_layout(tmp_path, monkeypatch) -> str:
+    """An empty COCO 2017 layout where ``COCO_ROOT`` points (with its trailing slash)."""
+    root = make_layout(str(tmp_path / 'coco'), 'CocoDataset') + '/'
+    monkeypatch.setenv('COCO_ROOT', root)
+    return root
 
 
 @pytest.fixture(scope='session')

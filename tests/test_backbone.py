@@ -9,6 +9,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from biformer_mm import BiFormer, convert_official_state_dict
 from _reference import fixture_arch, load_fixture, load_manifest
 
+pytestmark = pytest.mark.classic
+
 ARCHS = ('tiny', 'small', 'base')
 
 

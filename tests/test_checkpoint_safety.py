@@ -10,24 +10,25 @@ import sys
 import pytest
 import torch
 from mmengine.runner import CheckpointLoader, load_checkpoint
+from mmengine.utils import digit_version
 
 import biformer_mm.engine  # noqa: F401  (the allow-list our configs import)
 from biformer_mm import BiFormer
-from biformer_mm.safe_load import UnsafeCheckpointError
-from conftest import REPO_ROOT
+from biformer_mm.engine import cli
+from biformer_mm.safe_load import WEIGHTS_ONLY_PREFIX, UnsafeCheckpointError
+from conftest import REPO_ROOT, Payload
+
+pytestmark = pytest.mark.classic
+
+TORCH_LOADS_WEIGHTS_ONLY = digit_version(torch.__version__) >= digit_version('2.6.0')
+"""torch.load's default, which mmengine's own loaders use."""
+needs_weights_only_default = pytest.mark.skipif(
+    not TORCH_LOADS_WEIGHTS_ONLY,
+    reason=f'torch {torch.__version__} loads in full by default: mmengine\'s own loaders '
+    f'(mmdet\'s and mmseg\'s tools) are unprotected there, as docs/checkpoints.md says')
 
 CONFIG = osp.join(REPO_ROOT, 'configs', 'detection', 'maskrcnn_biformer_t.py')
 OVERLAY = osp.join(REPO_ROOT, 'configs', 'detection', 'toy', 'maskrcnn_toy_coco.py')
-
-
-class Payload:
-    """Unpickling this runs code: it writes ``marker``."""
-
-    def __init__(self, marker) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return exec, (f"open({self.marker!r}, 'w').write('the payload ran')", )
 
 
 @pytest.fixture
@@ -46,6 +47,7 @@ def run_tool(*args, cwd):
                           text=True, timeout=600)
 
 
+@needs_weights_only_default
 def test_mmengine_loaders_refuse_the_payload(payload_checkpoint):
     """What mmdet's/mmseg's own tools (mim test mmdet/mmseg) and the Runner call."""
     path, marker = payload_checkpoint
@@ -53,6 +55,42 @@ def test_mmengine_loaders_refuse_the_payload(payload_checkpoint):
         CheckpointLoader.load_checkpoint(path)
     with pytest.raises(Exception, match='Weights only load failed'):
         load_checkpoint(BiFormer(arch='tiny'), path)
+    assert not marker.exists()
+
+
+def test_weights_only_scheme_refuses_the_payload_on_every_torch(payload_checkpoint):
+    """What tools/train.py and tools/test.py hand the Runner, and what configs may use
+    for mmdet's and mmseg's own tools on torch < 2.6."""
+    path, marker = payload_checkpoint
+    with pytest.raises(UnsafeCheckpointError, match='builtins.exec'):
+        CheckpointLoader.load_checkpoint(WEIGHTS_ONLY_PREFIX + path)
+    with pytest.raises(UnsafeCheckpointError, match='builtins.exec'):
+        load_checkpoint(BiFormer(arch='tiny'), WEIGHTS_ONLY_PREFIX + path)
+    assert not marker.exists()
+
+
+def test_tools_hand_the_runner_weights_only_paths(tmp_path, coco_layout):
+    checkpoint = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': BiFormer(arch='tiny').state_dict()}, checkpoint)
+    for args in ([CONFIG, '--resume', str(checkpoint)],
+                 [CONFIG, '--cfg-options', f'load_from={checkpoint}']):
+        cfg = cli.train_config(cli.train_parser().parse_args(args))
+        assert cfg.load_from == f'{WEIGHTS_ONLY_PREFIX}{checkpoint}'
+    cfg = cli.test_config(cli.test_parser().parse_args([CONFIG, str(checkpoint)]))
+    assert cfg.load_from == f'{WEIGHTS_ONLY_PREFIX}{checkpoint}'
+    trusted = cli.test_config(cli.test_parser().parse_args([CONFIG, f'trusted://{checkpoint}']))
+    assert trusted.load_from == f'trusted://{checkpoint}'
+
+
+def test_resume_without_a_path_checks_the_latest_checkpoint_of_the_work_dir(
+        payload_checkpoint, coco_layout):
+    path, marker = payload_checkpoint
+    work_dir = osp.dirname(path)
+    with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(path)
+    args = cli.train_parser().parse_args([CONFIG, '--resume', '--work-dir', work_dir])
+    with pytest.raises(UnsafeCheckpointError, match='builtins.exec'):
+        cli.train_config(args)
     assert not marker.exists()
 
 
@@ -125,6 +163,9 @@ def test_trusted_prefix_of_a_missing_file_names_the_path(tmp_path):
 def amp_checkpoint(checkpoint: dict) -> dict:
     """``checkpoint`` as AmpOptimWrapper writes it: its state_dict adds the loss
     scaler's state to the optimizer's (static loss scale 512, as our recipes)."""
+    if not hasattr(torch.amp, 'GradScaler'):
+        pytest.skip(f'torch {torch.__version__} has no CPU GradScaler to write the AMP '
+                    f'state with (torch.amp.GradScaler is torch >= 2.3)')
     scaler = torch.amp.GradScaler('cpu', init_scale=512.)
     scaler.scale(torch.ones(1, requires_grad=True))  # initialises the scale tensor
     checkpoint['optimizer']['loss_scaler'] = scaler.state_dict()
@@ -134,21 +175,29 @@ def amp_checkpoint(checkpoint: dict) -> dict:
 @pytest.mark.parametrize('amp', [False, True], ids=['fp32', 'amp'])
 def test_training_checkpoints_of_our_tools_load_weights_only(trained_checkpoints, amp,
                                                              tmp_path):
-    """What tools/train.py wrote for detection and segmentation loads through
-    mmengine's loader with torch's weights-only default, in a fresh process that only
-    imports biformer_mm.engine (as the configs' custom_imports do)."""
+    """What tools/train.py wrote for detection and segmentation loads weights-only, in a
+    fresh process that only imports biformer_mm.engine (as the configs' custom_imports
+    do): through the weights-only:// scheme our tools use and, where torch.load is
+    weights-only by default (torch >= 2.6), through mmengine's own loader."""
+    paths = []
     for task, path in trained_checkpoints.items():
         if amp:
             full = torch.load(path, map_location='cpu', weights_only=False)
             path = str(tmp_path / f'{task}_amp.pth')
             torch.save(amp_checkpoint(full), path)
-        code = ('import biformer_mm.engine\n'
-                'from mmengine.runner import CheckpointLoader\n'
-                f'ckpt = CheckpointLoader.load_checkpoint({path!r})\n'
-                "print(sorted(ckpt), ckpt['optimizer'].get('loss_scaler'))\n")
-        proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                              env=dict(__import__('os').environ, PYTHONPATH=REPO_ROOT))
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "['message_hub', 'meta', 'optimizer', 'param_schedulers', 'state_dict']" in \
-            proc.stdout
-        assert ("'scale': 512.0" in proc.stdout) == amp
+        paths += [WEIGHTS_ONLY_PREFIX + path] + ([path] if TORCH_LOADS_WEIGHTS_ONLY else [])
+    code = ('import sys\n'
+            'import biformer_mm.engine\n'
+            'from mmengine.runner import CheckpointLoader\n'
+            'for path in sys.argv[1:]:\n'
+            '    ckpt = CheckpointLoader.load_checkpoint(path)\n'
+            "    print(sorted(ckpt), ckpt['optimizer'].get('loss_scaler'))\n")
+    proc = subprocess.run([sys.executable, '-c', code, *paths], capture_output=True,
+                          text=True, env=dict(__import__('os').environ, PYTHONPATH=REPO_ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('[')]
+    assert len(lines) == len(paths)
+    for line in lines:
+        assert line.startswith(
+            "['message_hub', 'meta', 'optimizer', 'param_schedulers', 'state_dict']")
+        assert ("'scale': 512.0" in line) == amp

@@ -41,6 +41,7 @@ def test_all_six_configs_exist():
         f'{f}_biformer_{s}' for f in ('maskrcnn', 'retinanet') for s in 'bst']
 
 
+@pytest.mark.classic
 @pytest.mark.parametrize('config', CONFIGS, ids=config_id)
 def test_config_reads_coco_and_the_imagenet_weights(config):
     """The training recipe itself is checked against the official one in
@@ -61,6 +62,7 @@ def test_config_reads_coco_and_the_imagenet_weights(config):
     assert cfg.val_evaluator.metric == (['bbox', 'segm'] if fam == 'maskrcnn' else 'bbox')
 
 
+@pytest.mark.classic
 def test_coco_root_environment_variable_moves_every_data_path(monkeypatch):
     monkeypatch.setenv('COCO_ROOT', '/datasets/coco2017/')
     cfg = Config.fromfile(osp.join(DET_DIR, 'maskrcnn_biformer_s.py'))
@@ -77,6 +79,7 @@ def small_batch(with_mask: bool, num_classes: int = 80):
                           num_items=[2, 3], num_classes=num_classes, with_mask=with_mask)
 
 
+@pytest.mark.classic
 @pytest.mark.parametrize('config', CONFIGS, ids=config_id)
 def test_config_builds_trains_one_step_and_predicts(config):
     from mmdet.registry import MODELS
@@ -108,6 +111,7 @@ def test_config_builds_trains_one_step_and_predicts(config):
             assert pred.masks.shape[1:] == inputs.ori_shape
 
 
+@pytest.mark.classic
 def test_missing_imagenet_checkpoint_says_where_to_put_it(tmp_path, monkeypatch):
     from mmdet.registry import MODELS
     init_default_scope('mmdet')
@@ -121,6 +125,7 @@ def test_missing_imagenet_checkpoint_says_where_to_put_it(tmp_path, monkeypatch)
     assert 'init_cfg=None' in message
 
 
+@pytest.mark.classic
 @pytest.mark.parametrize('config', CONFIGS, ids=config_id)
 def test_toy_overlay_points_the_config_at_the_toy_data(config):
     cfg = load_config(config, [toy_overlay(config)])

@@ -1,6 +1,7 @@
 """Specification of ``init_cfg=dict(type='Pretrained', ...)`` on the BiFormer backbone:
 official weights load fully, in every form mmengine users write, or fail loudly with
 the fix."""
+import contextlib
 import functools
 import http.server
 import logging
@@ -12,8 +13,11 @@ import torchvision
 from mmengine.logging import MMLogger
 
 from biformer_mm import BiFormer, convert_official_state_dict
-from biformer_mm.safe_load import read_checkpoint
+from biformer_mm.safe_load import UnsafeCheckpointError, read_checkpoint
 from _reference import fixture_arch, load_fixture, load_manifest, save_official
+from conftest import Payload
+
+pytestmark = pytest.mark.classic
 
 OUT_NORMS = {f'out_norms.{i}.{p}' for i in range(4) for p in ('weight', 'bias')}
 
@@ -148,27 +152,50 @@ def test_prefix_selects_a_nested_backbone_and_a_wrong_prefix_names_the_keys(
         wrong.init_weights()
 
 
-def test_a_url_is_read_through_mmengine_and_cached(fixture, tmp_path, monkeypatch):
-    """An http(s) checkpoint goes through mmengine's CheckpointLoader (cached in torch's
-    hub directory), weights-only, and converts like a local one."""
-    served = tmp_path / 'served'
-    served.mkdir()
-    save_official(served / 'biformer_fixture.pth', fixture['state_dict'])
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+@contextlib.contextmanager
+def http_server(directory):
+    """Serve ``directory`` over http on a free local port; yields the base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
     handler.log_message = lambda *args: None
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        url = f'http://127.0.0.1:{server.server_address[1]}/biformer_fixture.pth'
-        model = BiFormer(**fixture_arch(fixture),
-                         init_cfg=dict(type='Pretrained', checkpoint=url))
-        model.init_weights()
+        yield f'http://127.0.0.1:{server.server_address[1]}'
     finally:
         server.shutdown()
+
+
+def test_a_url_is_downloaded_into_torchs_hub_cache_and_read_weights_only(
+        fixture, tmp_path, monkeypatch):
+    """An http(s) checkpoint is cached in torch's hub directory (where mmengine caches
+    URLs) and converts like a local one."""
+    served = tmp_path / 'served'
+    served.mkdir()
+    save_official(served / 'biformer_fixture.pth', fixture['state_dict'])
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    with http_server(served) as base:
+        model = BiFormer(**fixture_arch(fixture),
+                         init_cfg=dict(type='Pretrained',
+                                       checkpoint=f'{base}/biformer_fixture.pth'))
+        model.init_weights()
     assert_reproduces_official_outputs(model, fixture)
     assert list((tmp_path / 'torch_home').rglob('biformer_fixture.pth'))
+
+
+def test_a_url_with_a_payload_is_refused_without_running_it(tmp_path, monkeypatch):
+    """torch.hub's and mmengine's URL loaders unpickle in full, even on torch >= 2.6."""
+    marker = tmp_path / 'payload_ran'
+    served = tmp_path / 'served'
+    served.mkdir()
+    torch.save({'model': {}, 'args': Payload(marker)}, served / 'evil.pth')
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    with http_server(served) as base:
+        model = BiFormer(arch='tiny', init_cfg=dict(type='Pretrained',
+                                                    checkpoint=f'{base}/evil.pth'))
+        with pytest.raises(UnsafeCheckpointError, match='builtins.exec'):
+            model.init_weights()
+    assert not marker.exists()
 
 
 def test_map_location_is_honoured(fixture, tmp_path):

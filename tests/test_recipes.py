@@ -22,6 +22,8 @@ from biformer_mm.engine import fall_back_to_fp32, load_config
 from _reference import REFERENCE_DIR, load_fixture, load_manifest
 from conftest import REPO_ROOT
 
+pytestmark = pytest.mark.classic
+
 RECIPES = json.loads((REFERENCE_DIR / 'official_recipes.json').read_text())
 CONFIGS = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', 'detection', '*_biformer_[tsb].py')) +
                  glob.glob(osp.join(REPO_ROOT, 'configs', 'segmentation', '*_biformer_[tsb].py')))

@@ -104,6 +104,7 @@ def toy_data_options(root: Path) -> Dict[str, str]:
             for split in ('train', 'val', 'test')}
 
 
+@pytest.mark.classic
 @pytest.mark.parametrize('config', CONFIGS)
 def test_config_trains_a_step_and_infers_whole_and_sliding_on_odd_sizes(config):
     cfg = load(config, **bn_options(config), **{
@@ -132,6 +133,7 @@ def test_config_trains_a_step_and_infers_whole_and_sliding_on_odd_sizes(config):
         assert result.seg_logits.data.shape == (150, 157, 211)
 
 
+@pytest.mark.classic
 @pytest.mark.parametrize('config', CONFIGS)
 def test_config_reads_ade20k_and_the_imagenet_weights(config):
     """The training recipe itself is checked against the official one in
@@ -164,6 +166,7 @@ def test_fpn_test_images_keep_their_ratio_and_become_a_multiple_of_32(toy_ade20k
     assert sample['data_samples'].gt_sem_seg.shape == (ori_h, ori_w)
 
 
+@pytest.mark.classic
 def test_data_root_follows_the_ade20k_root_environment_variable(monkeypatch, tmp_path):
     monkeypatch.setenv('ADE20K_ROOT', str(tmp_path))
     cfg = load('upernet_biformer_t.py')
@@ -171,6 +174,7 @@ def test_data_root_follows_the_ade20k_root_environment_variable(monkeypatch, tmp
         assert cfg[f'{split}_dataloader'].dataset.data_root == str(tmp_path)
 
 
+@pytest.mark.classic
 def test_missing_imagenet_checkpoint_names_the_expected_file(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     model = build_segmentor(load('fpn_biformer_t.py', **bn_options('fpn_biformer_t.py')))
@@ -255,6 +259,7 @@ def test_toy_overlays_point_a_config_at_the_toy_data_with_bn_heads_and_fp32(toy_
     assert 'auxiliary_head' not in cfg.model
 
 
+@pytest.mark.classic
 def test_train_py_trains_resumes_and_test_py_reports_miou_on_toy_data(toy_ade20k, tmp_path):
     config = str(SEG_CONFIGS / 'fpn_biformer_t.py')
     common = ['--overlay', str(TOY_OVERLAYS['fpn']), '--work-dir', str(tmp_path)]

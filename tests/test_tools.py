@@ -10,16 +10,17 @@ import pytest
 import torch
 
 from biformer_mm.engine import cli
+from biformer_mm.safe_load import load_weights_only
 from conftest import DET_CONFIG as CONFIG
 from conftest import DET_OVERLAY as OVERLAY
-from conftest import ONE_EPOCH, REPO_ROOT, TEST, TRAIN, run
+from conftest import ONE_EPOCH, REPO_ROOT, TEST, TRAIN, copy_checkout, run
 
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
                               reason='exercises the CPU-only code path')
 
 
 def checkpoint_meta(path: str) -> dict:
-    return torch.load(path, map_location='cpu', weights_only=True)['meta']
+    return load_weights_only(path)['meta']
 
 
 def free_port() -> int:
@@ -28,6 +29,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.classic
 def test_train_py_runs_two_iterations_and_saves_a_checkpoint(trained_det):
     assert 'Epoch(train) [1][2/2]' in trained_det['output']
     checkpoint = osp.join(trained_det['work_dir'], 'epoch_1.pth')
@@ -37,8 +39,9 @@ def test_train_py_runs_two_iterations_and_saves_a_checkpoint(trained_det):
         'the merged config is saved next to the checkpoints'
 
 
+@pytest.mark.classic
 @cpu_only
-def test_amp_falls_back_to_fp32_with_a_warning_without_gpu(trained_det):
+def test_amp_falls_back_to_fp32_with_a_warning_without_gpu(trained_det, coco_layout):
     assert 'training in fp32 with OptimWrapper instead' in trained_det['output']
     args = cli.train_parser().parse_args([CONFIG])
     cfg = cli.train_config(args)
@@ -46,6 +49,7 @@ def test_amp_falls_back_to_fp32_with_a_warning_without_gpu(trained_det):
     assert 'loss_scale' not in cfg.optim_wrapper
 
 
+@pytest.mark.classic
 def test_test_py_evaluates_the_checkpoint_with_coco_metric_and_draws(trained_det,
                                                                      toy_coco_workdir):
     vis_dir = osp.join(trained_det['work_dir'], 'vis')
@@ -57,6 +61,7 @@ def test_test_py_evaluates_the_checkpoint_with_coco_metric_and_draws(trained_det
     assert sorted(os.listdir(vis_dir)) == ['000001.png', '000002.png']
 
 
+@pytest.mark.classic
 def test_resume_continues_from_the_last_checkpoint(trained_det, toy_coco_workdir):
     # A run stopped after its first epoch leaves epoch_1.pth and last_checkpoint behind.
     work_dir = osp.join(toy_coco_workdir, 'work_dirs', 'resumed')
@@ -72,13 +77,15 @@ def test_resume_continues_from_the_last_checkpoint(trained_det, toy_coco_workdir
     assert (meta['epoch'], meta['iter']) == (2, 4)
 
 
+@pytest.mark.classic
 def test_resume_from_a_missing_file_names_the_problem():
     args = cli.train_parser().parse_args([CONFIG, '--resume', 'no/such/epoch_3.pth'])
     with pytest.raises(FileNotFoundError, match='--resume no/such/epoch_3.pth'):
         cli.train_config(args)
 
 
-def test_command_line_options_reach_the_config(tmp_path):
+@pytest.mark.classic
+def test_command_line_options_reach_the_config(tmp_path, coco_layout):
     args = cli.train_parser().parse_args([
         CONFIG, '--work-dir', str(tmp_path), '--auto-scale-lr', '--resume',
         '--launcher', 'none', '--cfg-options', 'train_cfg.max_epochs=3'
@@ -95,6 +102,7 @@ def test_command_line_options_reach_the_config(tmp_path):
     assert cli.train_parser().parse_args([CONFIG, '--local_rank', '1']).local_rank == 1
 
 
+@pytest.mark.classic
 def test_test_py_rejects_a_missing_checkpoint():
     args = cli.test_parser().parse_args([CONFIG, 'missing.pth'])
     with pytest.raises(FileNotFoundError, match='Checkpoint missing.pth does not exist'):
@@ -125,9 +133,7 @@ def installed_package(tmp_path_factory):
     PYTHONPATH."""
     root = tmp_path_factory.mktemp('mim_install')
     source, target = root / 'source', root / 'site'
-    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
-        '.git', '.venv', 'work_dirs', 'data', 'checkpoints', '__pycache__', '*.egg-info',
-        '.mim', 'build'))
+    copy_checkout(str(source))
     run([sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps',
          '--no-build-isolation', '--no-index', '--target', str(target), str(source)],
         cwd=str(root))

@@ -1,9 +1,36 @@
 #!/usr/bin/env bash
-# Set up the environment (cached after the first run) and run the test suite.
+# Set up the environments (cached after the first run) and run the test suite on both
+# tested stacks: the whole suite on the modern stack (./.venv), then the tests marked
+# `classic` (pytest -m classic) on the classic stack (./.venv-classic).
 #
 #   bash tools/run_tests.sh [pytest args...]
+#   STACK=modern bash tools/run_tests.sh tests/test_backbone.py -k fixture   # one stack
+#
+# Extra arguments go to pytest on each stack. The exit status is non-zero if either run
+# fails; a selection with no classic test in it passes on the classic stack, with a note.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bash "$ROOT/tools/setup_env.sh"
-cd "$ROOT"
-exec "$ROOT/.venv/bin/python" -m pytest "$@"
+STACKS=${STACK:-modern classic}
+say() { printf '\033[1;35m[run_tests]\033[0m %s\n' "$*"; }
+
+STATUS=0
+for stack in $STACKS; do
+  START=$(date +%s)
+  STACK=$stack bash "$ROOT/tools/setup_env.sh"
+  say "$stack stack ready in $(( $(date +%s) - START )) s"
+  case "$stack" in
+    modern) PY="$ROOT/.venv/bin/python"; SELECT=() ;;
+    classic) PY="$ROOT/.venv-classic/bin/python"; SELECT=(-m classic) ;;
+  esac
+  START=$(date +%s)
+  say "$stack stack: pytest ${SELECT[*]+${SELECT[*]}} $*"
+  CODE=0
+  (cd "$ROOT" && "$PY" -m pytest "$@" ${SELECT[@]+"${SELECT[@]}"}) || CODE=$?
+  if [ "$stack" = classic ] && [ "$CODE" = 5 ]; then
+    say "classic stack: no test of this selection is marked classic"
+    CODE=0
+  fi
+  say "$stack stack: pytest exited with $CODE after $(( $(date +%s) - START )) s"
+  [ "$CODE" = 0 ] || STATUS=$CODE
+done
+exit "$STATUS"

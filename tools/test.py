@@ -5,12 +5,11 @@
 
 The metrics are those of the config's ``test_evaluator``; see ``python tools/test.py -h``.
 """
-from biformer_mm.engine import build_runner, test_config, test_parser
+from biformer_mm.engine import build_runner, config_or_exit, test_config, test_parser
 
 
 def main() -> None:
-    args = test_parser().parse_args()
-    runner = build_runner(test_config(args))
+    runner = build_runner(config_or_exit(test_parser(), test_config))
     runner.test()
 
 

@@ -6,12 +6,11 @@
 
 Detection and segmentation configs alike; see ``python tools/train.py -h``.
 """
-from biformer_mm.engine import build_runner, train_config, train_parser
+from biformer_mm.engine import build_runner, config_or_exit, train_config, train_parser
 
 
 def main() -> None:
-    args = train_parser().parse_args()
-    runner = build_runner(train_config(args))
+    runner = build_runner(config_or_exit(train_parser(), train_config))
     runner.train()
 
 

@@ -1,32 +1,34 @@
 """Weights-only loading of the training checkpoints mmengine's Runner writes.
 
-From torch 2.6 on, ``torch.load`` is weights-only by default, and mmengine 0.10.7's
-checkpoint loaders rely on that default: ``--resume``, ``load_from``, ``tools/test.py``,
-``mim test`` and mmdet's/mmseg's own tools all read checkpoints weights-only. Besides
-tensors, the checkpoints mmengine writes for our detection and segmentation configs
-(with and without AMP) hold, in the message hub and the runtime information:
+Besides tensors, the checkpoints mmengine writes for our detection and segmentation
+configs (with and without AMP) hold, in the message hub and the runtime information:
 
 - mmengine's ``HistoryBuffer`` objects, which pickle their four default statistics
   methods as ``getattr(HistoryBuffer, 'min')`` and so on;
 - numpy arrays, dtypes (of booleans and numbers) and scalars.
 
-:func:`allow_training_checkpoints` adds exactly these to torch's allow-list
-(``torch.serialization.add_safe_globals``). ``builtins.getattr`` is not allowed as such:
-its name resolves to :func:`history_buffer_statistic`, which returns those four methods
-and refuses everything else. A checkpoint holding any other type is still refused, with
-torch's message naming the type; ``tools/train.py``/``tools/test.py`` check the file
-before the run and name the ``trusted://`` opt-in (see :mod:`biformer_mm.safe_load`).
+:func:`allow_training_checkpoints` adds exactly these to the weights-only allow-list
+(:func:`biformer_mm.safe_load.add_safe_globals`: torch's own from torch 2.5 on).
+``builtins.getattr`` is not allowed as such: its name resolves to
+:func:`history_buffer_statistic`, which returns those four methods and refuses
+everything else. A checkpoint holding any other type is still refused, with the type
+named; ``tools/train.py``/``tools/test.py`` check the file before the run and name the
+``trusted://`` opt-in (see :mod:`biformer_mm.safe_load`).
 
 Importing :mod:`biformer_mm.engine` (as our configs do through ``custom_imports``) calls
-:func:`allow_training_checkpoints`. It changes no loader: it only widens torch's
-allow-list by these data types, for every weights-only load of the process.
+:func:`allow_training_checkpoints`. It changes no loader: it only widens the allow-list
+by these data types, for every weights-only load of the process: those of
+``tools/train.py``/``tools/test.py`` (``weights-only://``) and, from torch 2.6 on, whose
+``torch.load`` is weights-only by default, those of mmengine's own loaders (``mim test``,
+mmdet's and mmseg's tools). On older torch, mmengine's own loaders unpickle in full.
 """
 import pickle
 from typing import Any, List, Tuple, Union
 
 import numpy as np
-import torch
 from mmengine.logging import HistoryBuffer
+
+from ..safe_load import add_safe_globals
 
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 """The statistics methods every ``HistoryBuffer`` pickles by reference."""
@@ -74,5 +76,5 @@ def training_checkpoint_globals() -> List[Union[Any, Tuple[Any, str]]]:
 
 
 def allow_training_checkpoints() -> None:
-    """Add :func:`training_checkpoint_globals` to torch's weights-only allow-list."""
-    torch.serialization.add_safe_globals(training_checkpoint_globals())
+    """Add :func:`training_checkpoint_globals` to the weights-only allow-list."""
+    add_safe_globals(training_checkpoint_globals())

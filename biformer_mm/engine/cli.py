@@ -2,18 +2,22 @@
 
 Both tools serve detection and segmentation configs alike: the registry scope comes from
 the config's ``default_scope``, and everything here only touches keys that mmengine's
-Runner defines.
+Runner defines. Before the Runner is built, the config's dataset files are checked
+(:mod:`biformer_mm.engine.dataset_check`) and every checkpoint is checked and handed to
+the Runner as a weights-only path (:func:`biformer_mm.safe_load.weights_only_path`).
 """
 import argparse
 import os
 import os.path as osp
+from typing import Callable, List, Optional
 
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.runner import Runner, find_latest_checkpoint
 
-from ..safe_load import check_loadable, strip_trusted
+from ..safe_load import UnsafeCheckpointError, strip_trusted, weights_only_path
 from .amp import enable_amp, fall_back_to_fp32
+from .dataset_check import check_dataset_files
 from .distributed import LAUNCHERS, setup_cpu_distributed
 from .overlay import load_config
 from .visualization import enable_visualization
@@ -87,8 +91,10 @@ def train_config(args: argparse.Namespace) -> Config:
     """Runner config for ``tools/train.py`` from its parsed arguments.
 
     Applies, in order: overlays and ``--cfg-options``, launcher and work dir, ``--amp``,
-    ``--auto-scale-lr``, ``--resume`` and finally the fp32 fallback of mixed precision
-    on machines without a GPU.
+    ``--auto-scale-lr``, ``--resume`` (the latest checkpoint of the work dir is found
+    here, so that it is loaded weights-only too), the weights-only path of the
+    checkpoint to load, the dataset check of the training (and validation) data and
+    finally the fp32 fallback of mixed precision on machines without a GPU.
 
     Args:
         args (argparse.Namespace): Result of :func:`train_parser`.
@@ -108,7 +114,7 @@ def train_config(args: argparse.Namespace) -> Config:
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume = True
-        cfg.load_from = None
+        cfg.load_from = find_latest_checkpoint(cfg.work_dir)
     elif args.resume is not None:
         if not osp.isfile(strip_trusted(args.resume)):
             raise FileNotFoundError(
@@ -117,7 +123,11 @@ def train_config(args: argparse.Namespace) -> Config:
                 f'work dir.')
         cfg.resume = True
         cfg.load_from = args.resume
-    check_loadable(cfg.get('load_from'), where='the --resume or load_from path')
+    cfg.load_from = weights_only_path(cfg.get('load_from'),
+                                      where='the --resume or load_from path')
+    parts = ['train_dataloader'] + (['val_dataloader', 'val_evaluator']
+                                    if cfg.get('val_cfg') else [])
+    check_dataset_files(cfg, args.config, parts)
     fall_back_to_fp32(cfg)
     return cfg
 
@@ -134,9 +144,9 @@ def test_config(args: argparse.Namespace) -> Config:
     if not osp.isfile(strip_trusted(args.checkpoint)):
         raise FileNotFoundError(f'Checkpoint {args.checkpoint} does not exist (relative '
                                 f'paths start at {osp.abspath(".")}).')
-    check_loadable(args.checkpoint, where='the CHECKPOINT argument')
     cfg = _common_config(args)
-    cfg.load_from = args.checkpoint
+    cfg.load_from = weights_only_path(args.checkpoint, where='the CHECKPOINT argument')
+    check_dataset_files(cfg, args.config, ['test_dataloader', 'test_evaluator'])
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     return cfg
@@ -156,3 +166,30 @@ def build_runner(cfg: Config) -> Runner:
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+SETUP_ERRORS = (FileNotFoundError, UnsafeCheckpointError)
+"""Errors of :func:`train_config`/:func:`test_config` that name the user's fix (a missing
+config, dataset or checkpoint, a checkpoint beyond the allow-list)."""
+
+
+def config_or_exit(parser: argparse.ArgumentParser,
+                   make_config: Callable[[argparse.Namespace], Config],
+                   argv: Optional[List[str]] = None) -> Config:
+    """Parse the command line and make the Runner config; one of the
+    :data:`SETUP_ERRORS` ends the tool with its message and exit status 2, as a bad
+    argument does, instead of a traceback.
+
+    Args:
+        parser (argparse.ArgumentParser): :func:`train_parser` or :func:`test_parser`.
+        make_config (Callable): :func:`train_config` or :func:`test_config`.
+        argv (list[str], optional): Arguments; ``sys.argv[1:]`` by default.
+
+    Returns:
+        Config: The config to build the Runner from.
+    """
+    args = parser.parse_args(argv)
+    try:
+        return make_config(args)
+    except SETUP_ERRORS as error:
+        parser.exit(2, f'{parser.prog}: error: {type(error).__name__}: {error}\n')
