@@ -1,4 +1,5 @@
 """BiFormer (Bi-Level Routing Attention) for MMDetection 3.x and MMSegmentation 1.x."""
+from .analysis import register_flop_handles
 from .checkpoint import convert_official_state_dict
 from .models import BiFormer, BiFormerBlock, BiLevelRoutingAttention, GlobalAttentionLePE
 from .registry import register_model
@@ -6,6 +7,7 @@ from .registry import register_model
 __version__ = '0.1.0'
 
 register_model(BiFormer)
+register_flop_handles()
 
 __all__ = ['BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'GlobalAttentionLePE',
            'convert_official_state_dict', '__version__']
