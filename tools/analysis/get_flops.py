@@ -22,37 +22,13 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.config import Config, DictAction
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.structures import BaseDataElement
 
+from biformer_mm.analysis import count_complexity
 from biformer_mm.engine import load_config
-
-
-def count_complexity(model: nn.Module, inputs: Tuple[torch.Tensor, ...],
-                     parts: Sequence[str] = ()) -> dict:
-    """FLOPs and parameters of ``model(*inputs)`` and of its submodules ``parts``.
-
-    Args:
-        model (nn.Module): Any module; it is traced as it is (put it in eval mode first).
-        inputs (tuple[Tensor]): Positional inputs of ``model``.
-        parts (Sequence[str]): Names of submodules (as in ``named_modules``) to report.
-
-    Returns:
-        dict: ``flops`` and ``params`` of the model, ``parts`` (``{name: {flops,
-        params}}``) and ``uncounted_ops`` (op name -> number of calls the convention
-        does not count).
-    """
-    analyzer = FlopAnalyzer(model, inputs)
-    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    with torch.no_grad():
-        flops = analyzer.by_module()
-    params = parameter_count(model)
-    return dict(flops=flops[''], params=params[''],
-                parts={name: dict(flops=flops[name], params=params[name]) for name in parts},
-                uncounted_ops=dict(analyzer.unsupported_ops()))
 
 
 def test_size(cfg: Config) -> Tuple[int, int]:
@@ -90,8 +66,8 @@ def config_complexity(cfg: Config, shape: Optional[Tuple[int, int]] = None) -> d
             (:func:`test_size`).
 
     Returns:
-        dict: :func:`count_complexity`'s result for the whole model and its top-level
-        parts, plus ``input_shape`` (after the data preprocessor's padding) and
+        dict: :func:`~biformer_mm.analysis.count_complexity`'s result for the whole
+        model and its top-level parts, plus ``input_shape`` (after the data preprocessor's padding) and
         ``model`` (the model type).
     """
     init_default_scope(cfg.get('default_scope', 'mmdet'))
