@@ -20,41 +20,10 @@ import argparse
 import json
 from typing import Dict, Optional, Sequence, Tuple
 
-import torch
-import torch.nn as nn
 from mmengine.config import Config, DictAction
-from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import MODELS, init_default_scope
-from mmengine.structures import BaseDataElement
 
-from biformer_mm.analysis import count_complexity
+from biformer_mm.analysis import build_tensor_mode, count_complexity
 from biformer_mm.engine import load_config
-
-
-def test_size(cfg: Config) -> Tuple[int, int]:
-    """(H, W) of the largest image the test pipeline's ``Resize`` makes: its ``scale``
-    is ``(W, H)``."""
-    pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline', [])
-    for transform in pipeline:
-        if str(transform.get('type', '')).split('.')[-1] == 'Resize' and 'scale' in transform:
-            scale = transform['scale']
-            width, height = (scale, scale) if isinstance(scale, int) else scale
-            return int(height), int(width)
-    raise ValueError('The config\'s test_dataloader.dataset.pipeline has no Resize with a '
-                     'scale to take the input size from: pass --shape H W.')
-
-
-class TensorMode(nn.Module):
-    """``model(inputs, data_samples, mode='tensor')``: the network alone, as mmdet's and
-    mmseg's get_flops.py count it."""
-
-    def __init__(self, model: nn.Module, data_samples: list) -> None:
-        super().__init__()
-        self.model = model
-        self.data_samples = data_samples
-
-    def forward(self, inputs: torch.Tensor):
-        return self.model(inputs, self.data_samples, mode='tensor')
 
 
 def config_complexity(cfg: Config, shape: Optional[Tuple[int, int]] = None) -> dict:
@@ -63,30 +32,19 @@ def config_complexity(cfg: Config, shape: Optional[Tuple[int, int]] = None) -> d
     Args:
         cfg (Config): An mmdet or mmseg config (``default_scope`` names the library).
         shape (tuple[int, int], optional): Image ``(H, W)``. Defaults to the test size
-            (:func:`test_size`).
+            (:func:`~biformer_mm.analysis.test_size`).
 
     Returns:
         dict: :func:`~biformer_mm.analysis.count_complexity`'s result for the whole
-        model and its top-level parts, plus ``input_shape`` (after the data preprocessor's padding) and
-        ``model`` (the model type).
+        model and its top-level parts, plus ``input_shape`` (after the data
+        preprocessor's padding) and ``model`` (the model type).
     """
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    height, width = shape or test_size(cfg)
-    model = MODELS.build(cfg.model)
-    if getattr(model, 'auxiliary_head', None) is not None:
-        model.auxiliary_head = None  # training only
-    model = revert_sync_batchnorm(model).eval()
-    meta = dict(img_shape=(height, width), ori_shape=(height, width), scale_factor=(1., 1.))
-    with torch.no_grad():
-        data = model.data_preprocessor(
-            dict(inputs=[torch.randint(0, 256, (3, height, width), dtype=torch.uint8)],
-                 data_samples=[BaseDataElement(metainfo=meta)]))
-    parts = [name for name, child in model.named_children()
+    network, inputs = build_tensor_mode(cfg, shape)
+    parts = [name for name, child in network.model.named_children()
              if name != 'data_preprocessor' and child is not None]
-    result = count_complexity(TensorMode(model, data['data_samples']), (data['inputs'], ),
-                              parts=[f'model.{name}' for name in parts])
+    result = count_complexity(network, (inputs, ), parts=[f'model.{name}' for name in parts])
     result['parts'] = {name.split('.', 1)[1]: value for name, value in result['parts'].items()}
-    result.update(model=type(model).__name__, input_shape=list(data['inputs'].shape))
+    result.update(model=type(network.model).__name__, input_shape=list(inputs.shape))
     return result
 
 
