@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from biformer_mm import BiFormer
-from biformer_mm.analysis import FLOP_HANDLES, count_complexity, test_size
+from biformer_mm.analysis import FLOP_HANDLES, count_complexity, default_input_size
 from biformer_mm.engine import load_config
 from conftest import REPO_ROOT, load_tool, run
 
@@ -55,12 +55,12 @@ def test_json_reports_the_model_and_its_backbone(config, args, input_shape, caps
 
 def test_default_size_is_the_test_pipeline_resize_scale():
     cfg = load_config(osp.join(CONFIGS, 'detection', 'maskrcnn_biformer_s.py'))
-    assert test_size(cfg) == (800, 1333)
+    assert default_input_size(cfg) == (800, 1333)
     cfg = load_config(osp.join(CONFIGS, 'segmentation', 'fpn_biformer_s.py'))
-    assert test_size(cfg) == (512, 2048)
+    assert default_input_size(cfg) == (512, 2048)
     del cfg.test_dataloader.dataset.pipeline[1]
     with pytest.raises(ValueError, match='give the size explicitly'):
-        test_size(cfg)
+        default_input_size(cfg)
 
 
 def test_table_lists_parts_and_what_the_convention_leaves_out(capsys):

@@ -2,7 +2,7 @@
 network call."""
 from .complexity import count_complexity
 from .flop_handles import FLOP_HANDLES, register_flop_handles
-from .tensor_mode import TensorMode, build_tensor_mode, test_size
+from .tensor_mode import TensorMode, build_tensor_mode, default_input_size
 
 __all__ = ['FLOP_HANDLES', 'TensorMode', 'build_tensor_mode', 'count_complexity',
-           'register_flop_handles', 'test_size']
+           'default_input_size', 'register_flop_handles']

@@ -10,7 +10,7 @@ from mmengine.registry import MODELS, init_default_scope
 from mmengine.structures import BaseDataElement
 
 
-def test_size(cfg: Config) -> Tuple[int, int]:
+def default_input_size(cfg: Config) -> Tuple[int, int]:
     """(H, W) of the largest image the test pipeline's ``Resize`` makes: its ``scale``
     is ``(W, H)`` (e.g. 800x1333 for COCO, 512x2048 for ADE20K).
 
@@ -53,13 +53,13 @@ def build_tensor_mode(cfg: Config,
     Args:
         cfg (Config): An mmdet or mmseg config (``default_scope`` names the library).
         shape (tuple[int, int], optional): Image ``(H, W)``. Defaults to
-            :func:`test_size`.
+            :func:`default_input_size`.
 
     Returns:
         tuple[TensorMode, Tensor]: The network call and its ``(1, 3, H', W')`` input.
     """
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    height, width = shape or test_size(cfg)
+    height, width = shape or default_input_size(cfg)
     model = MODELS.build(cfg.model)
     if getattr(model, 'auxiliary_head', None) is not None:
         model.auxiliary_head = None

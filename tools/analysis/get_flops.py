@@ -32,7 +32,7 @@ def config_complexity(cfg: Config, shape: Optional[Tuple[int, int]] = None) -> d
     Args:
         cfg (Config): An mmdet or mmseg config (``default_scope`` names the library).
         shape (tuple[int, int], optional): Image ``(H, W)``. Defaults to the test size
-            (:func:`~biformer_mm.analysis.test_size`).
+            (:func:`~biformer_mm.analysis.default_input_size`).
 
     Returns:
         dict: :func:`~biformer_mm.analysis.count_complexity`'s result for the whole
