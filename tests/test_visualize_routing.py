@@ -110,8 +110,8 @@ def test_arch_mode_draws_every_routed_stage_of_an_odd_sized_image(tmp_path):
 def test_config_mode_uses_a_trained_detector(trained_det, tmp_path):
     image = odd_image(str(tmp_path / 'odd.png'))
     out = tmp_path / 'routing.png'
-    panels = visualize_routing.main([image, DET_CONFIG, '--checkpoint',
-                                     osp.join(trained_det['work_dir'], 'epoch_1.pth'), '--overlay', DET_OVERLAY,
-                                     '--stage', '2', '--out', str(out)])
+    checkpoint = osp.join(trained_det['work_dir'], 'epoch_1.pth')
+    panels = visualize_routing.main([image, DET_CONFIG, '--checkpoint', checkpoint,
+                                     '--overlay', DET_OVERLAY, '--stage', '2', '--out', str(out)])
     check_panels(panels, [(131.5, 90.5)], [2])
     assert osp.getsize(out) > 0
