@@ -18,9 +18,11 @@ For each query point and stage, one panel shows on the input image:
 - the token attention of the query's token over the tokens of those regions, averaged
   over heads (heat map: red is the largest weight).
 
-Everything drawn is what the model computed: the attention modules of the chosen blocks
-record the map they receive and the queries, keys and routed region indices of their
-routing step, while the backbone runs on the image preprocessed as for the model:
+Everything drawn comes from what the model computed: the attention modules of the chosen
+blocks record the map they receive and the queries, keys and routed region indices of
+their routing step while the backbone runs (the token attention is the softmax of those
+queries and keys over the routed tokens, as every ``attn_impl`` computes it), on the
+image preprocessed as for the model:
 
 - ``--arch``: a BiFormer backbone, randomly initialised or with official ImageNet weights
   (``--checkpoint``); the image is resized (aspect kept) so its shorter side is
@@ -93,7 +95,7 @@ class RoutingRecorder:
         return self
 
     def _recording_route(self, stage: int, module: BiLevelRoutingAttention):
-        route = type(module).route.__get__(module)
+        route = module.route
 
         def recording_route(q: Tensor, k: Tensor) -> Tensor:
             r_idx = route(q, k)
