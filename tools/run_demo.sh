@@ -14,7 +14,8 @@
 # 5. runs tools/infer.py (mmdet's DetInferencer) on the validation images as on your own:
 #    drawings in work_dirs/demo/infer/vis/*.png, predictions in work_dirs/demo/infer/preds/.
 #
-# WORK_DIR (default work_dirs/demo) and EPOCHS (default: the overlay's 2) can be set.
+# WORK_DIR (default work_dirs/demo) and EPOCHS (default: the overlay's 8; the lr drops x0.1
+# for the last 2) can be set.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -23,7 +24,8 @@ CONFIG=configs/detection/maskrcnn_biformer_t.py
 OVERLAY=configs/detection/toy/maskrcnn_toy_coco.py
 EXTRA=()
 if [ -n "${EPOCHS:-}" ]; then
-  EXTRA=(--cfg-options "train_cfg.max_epochs=$EPOCHS" "train_cfg.val_interval=$EPOCHS")
+  EXTRA=(--cfg-options "train_cfg.max_epochs=$EPOCHS" "train_cfg.val_interval=$EPOCHS"
+         "param_scheduler.1.milestones=[$(( EPOCHS > 2 ? EPOCHS - 2 : EPOCHS ))]")
 fi
 
 say() { printf '\033[1;32m[run_demo]\033[0m %s\n' "$*"; }
@@ -49,5 +51,5 @@ rm -rf "$WORK_DIR/vis"
 say "5/5 tools/infer.py on the validation images -> $WORK_DIR/infer"
 rm -rf "$WORK_DIR/infer"
 "$PY" tools/infer.py data/toy_coco/val "$CONFIG" "$CHECKPOINT" --overlay "$OVERLAY" \
-  --out-dir "$WORK_DIR/infer"
+  --out-dir "$WORK_DIR/infer" --score-thr 0.7
 say "done: metrics above; ground truth | predictions in $WORK_DIR/vis/, predictions alone in $WORK_DIR/infer/vis/ ($(ls "$WORK_DIR/infer/vis" | wc -l) images)"
