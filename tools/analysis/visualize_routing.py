@@ -16,7 +16,7 @@ For each query point and stage, one panel shows on the input image:
 - its top-k routed regions, numbered by routing score (1 = highest; the colour goes from
   yellow to purple with the rank);
 - the token attention of the query's token over the tokens of those regions, averaged
-  over heads (heat map: red is the largest weight).
+  over heads (the opacity of the red layer, relative to the largest weight).
 
 Everything drawn comes from what the model computed: the attention modules of the chosen
 blocks record the map they receive and the queries, keys and routed region indices of
@@ -183,17 +183,20 @@ def draw(image_rgb: np.ndarray, panels: List[List[Panel]], out: str) -> None:
     for row, axes_row in zip(panels, axes):
         for panel, ax in zip(row, axes_row):
             ax.imshow(image_rgb)
-            heat = np.zeros((height, width), dtype=np.float32)
+            # Attention as the opacity of a red layer: strong is opaque, weak transparent.
+            heat = np.zeros((height, width, 4), dtype=np.float32)
+            heat[..., 0] = 1.
+            peak = max(panel.token_attention)
             for (x0, y0, x1, y1), a in zip(panel.token_boxes, panel.token_attention):
-                heat[max(0, round(y0)):round(y1), max(0, round(x0)):round(x1)] = a
-            ax.imshow(np.ma.masked_equal(heat, 0), cmap='Reds', alpha=0.6,
-                      vmin=0, vmax=max(panel.token_attention))
+                heat[max(0, round(y0)):round(y1), max(0, round(x0)):round(x1), 3] = \
+                    0.9 * a / peak
+            ax.imshow(heat)
             colors = plt.cm.plasma_r(np.linspace(0.1, 0.9, len(panel.routed_boxes)))
             for rank, ((x0, y0, x1, y1), color) in enumerate(zip(panel.routed_boxes, colors)):
                 ax.add_patch(mpatches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
                                                 edgecolor=color, linewidth=1.5))
-                ax.text(x0 + 2, y0 + 2, str(rank + 1), color=color, fontsize=7,
-                        va='top', ha='left', fontweight='bold')
+                ax.text(x0 + 1, y0 + 1, str(rank + 1), color='black', fontsize=6, va='top',
+                        ha='left', bbox=dict(boxstyle='square,pad=0.1', fc=color, ec='none'))
             x0, y0, x1, y1 = panel.query_region
             ax.add_patch(mpatches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
                                             edgecolor='white', linewidth=2, linestyle='--'))
