@@ -1,6 +1,7 @@
 """BiFormer (Bi-Level Routing Attention) for MMDetection 3.x and MMSegmentation 1.x, and
 its ImageNet classifiers for timm (``biformer_tiny``, ``biformer_small``,
 ``biformer_base``, registered in timm's model registry on import)."""
+from .analysis import register_flop_handles
 from .checkpoint import convert_official_state_dict
 from .models import (BiFormer, BiFormerBlock, BiFormerClassifier, BiLevelRoutingAttention,
                      GlobalAttentionLePE)
@@ -9,6 +10,7 @@ from .registry import register_model
 __version__ = '0.1.0'
 
 register_model(BiFormer)
+register_flop_handles()
 
 __all__ = ['BiFormer', 'BiFormerBlock', 'BiFormerClassifier', 'BiLevelRoutingAttention',
            'GlobalAttentionLePE', 'convert_official_state_dict', '__version__']

@@ -32,6 +32,24 @@ def test_every_row_kind_is_measured_in_a_fresh_process(case, impl):
     assert result['fwd_ms'] > 0 and result['fwd_bwd_ms'] > 0 and result['peak_mb'] >= 0
 
 
+@pytest.mark.parametrize('model,backbone', [('maskrcnn', 'biformer_s'), ('upernet', 'swin_t')])
+def test_whole_model_inference_rows_are_measured_in_a_fresh_process(model, backbone):
+    case = dict(kind='model', model=model, backbone=backbone, size=(64, 96))
+    result = benchmark_bra.run_case(case, None, ARGS)
+    assert 'error' not in result, result.get('error')
+    assert result['input_shape'] == [1, 3, 64, 96]
+    assert result['images_per_s'] == pytest.approx(1e3 / result['fwd_ms'])
+    assert result['peak_mb'] >= 0 and 'fwd_bwd_ms' not in result, 'inference only'
+
+
+def test_every_inference_row_compares_biformer_s_with_swin_t_and_resnet_50():
+    for device in ('cpu', 'cuda'):
+        rows = {(c['model'], c['backbone']) for c in benchmark_bra.case_list(device)
+                if c['kind'] == 'model'}
+        assert rows == {(m, b) for m in ('maskrcnn', 'upernet')
+                        for b in ('biformer_s', 'swin_t', 'r50')}
+
+
 def test_cpu_case_list_compares_against_the_original_wherever_it_fits_in_memory():
     cases = [c for c in benchmark_bra.case_list('cpu') if c['kind'] == 'bra']
     assert all(benchmark_bra.gather_bytes(c) <= 12 * 2**30 for c in cases)

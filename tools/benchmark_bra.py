@@ -14,6 +14,14 @@ n_win 16), UperNet (2x3x512x512, n_win 8) and classification (64x3x224x224, n_wi
 inputs, the whole BiFormer-S backbone training step, and mmdet's Swin-T backbone step at
 the same input as an outside reference. ``--device cpu`` runs a reduced set.
 
+Whole-model inference rows run a Mask R-CNN and an UperNet with BiFormer-S, mmdet's /
+mmseg's Swin-T and ResNet-50 (their own configs) on one random image at the config's
+test size (its test ``Resize`` scale: 800x1333 and 512x2048), under ``torch.no_grad``, in
+``tensor`` mode: the network without post-processing, whose cost random weights would
+make meaningless (see :mod:`biformer_mm.analysis.tensor_mode`). They report the median
+time per image (images/s) and the peak memory of one forward; BiFormer-S runs its
+default ``attn_impl``.
+
 Example::
 
     python tools/benchmark_bra.py --device cpu --out work_dirs/benchmark_bra_cpu.json
@@ -40,16 +48,30 @@ INPUTS = {
     'cls': dict(batch=64, size=(224, 224), n_win=7),
 }
 IMPLS = ('gather', 'torch', 'triton')
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_CONFIGS = {
+    ('maskrcnn', 'biformer_s'): str(REPO_ROOT / 'configs/detection/maskrcnn_biformer_s.py'),
+    ('maskrcnn', 'swin_t'): 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
+    ('maskrcnn', 'r50'): 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+    ('upernet', 'biformer_s'): str(REPO_ROOT / 'configs/segmentation/upernet_biformer_s.py'),
+    ('upernet', 'swin_t'):
+    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+    ('upernet', 'r50'): 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py',
+}
+"""Whole models for the inference rows: ours and the libraries' own configs."""
 
 
 def case_list(device: str) -> List[dict]:
-    """Cases for a device: the full set on CUDA, a reduced one on CPU."""
+    """Cases for a device: the full set on CUDA, a reduced one on CPU; both end with the
+    whole-model inference rows."""
+    models = [dict(kind='model', model=model, backbone=backbone)
+              for model, backbone in MODEL_CONFIGS]
     if device == 'cuda':
         cases = [dict(kind='bra', input=name, stage=s) for name in INPUTS for s in STAGES]
         size = (800, 1216)
         cases += [dict(kind='backbone', model='biformer_s', batch=2, size=size, n_win=16),
                   dict(kind='backbone', model='swin_t', batch=2, size=size)]
-        return cases
+        return cases + models
     # Mask R-CNN stage 1 is left out: the original algorithm's gather backward alone
     # needs 12 GiB per image there. Stage 2 runs one image (7 GiB), stage 3 the real two.
     cases = [dict(kind='bra', input='maskrcnn', stage=2, batch=1),
@@ -59,10 +81,22 @@ def case_list(device: str) -> List[dict]:
     size = (512, 768)
     cases += [dict(kind='backbone', model='biformer_s', batch=1, size=size, n_win=16),
               dict(kind='backbone', model='swin_t', batch=1, size=size)]
-    return cases
+    return cases + models
+
+
+def model_config(case: dict):
+    """The config of a whole-model case."""
+    from mmengine.hub import get_config
+
+    from biformer_mm.engine import load_config
+    path = MODEL_CONFIGS[case['model'], case['backbone']]
+    return get_config(path) if '::' in path else load_config(path)
 
 
 def case_name(case: dict) -> str:
+    if case['kind'] == 'model':
+        size = 'x'.join(map(str, case['size'])) if 'size' in case else 'test size'
+        return f"{case['model']} {case['backbone']} inference, 1 image at {size}"
     if case['kind'] == 'bra':
         spec = INPUTS[case['input']]
         batch = case.get('batch', spec['batch'])
@@ -88,6 +122,10 @@ def _build(case: dict, impl: Optional[str], device: str):
     """Module and input for a case."""
     import torch
 
+    if case['kind'] == 'model':
+        from biformer_mm.analysis import build_tensor_mode
+        module, x = build_tensor_mode(model_config(case), case.get('size'))
+        return module.to(device), x.to(device)
     if case['kind'] == 'bra':
         from biformer_mm.models.layers import BiLevelRoutingAttention
         spec = INPUTS[case['input']]
@@ -121,6 +159,7 @@ def _measure(case: dict, impl: Optional[str], device: str, dtype: str, warmup: i
     """Child process: time and measure one implementation on one case."""
     import torch
     module, x = _build(case, impl, device)
+    inference = case['kind'] == 'model'
     amp = torch.autocast(device_type=device, dtype=torch.bfloat16,
                          enabled=dtype == 'bf16')
 
@@ -136,20 +175,24 @@ def _measure(case: dict, impl: Optional[str], device: str, dtype: str, warmup: i
     def step():
         forward().float().mean().backward()
 
+    def infer():
+        with torch.no_grad(), amp:
+            module(x)
+
     sync()
     if device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         base = _rss_bytes()
-    step()
+    (infer if inference else step)()
     sync()
     if device == 'cuda':
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     for _ in range(warmup):
-        step()
+        (infer if inference else step)()
 
     def timed(fn) -> float:
         times = []
@@ -161,6 +204,10 @@ def _measure(case: dict, impl: Optional[str], device: str, dtype: str, warmup: i
             times.append(time.perf_counter() - start)
         return statistics.median(times) * 1e3
 
+    if inference:
+        fwd = timed(infer)
+        return dict(fwd_ms=fwd, images_per_s=1e3 / fwd, peak_mb=peak / 2**20,
+                    input_shape=list(x.shape))
     with torch.no_grad():
         fwd = timed(forward)
     fwd_bwd = timed(step)
@@ -195,6 +242,25 @@ def run_case(case: dict, impl: Optional[str], args) -> dict:
     return run_in_fresh_process(
         _measure, (case, impl, args.device, args.dtype, args.warmup, args.repeats),
         args.timeout)
+
+
+def print_inference_table(rows: List[dict]) -> None:
+    """The whole-model rows side by side, each model against its BiFormer-S row."""
+    models = [r for r in rows if r['kind'] == 'model' and 'error' not in r]
+    if not models:
+        return
+    print('\n| model | backbone | input | ms / image | images/s | peak MB | '
+          'images/s vs BiFormer-S |')
+    print('| --- | --- | --- | ---: | ---: | ---: | ---: |')
+    for row in models:
+        ours = next((r for r in models if r['model'] == row['model']
+                     and r['backbone'] == 'biformer_s'), None)
+        if ours:
+            row['images_per_s_vs_biformer_s'] = row['images_per_s'] / ours['images_per_s']
+        ratio = f"{row['images_per_s_vs_biformer_s']:.2f}x" if ours else ''
+        print(f"| {row['model']} | {row['backbone']} | {'x'.join(map(str, row['input_shape']))} "
+              f"| {row['fwd_ms']:.0f} | {row['images_per_s']:.3f} | {row['peak_mb']:.0f} | "
+              f"{ratio} |")
 
 
 def available_impls(device: str) -> List[str]:
@@ -252,7 +318,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         name = case_name(case)
         if args.only and args.only not in name:
             continue
-        case_impls = impls if case.get('model') != 'swin_t' else [None]
+        # Swin-T and the whole models run as built (BiFormer-S: its config's attn_impl).
+        case_impls = [None] if case['kind'] == 'model' or case.get('model') == 'swin_t' \
+            else impls
         baseline = None
         for impl in case_impls:
             if impl == 'gather' and case['kind'] == 'bra' and \
@@ -261,13 +329,18 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                                     f'{gather_bytes(case) / 2**30:.0f} GiB')
             else:
                 result = run_case(case, impl, args)
-            row = dict(case=name, impl=impl or 'mmdet', **case, **result)
+            default = 'config' if case['kind'] == 'model' else 'mmdet'
+            row = dict(case=name, impl=impl or default, **case, **result)
             rows.append(row)
             save()
             if impl == 'gather' and 'error' not in result:
                 baseline = result
             if 'error' in result:
                 print(f"| {name} | {row['impl']} | {result['error']} | | | | |", flush=True)
+                continue
+            if case['kind'] == 'model':
+                print(f"| {name} | {row['impl']} | {result['fwd_ms']:.1f} | | "
+                      f"{result['peak_mb']:.0f} | | |", flush=True)
                 continue
             speed = mem = ''
             if baseline and impl != 'gather':
@@ -285,6 +358,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                 row['vs_swin_t_fwd_bwd'] = row['fwd_bwd_ms'] / swin['fwd_bwd_ms']
                 print(f"BiFormer-S ({row['impl']}) backbone step / Swin-T step: "
                       f"{row['vs_swin_t_fwd_bwd']:.2f}x")
+    print_inference_table(rows)
     save()
     print(f'\nwrote {args.out}')
     return report

@@ -10,9 +10,12 @@
 # 4. evaluates the last checkpoint with tools/test.py and mmdet's CocoMetric (bbox and
 #    segm AP) and draws the predictions on the validation images into
 #    work_dirs/demo/vis/*.png (mmdet's DetLocalVisualizer: ground truth left,
-#    predictions right).
+#    predictions right);
+# 5. runs tools/infer.py (mmdet's DetInferencer) on the validation images as on your own:
+#    drawings in work_dirs/demo/infer/vis/*.png, predictions in work_dirs/demo/infer/preds/.
 #
-# WORK_DIR (default work_dirs/demo) and EPOCHS (default: the overlay's 2) can be set.
+# WORK_DIR (default work_dirs/demo) and EPOCHS (default: the overlay's 8; the lr drops x0.1
+# for the last 2) can be set.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -21,26 +24,32 @@ CONFIG=configs/detection/maskrcnn_biformer_t.py
 OVERLAY=configs/detection/toy/maskrcnn_toy_coco.py
 EXTRA=()
 if [ -n "${EPOCHS:-}" ]; then
-  EXTRA=(--cfg-options "train_cfg.max_epochs=$EPOCHS" "train_cfg.val_interval=$EPOCHS")
+  EXTRA=(--cfg-options "train_cfg.max_epochs=$EPOCHS" "train_cfg.val_interval=$EPOCHS"
+         "param_scheduler.1.milestones=[$(( EPOCHS > 2 ? EPOCHS - 2 : EPOCHS ))]")
 fi
 
 say() { printf '\033[1;32m[run_demo]\033[0m %s\n' "$*"; }
 
-say "1/4 environment"
+say "1/5 environment"
 bash tools/setup_env.sh
 PY="$ROOT/.venv/bin/python"
 
-say "2/4 toy COCO dataset -> data/toy_coco"
+say "2/5 toy COCO dataset -> data/toy_coco"
 "$PY" tools/dataset/make_toy_coco.py --out data/toy_coco
 
-say "3/4 training $CONFIG + $OVERLAY on the CPU -> $WORK_DIR"
+say "3/5 training $CONFIG + $OVERLAY on the CPU -> $WORK_DIR"
 START=$(date +%s)
 "$PY" tools/train.py "$CONFIG" --overlay "$OVERLAY" --work-dir "$WORK_DIR" "${EXTRA[@]}"
 say "training took $(( $(date +%s) - START )) s"
 
 CHECKPOINT=$(cat "$WORK_DIR/last_checkpoint")
-say "4/4 evaluating $CHECKPOINT with CocoMetric, drawing predictions -> $WORK_DIR/vis"
+say "4/5 evaluating $CHECKPOINT with CocoMetric, drawing predictions -> $WORK_DIR/vis"
 rm -rf "$WORK_DIR/vis"
 "$PY" tools/test.py "$CONFIG" "$CHECKPOINT" --overlay "$OVERLAY" --work-dir "$WORK_DIR" \
   --show-dir "$WORK_DIR/vis"
-say "done: metrics above, predictions in $WORK_DIR/vis/ ($(ls "$WORK_DIR/vis" | wc -l) images)"
+
+say "5/5 tools/infer.py on the validation images -> $WORK_DIR/infer"
+rm -rf "$WORK_DIR/infer"
+"$PY" tools/infer.py data/toy_coco/val "$CONFIG" "$CHECKPOINT" --overlay "$OVERLAY" \
+  --out-dir "$WORK_DIR/infer" --score-thr 0.7
+say "done: metrics above; ground truth | predictions in $WORK_DIR/vis/, predictions alone in $WORK_DIR/infer/vis/ ($(ls "$WORK_DIR/infer/vis" | wc -l) images)"

@@ -25,7 +25,8 @@ MAKE_TOY_COCO = osp.join(ROOT, 'tools', 'dataset', 'make_toy_coco.py')
 
 
 def set_schedule_length(cfg: Config, epochs: int) -> None:
-    """Train for ``epochs`` epochs, validating and saving only at the end.
+    """Train for ``epochs`` epochs, validating and saving only at the end, with the
+    overlay's lr drop moved to the last 2 epochs (none for 2 epochs or fewer).
 
     Args:
         cfg (Config): Config changed in place.
@@ -34,6 +35,9 @@ def set_schedule_length(cfg: Config, epochs: int) -> None:
     if epochs < 1:
         raise ValueError(f'--epochs must be at least 1, got {epochs}.')
     cfg.train_cfg.max_epochs = epochs
+    for scheduler in cfg.param_scheduler:
+        if scheduler.type == 'MultiStepLR':
+            scheduler.milestones = [epochs - 2 if epochs > 2 else epochs]
     cfg.train_cfg.val_interval = epochs
     cfg.default_hooks.checkpoint.interval = epochs
 

@@ -1,0 +1,72 @@
+"""A detector or segmentor of a config as one network call on one image, the way mmdet's
+and mmseg's get_flops.py run it: what FLOP counts and inference benchmarks measure."""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.structures import BaseDataElement
+
+
+def default_input_size(cfg: Config) -> Tuple[int, int]:
+    """(H, W) of the largest image the test pipeline's ``Resize`` makes: its ``scale``
+    is ``(W, H)`` (e.g. 800x1333 for COCO, 512x2048 for ADE20K).
+
+    Raises:
+        ValueError: If the test pipeline has no ``Resize`` with a ``scale``.
+    """
+    pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline', [])
+    for transform in pipeline:
+        if str(transform.get('type', '')).split('.')[-1] == 'Resize' and 'scale' in transform:
+            scale = transform['scale']
+            width, height = (scale, scale) if isinstance(scale, int) else scale
+            return int(height), int(width)
+    raise ValueError('The config\'s test_dataloader.dataset.pipeline has no Resize with a '
+                     'scale to take the input size from: give the size explicitly '
+                     '(tools/analysis/get_flops.py --shape H W).')
+
+
+class TensorMode(nn.Module):
+    """``model(inputs, data_samples, mode='tensor')``: the network without pre- or
+    post-processing (for a two-stage detector: backbone, neck, RPN and RoI heads on the
+    RPN's proposals; for a segmentor: the decode head's logits)."""
+
+    def __init__(self, model: nn.Module, data_samples: list) -> None:
+        super().__init__()
+        self.model = model
+        self.data_samples = data_samples
+
+    def forward(self, inputs: torch.Tensor):
+        return self.model(inputs, self.data_samples, mode='tensor')
+
+
+def build_tensor_mode(cfg: Config,
+                      shape: Optional[Tuple[int, int]] = None) -> Tuple[TensorMode, torch.Tensor]:
+    """The model of ``cfg`` in eval mode, and a random image of ``shape`` as its data
+    preprocessor makes it (normalised, padded as in testing).
+
+    Training-only auxiliary heads are removed (as mmseg's get_flops.py does), SyncBN
+    becomes BN, and no pretrained weights are loaded.
+
+    Args:
+        cfg (Config): An mmdet or mmseg config (``default_scope`` names the library).
+        shape (tuple[int, int], optional): Image ``(H, W)``. Defaults to
+            :func:`default_input_size`.
+
+    Returns:
+        tuple[TensorMode, Tensor]: The network call and its ``(1, 3, H', W')`` input.
+    """
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    height, width = shape or default_input_size(cfg)
+    model = MODELS.build(cfg.model)
+    if getattr(model, 'auxiliary_head', None) is not None:
+        model.auxiliary_head = None
+    model = revert_sync_batchnorm(model).eval()
+    meta = dict(img_shape=(height, width), ori_shape=(height, width), scale_factor=(1., 1.))
+    with torch.no_grad():
+        data = model.data_preprocessor(
+            dict(inputs=[torch.randint(0, 256, (3, height, width), dtype=torch.uint8)],
+                 data_samples=[BaseDataElement(metainfo=meta)]))
+    return TensorMode(model, data['data_samples']), data['inputs']

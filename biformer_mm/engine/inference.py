@@ -1,0 +1,53 @@
+"""The OpenMMLab inferencer of a trained detector or segmentor config."""
+import importlib
+import os.path as osp
+from typing import Optional, Sequence
+
+from mmengine.infer import BaseInferencer
+
+from ..safe_load import check_loadable, strip_trusted
+from .overlay import load_config
+
+INFERENCERS = {'mmdet': ('mmdet.apis', 'DetInferencer'),
+               'mmseg': ('mmseg.apis', 'MMSegInferencer')}
+"""Config ``default_scope`` -> (module, class) of the library's inferencer."""
+
+
+def build_inferencer(config: str,
+                     checkpoint: str,
+                     overlays: Sequence[str] = (),
+                     cfg_options: Optional[dict] = None,
+                     device: Optional[str] = None) -> BaseInferencer:
+    """mmdet's ``DetInferencer`` or mmseg's ``MMSegInferencer`` for ``config`` with the
+    weights of ``checkpoint``: the model in eval mode and the config's test pipeline
+    (image loading, resize, packing), as the library runs them.
+
+    Args:
+        config (str): Detection or segmentation config; its ``default_scope`` picks the
+            library.
+        checkpoint (str): Checkpoint written by training (``trusted://`` prefix to load
+            a file you trust in full).
+        overlays (Sequence[str]): Config files merged onto ``config``. Defaults to ().
+        cfg_options (dict, optional): ``--cfg-options`` overrides. Defaults to None.
+        device (str, optional): ``'cpu'``, ``'cuda'``, ...; the inferencer's choice (a
+            GPU when there is one) by default.
+
+    Returns:
+        BaseInferencer: ``DetInferencer`` or ``MMSegInferencer``.
+
+    Raises:
+        FileNotFoundError: If the checkpoint does not exist.
+        ValueError: If the config's ``default_scope`` is neither mmdet nor mmseg.
+    """
+    if not osp.isfile(strip_trusted(checkpoint)):
+        raise FileNotFoundError(f'Checkpoint {checkpoint} does not exist (relative paths '
+                                f'start at {osp.abspath(".")}).')
+    check_loadable(checkpoint, where='the CHECKPOINT argument')
+    cfg = load_config(config, overlays, cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in INFERENCERS:
+        raise ValueError(f'{config} has default_scope={scope!r}: inference supports '
+                         f'{sorted(INFERENCERS)} (detection and segmentation configs).')
+    module, name = INFERENCERS[scope]
+    inferencer_type = getattr(importlib.import_module(module), name)
+    return inferencer_type(model=cfg, weights=checkpoint, device=device)
