@@ -38,7 +38,7 @@ def triton_function_stand_in() -> type:
     def forward(ctx, q, k, v, r_idx, layout, scale):
         return routed_attention_gather(q, k, v, r_idx, scale)
 
-    return type(bra_triton._RoutedAttention.__name__, (torch.autograd.Function, ),
+    return type(bra_triton.TritonRoutedAttention.__name__, (torch.autograd.Function, ),
                 dict(forward=staticmethod(forward)))
 
 
@@ -158,11 +158,6 @@ def test_count_is_fvcores_count_of_the_official_code(counted):
         (ours, official_only_flops(shape))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'bra_triton builds its launch arguments (_Layout, top-k) from tensor shapes, which '
-    'torch.jit tracing turns into tensors that Triton takes for pointers: tracing '
-    "attn_impl='triton' fails, in the CPU interpreter as on CUDA. Fix in biformer_mm/ops "
-    '(int() the sizes), then drop this mark.'))
 def test_triton_kernel_can_be_traced_and_counts_what_the_original_algorithm_counts():
     # TRITON_INTERPRET=1 must be set before Triton is imported: a fresh interpreter.
     script = os.path.join(REPO_ROOT, 'tests', '_triton_flops_check.py')

@@ -361,7 +361,7 @@ class Layout(NamedTuple):
             s_n, s_h, s_p, s_w, s_c = x.stride()
             return s_n, s_p, s_w, s_h, s_c
         s_n, s_p, s_w, s_c = x.stride()
-        return s_n, s_p, s_w, (x.shape[-1] // self.heads) * s_c, s_c
+        return s_n, s_p, s_w, (int(x.shape[-1]) // self.heads) * s_c, s_c
 
     def empty(self, head_dim: int, dtype: torch.dtype, device: torch.device,
               zero: bool = False) -> Tensor:
@@ -421,7 +421,10 @@ def input_layout(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     if r_idx.dim() != 3 or tuple(r_idx.shape[:2]) != (n, p) or r_idx.is_floating_point():
         raise ValueError(f'expected an integer r_idx of shape (N, P, K) = ({n}, {p}, K), '
                          f'got {tuple(r_idx.shape)} {r_idx.dtype}')
-    return Layout(n, p, w, num_heads, head_dq, head_dv, heads_first)
+    # Plain ints: under torch.jit tracing the sizes are tensors, which Triton would
+    # take for pointers.
+    return Layout(*(int(size) for size in (n, p, w, num_heads, head_dq, head_dv)),
+                  heads_first)
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
@@ -500,7 +503,7 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, layout: Layou
         Tuple[KernelLaunch, Tensor, Tensor]: The launch, ``out`` (``layout``, input
         dtype) and ``lse`` (``(N, P, heads, W)`` fp32), both on ``q``'s device.
     """
-    topk = r_idx.shape[-1]
+    topk = int(r_idx.shape[-1])
     out = layout.empty(layout.head_dv, q.dtype, q.device)
     lse = torch.empty((layout.n, layout.p, layout.heads, layout.w), dtype=torch.float32,
                       device=q.device)
@@ -523,7 +526,7 @@ def backward_launch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, out: Tensor,
         Tuple[KernelLaunch, Tensor, Tensor, Tensor]: The launch, ``dq`` (input dtype) and
         the zeroed fp32 accumulators ``dk``, ``dv``, all in ``layout`` on ``q``'s device.
     """
-    topk = r_idx.shape[-1]
+    topk = int(r_idx.shape[-1])
     dq = layout.empty(layout.head_dq, q.dtype, q.device)
     dk = layout.empty(layout.head_dq, torch.float32, q.device, zero=True)
     dv = layout.empty(layout.head_dv, torch.float32, q.device, zero=True)
