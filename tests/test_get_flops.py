@@ -53,6 +53,36 @@ def test_json_reports_the_model_and_its_backbone(config, args, input_shape, caps
     assert not set(result['uncounted_ops']) & set(FLOP_HANDLES)
 
 
+# The paper's first table: fvcore's count of the official classifiers at 1x3x224x224
+# (GFLOPs, to the digits it was measured to) and their exact parameter counts.
+PAPER_TABLE = {'tiny': (2.228, 13_142_760), 'small': (4.487, 25_536_232),
+               'base': (9.795, 56_804_968)}
+
+
+@pytest.mark.parametrize('arch', list(PAPER_TABLE))
+def test_arch_reproduces_the_paper_table(arch, capsys):
+    gflops, params = PAPER_TABLE[arch]
+    result = get_flops.main(['--arch', arch, '--json'])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    assert result['input_shape'] == [1, 3, 224, 224]
+    assert result['flops'] / 1e9 == pytest.approx(gflops, rel=0.01)
+    assert round(result['flops'] / 1e9, 3) == gflops
+    assert result['params'] == params
+    assert set(result['parts']) == {'stages', 'head'}
+    assert result['params'] == sum(part['params'] for part in result['parts'].values())
+
+
+@pytest.mark.parametrize('argv,message', [
+    ([], 'give either CONFIG or --arch'),
+    ([RETINANET, '--arch', 'tiny'], 'give either CONFIG or --arch'),
+    (['--arch', 'tiny', '--overlay', RETINANET_TOY], '--overlay and --cfg-options apply to CONFIG, not --arch'),
+], ids=['neither', 'both', 'overlay-with-arch'])
+def test_arch_and_config_are_exclusive(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        get_flops.main(argv)
+    assert f'error: {message}' in capsys.readouterr().err
+
+
 def test_default_size_is_the_test_pipeline_resize_scale():
     cfg = load_config(osp.join(CONFIGS, 'detection', 'maskrcnn_biformer_s.py'))
     assert default_input_size(cfg) == (800, 1333)
@@ -66,7 +96,7 @@ def test_default_size_is_the_test_pipeline_resize_scale():
 def test_table_lists_parts_and_what_the_convention_leaves_out(capsys):
     get_flops.main([UPERNET, '--shape', '64', '64'])
     out = capsys.readouterr().out
-    assert re.search(r'\| whole model \| \d+\.\d\d \| \d+\.\d\d \|', out)
+    assert re.search(r'\| whole model \| \d+\.\d{3} \| \d+\.\d\d \|', out)
     assert '| backbone |' in out and 'Not counted (fvcore convention): ' in out
     assert 'aten::topk' in out
 

@@ -1,10 +1,14 @@
-"""Count the FLOPs and parameters of a detector or segmentor, as the BiFormer paper counts
-them: fvcore's convention (one fused multiply-add is one FLOP; element-wise operations,
-softmax and top-k are not counted), with mmengine's FlopAnalyzer and the attention
-handles biformer_mm registers.
+"""Count the FLOPs and parameters of a detector, segmentor or ImageNet classifier, as the
+BiFormer paper counts them: fvcore's convention (one fused multiply-add is one FLOP;
+element-wise operations, softmax and top-k are not counted), with mmengine's
+FlopAnalyzer and the attention handles biformer_mm registers.
 
     python tools/analysis/get_flops.py CONFIG [--shape H W] [--json]
         [--overlay OVERLAY] [--cfg-options KEY=VALUE ...]
+    python tools/analysis/get_flops.py --arch tiny|small|base [--shape H W] [--json]
+
+``--arch`` counts the ImageNet classifier (timm's ``biformer_<arch>``, 1000-class head
+included) on one 224x224 image, or ``--shape H W``, as the paper's first table does.
 
 CONFIG is an mmdet or mmseg config (ours, or any other). The network runs once, in
 ``tensor`` mode (no pre- or post-processing), on a random image of ``--shape H W``, by
@@ -20,6 +24,8 @@ import argparse
 import json
 from typing import Dict, Optional, Sequence, Tuple
 
+import timm
+import torch
 from mmengine.config import Config, DictAction
 
 from biformer_mm.analysis import build_tensor_mode, count_complexity
@@ -48,11 +54,33 @@ def config_complexity(cfg: Config, shape: Optional[Tuple[int, int]] = None) -> d
     return result
 
 
+def classifier_complexity(arch: str, shape: Tuple[int, int] = (224, 224)) -> dict:
+    """FLOPs and parameters of the ImageNet classifier ``biformer_<arch>`` (timm, with its
+    1000-class head; random weights) on one image of ``shape``.
+
+    Returns:
+        dict: :func:`~biformer_mm.analysis.count_complexity`'s result with the parts
+        ``stages`` (stem, downsampling layers and blocks) and ``head`` (final norm,
+        pooling and linear layer), plus ``input_shape`` and ``model``.
+    """
+    model = timm.create_model(f'biformer_{arch}').eval()
+    inputs = torch.randn(1, 3, *shape)
+    groups = dict(stages=['stem', 'downsamples', 'stages'],
+                  head=['norm', 'global_pool', 'head_drop', 'head'])
+    result = count_complexity(model, (inputs, ), parts=sum(groups.values(), []))
+    result['parts'] = {
+        group: {key: sum(result['parts'][name][key] for name in names)
+                for key in ('flops', 'params')}
+        for group, names in groups.items()}
+    result.update(model=f'biformer_{arch}', input_shape=list(inputs.shape))
+    return result
+
+
 def format_table(result: dict, title: str) -> str:
     """Human-readable lines of a :func:`config_complexity` result."""
     lines = [title, '', '| part | GFLOPs | params (M) |', '| --- | ---: | ---: |',
-             f"| whole model | {result['flops'] / 1e9:.2f} | {result['params'] / 1e6:.2f} |"]
-    lines += [f"| {name} | {part['flops'] / 1e9:.2f} | {part['params'] / 1e6:.2f} |"
+             f"| whole model | {result['flops'] / 1e9:.3f} | {result['params'] / 1e6:.2f} |"]
+    lines += [f"| {name} | {part['flops'] / 1e9:.3f} | {part['params'] / 1e6:.2f} |"
               for name, part in result['parts'].items()]
     uncounted = ', '.join(f'{op} x{n}' for op, n in sorted(result['uncounted_ops'].items()))
     lines += ['', f'Not counted (fvcore convention): {uncounted or "nothing"}']
@@ -61,7 +89,10 @@ def format_table(result: dict, title: str) -> str:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('config', help='mmdet or mmseg config file')
+    parser.add_argument('config', nargs='?', help='mmdet or mmseg config file')
+    parser.add_argument('--arch', choices=['tiny', 'small', 'base'],
+                        help='count the ImageNet classifier biformer_<arch> instead of a '
+                             'config (default input 224x224)')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='image size (default: the test pipeline\'s Resize scale)')
     parser.add_argument('--json', action='store_true',
@@ -70,18 +101,27 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='config file merged onto CONFIG (as tools/train.py); repeatable')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. model.backbone.n_win=8')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if (args.config is None) == (args.arch is None):
+        parser.error('give either CONFIG or --arch')
+    if args.arch and (args.overlay or args.cfg_options):
+        parser.error('--overlay and --cfg-options apply to CONFIG, not --arch')
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.overlay, args.cfg_options)
-    result = config_complexity(cfg, tuple(args.shape) if args.shape else None)
+    shape = tuple(args.shape) if args.shape else None
+    if args.arch:
+        result = classifier_complexity(args.arch, shape or (224, 224))
+    else:
+        cfg = load_config(args.config, args.overlay, args.cfg_options)
+        result = config_complexity(cfg, shape)
     if args.json:
         print(json.dumps(result))
     else:
         n, c, h, w = result['input_shape']
-        print(format_table(result, f'{args.config} ({result["model"]}), input '
+        print(format_table(result, f'{args.config or args.arch} ({result["model"]}), input '
                                    f'{n}x{c}x{h}x{w}'))
     return result
 
