@@ -6,7 +6,8 @@
 # 1. builds (or reuses) the environment with tools/setup_env.sh;
 # 2. writes the toy COCO dataset to data/toy_coco (tools/dataset/make_toy_coco.py);
 # 3. trains Mask R-CNN + BiFormer-T on it from scratch with tools/train.py (toy overlay:
-#    256x256, fp32, 2 epochs of 24 iterations; 136 s on 2 idle cores, measured 2026-11-23);
+#    256x256, fp32, 8 epochs of 24 iterations with the lr x0.1 for the last 2; 273 s on 2
+#    idle cores, measured 2026-11-23);
 # 4. evaluates the last checkpoint with tools/test.py and mmdet's CocoMetric (bbox and
 #    segm AP) and draws the predictions on the validation images into
 #    work_dirs/demo/vis/*.png (mmdet's DetLocalVisualizer: ground truth left,
