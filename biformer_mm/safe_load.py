@@ -231,13 +231,22 @@ def cached_download(url: str) -> str:
     return path
 
 
+def check_local_file(filename: str) -> None:
+    """Raise ``FileNotFoundError`` if ``filename`` (also behind a ``trusted://`` or
+    ``weights-only://`` prefix) is a local path that does not exist; URLs and other
+    backends are left to their loader."""
+    if filename.startswith(WEIGHTS_ONLY_PREFIX):
+        filename = filename[len(WEIGHTS_ONLY_PREFIX):]
+    path = osp.expanduser(strip_trusted(filename))
+    if is_local(path) and not osp.isfile(path):
+        raise FileNotFoundError(f'Checkpoint {osp.abspath(path)} does not exist.')
+
+
 def _open_checkpoint(filename: str) -> CheckpointFile:
     """A local path or an in-memory file to read ``filename`` from."""
     if is_local(filename):
-        path = osp.expanduser(filename)
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'Checkpoint {osp.abspath(path)} does not exist.')
-        return path
+        check_local_file(filename)
+        return osp.expanduser(filename)
     if filename.startswith(('http://', 'https://')):
         return cached_download(filename)
     try:

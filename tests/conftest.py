@@ -90,6 +90,20 @@ def coco_layout(tmp_path, monkeypatch) -> str:
     return root
 
 
+@pytest.fixture
+def imagenet_checkpoints(tmp_path, monkeypatch) -> str:
+    """A working directory whose ``checkpoints/`` has a file at every configs' pretrained
+    path (``biformer_{tiny,small,base}_best.pth``, empty state dicts), for tests of
+    ``tools/train.py``'s configs that do not load them."""
+    import torch
+    workdir = tmp_path / 'workdir'
+    (workdir / 'checkpoints').mkdir(parents=True)
+    for arch in ('tiny', 'small', 'base'):
+        torch.save({}, workdir / 'checkpoints' / f'biformer_{arch}_best.pth')
+    monkeypatch.chdir(workdir)
+    return str(workdir)
+
+
 @pytest.fixture(scope='session')
 def toy_coco_workdir(tmp_path_factory) -> str:
     """A working directory whose ``data/toy_coco`` holds the toy shapes dataset with 4

@@ -69,7 +69,8 @@ def test_weights_only_scheme_refuses_the_payload_on_every_torch(payload_checkpoi
     assert not marker.exists()
 
 
-def test_tools_hand_the_runner_weights_only_paths(tmp_path, coco_layout):
+def test_tools_hand_the_runner_weights_only_paths(tmp_path, coco_layout,
+                                                  imagenet_checkpoints):
     checkpoint = tmp_path / 'epoch_1.pth'
     torch.save({'state_dict': BiFormer(arch='tiny').state_dict()}, checkpoint)
     for args in ([CONFIG, '--resume', str(checkpoint)],

@@ -1,7 +1,8 @@
 """Specification: tools/train.py and tools/test.py check, before building the Runner, that
 the config's dataset is there; if it is not, one message (no traceback) names every
 missing path, the variable that moves the data root, the standard layout and the command
-that trains on the built-in toy data instead."""
+that trains on the built-in toy data instead. tools/train.py checks the backbone's
+ImageNet checkpoint the same way."""
 import os
 import os.path as osp
 import subprocess
@@ -54,13 +55,39 @@ def test_coco_root_that_lacks_the_layout_is_named(tmp_path, monkeypatch):
 
 def test_a_complete_layout_passes_and_only_what_is_missing_is_named(tmp_path, coco_layout):
     root = coco_layout.rstrip('/')
-    args = cli.train_parser().parse_args([DET_CONFIG, '--work-dir', str(tmp_path / 'w')])
+    args = cli.train_parser().parse_args([DET_CONFIG, '--work-dir', str(tmp_path / 'w'),
+                                          '--cfg-options', 'model.backbone.init_cfg=None'])
     cli.train_config(args)
     os.rmdir(osp.join(root, 'val2017'))
     with pytest.raises(DatasetNotFoundError) as error:
         cli.train_config(args)
     assert [line for line in str(error.value).splitlines() if 'missing:' in line] == \
         [f'  missing: {root}/val2017/  (val_dataloader.dataset.data_prefix.img)']
+
+
+def test_design_card_command_with_coco_but_no_imagenet_checkpoint_names_the_download(
+        tmp_path, coco_layout, monkeypatch):
+    """The same command where COCO is in place but ``checkpoints/`` is empty: one message,
+    before the Runner is built, naming the path, the download and ``init_cfg=None``."""
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'),
+         osp.join(REPO_ROOT, DESIGN_CARD_CONFIG)],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=600,
+        env={**os.environ, 'PYTHONPATH': REPO_ROOT})
+    assert proc.returncode == 2
+    assert 'Traceback' not in proc.stderr
+    message = proc.stderr
+    assert f'Checkpoint {tmp_path}/checkpoints/biformer_small_best.pth does not exist' \
+        in message
+    assert 'https://github.com/rayleizhu/BiFormer' in message
+    assert 'model.backbone.init_cfg=None' in message
+    assert not (tmp_path / 'work_dirs').exists(), 'nothing ran before the check'
+
+    (tmp_path / 'checkpoints').mkdir()
+    torch.save({}, tmp_path / 'checkpoints' / 'biformer_small_best.pth')
+    args = cli.train_parser().parse_args([osp.join(REPO_ROOT, DESIGN_CARD_CONFIG)])
+    monkeypatch.chdir(tmp_path)
+    cli.train_config(args)  # present: the check passes (the loading checks the contents)
 
 
 def test_test_py_checks_the_test_data(tmp_path, monkeypatch):
@@ -87,4 +114,5 @@ def test_segmentation_names_ade20k_root_its_layout_and_the_toy_overlay(tmp_path,
     assert 'python tools/dataset/make_toy_ade20k.py' in message
     assert '--overlay configs/segmentation/toy/fpn_toy_ade20k.py' in message
     monkeypatch.setenv('ADE20K_ROOT', make_layout(str(tmp_path / 'ade'), 'ADE20KDataset'))
-    cli.train_config(cli.train_parser().parse_args([SEG_CONFIG]))
+    cli.train_config(cli.train_parser().parse_args(
+        [SEG_CONFIG, '--cfg-options', 'model.backbone.init_cfg=None']))

@@ -41,7 +41,8 @@ def test_train_py_runs_two_iterations_and_saves_a_checkpoint(trained_det):
 
 @pytest.mark.classic
 @cpu_only
-def test_amp_falls_back_to_fp32_with_a_warning_without_gpu(trained_det, coco_layout):
+def test_amp_falls_back_to_fp32_with_a_warning_without_gpu(trained_det, coco_layout,
+                                                            imagenet_checkpoints):
     assert 'training in fp32 with OptimWrapper instead' in trained_det['output']
     args = cli.train_parser().parse_args([CONFIG])
     cfg = cli.train_config(args)
@@ -85,7 +86,7 @@ def test_resume_from_a_missing_file_names_the_problem():
 
 
 @pytest.mark.classic
-def test_command_line_options_reach_the_config(tmp_path, coco_layout):
+def test_command_line_options_reach_the_config(tmp_path, coco_layout, imagenet_checkpoints):
     args = cli.train_parser().parse_args([
         CONFIG, '--work-dir', str(tmp_path), '--auto-scale-lr', '--resume',
         '--launcher', 'none', '--cfg-options', 'train_cfg.max_epochs=3'

@@ -15,6 +15,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner, find_latest_checkpoint
 
+from ..models import BiFormer
 from ..safe_load import UnsafeCheckpointError, strip_trusted, weights_only_path
 from .amp import enable_amp, fall_back_to_fp32
 from .dataset_check import check_dataset_files
@@ -93,8 +94,9 @@ def train_config(args: argparse.Namespace) -> Config:
     Applies, in order: overlays and ``--cfg-options``, launcher and work dir, ``--amp``,
     ``--auto-scale-lr``, ``--resume`` (the latest checkpoint of the work dir is found
     here, so that it is loaded weights-only too), the weights-only path of the
-    checkpoint to load, the dataset check of the training (and validation) data and
-    finally the fp32 fallback of mixed precision on machines without a GPU.
+    checkpoint to load, the dataset check of the training (and validation) data, the
+    check that a BiFormer backbone's local pretrained checkpoint exists, and finally
+    the fp32 fallback of mixed precision on machines without a GPU.
 
     Args:
         args (argparse.Namespace): Result of :func:`train_parser`.
@@ -128,6 +130,9 @@ def train_config(args: argparse.Namespace) -> Config:
     parts = ['train_dataloader'] + (['val_dataloader', 'val_evaluator']
                                     if cfg.get('val_cfg') else [])
     check_dataset_files(cfg, args.config, parts)
+    backbone = cfg.model.get('backbone') or {}
+    if str(backbone.get('type', '')).split('.')[-1] == 'BiFormer':
+        BiFormer.check_pretrained_file(backbone.get('init_cfg'))
     fall_back_to_fp32(cfg)
     return cfg
 

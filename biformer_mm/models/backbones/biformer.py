@@ -10,7 +10,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...checkpoint import (OFFICIAL_WEIGHTS, convert_official_state_dict,
                            load_converted_state_dict, select_prefix)
-from ...safe_load import read_checkpoint
+from ...safe_load import check_local_file, read_checkpoint
 from ..biformer_trunk import BiFormerTrunk
 
 PRETRAINED_KEYS = ('type', 'checkpoint', 'prefix', 'map_location', 'strict')
@@ -20,6 +20,15 @@ def _is_output_norm(key: str) -> bool:
     """Keys an ImageNet checkpoint cannot hold: the per-output norms of dense models,
     and BatchNorm batch counters (unused in training and inference)."""
     return key.startswith('out_norms.') or key.endswith('.num_batches_tracked')
+
+
+def _missing_weights(error: FileNotFoundError) -> FileNotFoundError:
+    """``error`` about a missing pretrained checkpoint, with where to get the weights."""
+    return FileNotFoundError(
+        f'{error} Download the official ImageNet-1k weights '
+        f'(biformer_{{tiny,small,base}}_best.pth, linked from {OFFICIAL_WEIGHTS}) '
+        f'and put them there, set model.backbone.init_cfg.checkpoint to their path, '
+        f'or set model.backbone.init_cfg=None to train from scratch.')
 
 
 class BiFormer(BiFormerTrunk):
@@ -165,6 +174,27 @@ class BiFormer(BiFormerTrunk):
                              f'only {PRETRAINED_KEYS}; unknown keys: {unknown}.')
         return cfg
 
+    @classmethod
+    def check_pretrained_file(cls, init_cfg: Union[dict, List[dict], None]) -> None:
+        """Raise now the error :meth:`init_weights` would raise for a local
+        ``Pretrained`` checkpoint that does not exist (``tools/train.py`` calls this
+        before building the Runner).
+
+        Args:
+            init_cfg (dict | list[dict], optional): The backbone's ``init_cfg``.
+
+        Raises:
+            FileNotFoundError: Naming the path, where the official weights are and
+                ``init_cfg=None``.
+        """
+        pretrained = cls._parse_init_cfg(init_cfg)
+        if pretrained is None:
+            return
+        try:
+            check_local_file(pretrained['checkpoint'])
+        except FileNotFoundError as error:
+            raise _missing_weights(error) from error
+
     def init_weights(self) -> None:
         """Initialise the weights, once.
 
@@ -204,11 +234,7 @@ class BiFormer(BiFormerTrunk):
             loaded = read_checkpoint(checkpoint, map_location,
                                      where='model.backbone.init_cfg.checkpoint')
         except FileNotFoundError as error:
-            raise FileNotFoundError(
-                f'{error} Download the official ImageNet-1k weights '
-                f'(biformer_{{tiny,small,base}}_best.pth, linked from {OFFICIAL_WEIGHTS}) '
-                f'and put them there, set model.backbone.init_cfg.checkpoint to their path, '
-                f'or set model.backbone.init_cfg=None to train from scratch.') from error
+            raise _missing_weights(error) from error
         if prefix:
             loaded = select_prefix(loaded, prefix)
         load_converted_state_dict(

@@ -37,8 +37,8 @@ model = dict(
         # layers) in eval mode while training: the ImageNet statistics stay frozen.
         norm_eval=True,
         # Official ImageNet-1k weights, relative to the working directory. A missing file
-        # fails at init_weights() with the expected path; set init_cfg=None to train from
-        # scratch.
+        # stops tools/train.py before training, naming the expected path; set init_cfg=None
+        # to train from scratch.
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/biformer_small_best.pth')),
     neck=dict(in_channels=[64, 128, 256, 512]))
 
