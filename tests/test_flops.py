@@ -33,7 +33,8 @@ from conftest import REPO_ROOT
 def triton_function_stand_in() -> type:
     """An autograd Function named like the Triton kernel's and called with the same
     arguments, computing with the original algorithm: its traced node is the one the
-    kernel's call leaves, which the Triton kernel itself cannot give on the CPU."""
+    kernel's call leaves. The kernel itself runs on the CPU only in Triton's interpreter,
+    too slowly for these shapes; the last test traces it there on a small problem."""
 
     def forward(ctx, q, k, v, r_idx, layout, scale):
         return routed_attention_gather(q, k, v, r_idx, scale)
