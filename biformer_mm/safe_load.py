@@ -134,6 +134,8 @@ def load_weights_only(file: CheckpointFile, map_location: MapLocation = 'cpu',
     if TORCH_HAS_ALLOWLIST:
         with torch.serialization.safe_globals(list(allowed)):
             return torch.load(file, map_location=map_location, weights_only=True)
+    # torch < 2.5 has no allow-list: not a full load, the restricted unpickler refuses
+    # every global outside it.
     return torch.load(file, map_location=map_location, weights_only=False,
                       pickle_module=restricted_pickle_module(_restricted_allowlist(allowed)))
 
@@ -240,6 +242,14 @@ def check_local_file(filename: str) -> None:
     path = osp.expanduser(strip_trusted(filename))
     if is_local(path) and not osp.isfile(path):
         raise FileNotFoundError(f'Checkpoint {osp.abspath(path)} does not exist.')
+
+
+def check_checkpoint_argument(checkpoint: str) -> None:
+    """Raise ``FileNotFoundError``, saying where relative paths start, if the checkpoint
+    file a tool was given (optionally as ``trusted://PATH``) does not exist."""
+    if not osp.isfile(strip_trusted(checkpoint)):
+        raise FileNotFoundError(f'Checkpoint {checkpoint} does not exist (relative paths '
+                                f'start at {osp.abspath(".")}).')
 
 
 def _open_checkpoint(filename: str) -> CheckpointFile:

@@ -16,7 +16,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from ..models import BiFormer
-from ..safe_load import UnsafeCheckpointError, strip_trusted, weights_only_path
+from ..safe_load import (UnsafeCheckpointError, check_checkpoint_argument, strip_trusted,
+                         weights_only_path)
 from .amp import enable_amp, fall_back_to_fp32
 from .dataset_check import check_dataset_files
 from .distributed import LAUNCHERS, setup_cpu_distributed
@@ -146,9 +147,7 @@ def test_config(args: argparse.Namespace) -> Config:
     Returns:
         Config: The config to build the Runner from.
     """
-    if not osp.isfile(strip_trusted(args.checkpoint)):
-        raise FileNotFoundError(f'Checkpoint {args.checkpoint} does not exist (relative '
-                                f'paths start at {osp.abspath(".")}).')
+    check_checkpoint_argument(args.checkpoint)
     cfg = _common_config(args)
     cfg.load_from = weights_only_path(args.checkpoint, where='the CHECKPOINT argument')
     check_dataset_files(cfg, args.config, ['test_dataloader', 'test_evaluator'])

@@ -1,11 +1,10 @@
 """The OpenMMLab inferencer of a trained detector or segmentor config."""
 import importlib
-import os.path as osp
 from typing import Optional, Sequence
 
 from mmengine.infer import BaseInferencer
 
-from ..safe_load import check_loadable, strip_trusted
+from ..safe_load import check_checkpoint_argument, check_loadable
 from .overlay import load_config
 
 INFERENCERS = {'mmdet': ('mmdet.apis', 'DetInferencer'),
@@ -39,9 +38,7 @@ def build_inferencer(config: str,
         FileNotFoundError: If the checkpoint does not exist.
         ValueError: If the config's ``default_scope`` is neither mmdet nor mmseg.
     """
-    if not osp.isfile(strip_trusted(checkpoint)):
-        raise FileNotFoundError(f'Checkpoint {checkpoint} does not exist (relative paths '
-                                f'start at {osp.abspath(".")}).')
+    check_checkpoint_argument(checkpoint)
     check_loadable(checkpoint, where='the CHECKPOINT argument')
     cfg = load_config(config, overlays, cfg_options)
     scope = cfg.get('default_scope')
