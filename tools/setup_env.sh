@@ -28,6 +28,7 @@ PYTHON=${PYTHON:-python3.11}
 MMCV_VERSION=2.1.0
 REQS="$ROOT/requirements/runtime.txt"
 CONSTRAINTS="$ROOT/requirements/constraints-$STACK.txt"
+DEPLOY_REQS="$ROOT/requirements/deploy-$STACK.txt"
 
 # The machine's pip config names local index folders that pip warns about for every package.
 pip_install() {
@@ -45,8 +46,8 @@ case "$STACK" in
   classic) LINK="$ROOT/.venv-classic"; MMCV_CXX_STD=c++17 ;;
   *) die "unknown STACK=$STACK: use STACK=modern (the default) or STACK=classic." ;;
 esac
-[ -f "$REQS" ] && [ -f "$CONSTRAINTS" ] \
-  || die "missing $REQS or $CONSTRAINTS: run this script from a biformer-mm checkout."
+[ -f "$REQS" ] && [ -f "$CONSTRAINTS" ] && [ -f "$DEPLOY_REQS" ] \
+  || die "missing $REQS, $DEPLOY_REQS or $CONSTRAINTS: run this script from a biformer-mm checkout."
 TORCH_VERSION=$(sed -n 's/^torch==//p' "$CONSTRAINTS")
 TORCHVISION_VERSION=$(sed -n 's/^torchvision==//p' "$CONSTRAINTS")
 
@@ -68,7 +69,7 @@ esac
   || die "$PYTHON (Python $PYVER) lacks the venv/ensurepip modules: install them (Debian/Ubuntu: apt install python$PYVER-venv)."
 
 KEY=$(printf 'stack=%s python=%s\n' "$STACK" "$PYVER" \
-  | cat - "$REQS" "$ROOT/requirements/mm.txt" "$CONSTRAINTS" | sha256sum | cut -c1-12)
+  | cat - "$REQS" "$ROOT/requirements/mm.txt" "$DEPLOY_REQS" "$CONSTRAINTS" | sha256sum | cut -c1-12)
 VENV="$CACHE/venv-$KEY"
 STAMP="$VENV/.biformer-mm-ready"
 mkdir -p "$CACHE/wheels"
@@ -157,6 +158,8 @@ fi
 if [ ! -f "$STAMP" ]; then
   say "installing mmdet and mmsegmentation"
   pip_install "$PY" -q -r "$ROOT/requirements/mm.txt"
+  say "installing the export tools from ${DEPLOY_REQS#$ROOT/}"
+  pip_install "$PY" -q -r "$DEPLOY_REQS"
 fi
 
 say "installing biformer_mm from $ROOT (editable)"
