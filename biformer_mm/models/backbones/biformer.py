@@ -1,4 +1,5 @@
 import logging
+from functools import partial
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -119,9 +120,14 @@ class BiFormer(BiFormerTrunk):
             raise ValueError(f'frozen_stages={frozen_stages} must be in [-1, {num_stages}] '
                              f'(-1: none, 0: stem, k: stem and the first k stages).')
         self._parse_init_cfg(init_cfg)  # fail at construction, not at the start of training
+        # mmcv builds the layers of the mm backbone only: `import biformer_mm` and the timm
+        # classifiers must work without mmcv (it is not a requirement of the package).
+        from mmcv.cnn import build_activation_layer, build_norm_layer
         super().__init__(arch=arch, in_channels=in_channels, n_win=n_win, auto_pad=auto_pad,
                          drop_path_rate=drop_path_rate, with_cp=with_cp, attn_impl=attn_impl,
-                         norm_cfg=norm_cfg, act_cfg=act_cfg, init_cfg=init_cfg)
+                         norm_layer=lambda channels: build_norm_layer(norm_cfg, channels)[1],
+                         act_layer=partial(build_activation_layer, act_cfg),
+                         init_cfg=init_cfg)
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval

@@ -82,7 +82,7 @@ class BiFormerClassifier(BiFormerTrunk):
                  attn_impl: str = 'auto') -> None:
         super().__init__(arch=arch, in_channels=in_chans, n_win=n_win, auto_pad=auto_pad,
                          drop_path_rate=drop_path_rate, with_cp=False, attn_impl=attn_impl,
-                         norm_cfg=dict(type='BN'), act_cfg=dict(type='GELU'))
+                         norm_layer=nn.BatchNorm2d, act_layer=nn.GELU)
         self.num_classes = num_classes
         self.num_features = self.embed_dims[-1]
         self.feature_info = [dict(num_chs=dim, reduction=4 * 2**i, module=f'stages.{i}')
