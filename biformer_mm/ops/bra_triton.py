@@ -504,16 +504,15 @@ def _lse_buffer(layout: Layout, device: torch.device) -> Tensor:
 
 
 def kernel_launches(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, grad_out: Tensor,
-                    scale: float, device: Optional[torch.device] = None
-                    ) -> Tuple[KernelLaunch, KernelLaunch]:
-    """The forward and backward launches of a call, with new output and gradient
-    buffers on ``device`` (default ``q``'s; ``'meta'`` allocates nothing)."""
+                    scale: float, device: torch.device) -> Tuple[KernelLaunch, KernelLaunch]:
+    """The forward and backward launches of a call, with new output and gradient buffers
+    on ``device`` (``'meta'``: for their keys or an ahead-of-time compile, no memory)."""
     layout = input_layout(q, k, v, r_idx)
-    device = q.device if device is None else device
     out = layout.empty(layout.head_dv, q.dtype, device)
     lse = _lse_buffer(layout, device)
     dq = layout.empty(layout.head_dq, q.dtype, device)
-    dk, dv = (layout.empty(d, torch.float32, device) for d in (layout.head_dq, layout.head_dv))
+    dk, dv = (layout.empty(d, torch.float32, device, zero=True)
+              for d in (layout.head_dq, layout.head_dv))
     return (forward_launch(q, k, v, r_idx, out, lse, layout, scale),
             backward_launch(q, k, v, r_idx, out, lse, grad_out, dq, dk, dv, layout, scale))
 
