@@ -151,7 +151,8 @@ def test_a_gpu_run_is_the_cuda_tests_and_the_benchmark_and_a_report(tmp_path, mo
     pytest.importorskip('triton')
     commands = fake_gpu_run(monkeypatch)
     assert gpu_check.check_gpu(str(tmp_path)) == 0
-    assert commands[0][1:5] == ['-m', 'pytest', '-m', 'cuda']
+    assert commands[0][1:6] == ['-m', 'pytest', '-m', 'cuda',
+                                os.path.join(REPO_ROOT, 'tests', 'test_bra_triton.py')]
     assert commands[1][1:6] == [os.path.join(REPO_ROOT, 'tools', 'benchmark_bra.py'),
                                 '--device', 'cuda', '--out',
                                 str(tmp_path / 'benchmark_bra_cuda.json')]
