@@ -147,8 +147,8 @@ def resolve_attn_impl(attn_impl: str, q: Tensor, k: Tensor, v: Tensor, r_idx: Te
     nothing against the fused kernels (CUDA tensors on one NVIDIA GPU of a sufficient
     compute capability, Triton >= 3.0, head dims the kernels cover, no deterministic
     mode while training) and the first-use self-check
-    (:func:`~.triton_self_check.triton_self_check`) passed for this device, dtype and
-    head dims; ``'torch'`` everywhere else. The choice is logged once per device, dtype
+    (:func:`~.triton_self_check.triton_self_check`) passed for the compiled kernels the
+    call selects; ``'torch'`` everywhere else. The choice is logged once per device, dtype
     and outcome (INFO, through mmengine's current logger). Other values are returned as
     they are: an explicit ``'triton'`` raises where it cannot run, when called.
 
@@ -167,8 +167,7 @@ def resolve_attn_impl(attn_impl: str, q: Tensor, k: Tensor, v: Tensor, r_idx: Te
         return attn_impl
     reason = unsupported_reason(q, k, v, r_idx)
     if reason is None:
-        reason = triton_self_check(q.device, q.dtype, q.shape[-1], v.shape[-1], q.shape[-2],
-                                   r_idx.shape[-1], r_idx.shape[1])
+        reason = triton_self_check(q, k, v, r_idx)
     impl = 'triton' if reason is None else 'torch'
     _log_choice(q.device, q.dtype, impl, reason)
     return impl
