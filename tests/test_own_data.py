@@ -47,6 +47,35 @@ def base_of(config: str) -> str:
 
 
 @pytest.mark.classic
+def test_generators_write_the_classes_and_sizes_asked_for(tmp_path):
+    """The stand-in datasets of docs/own_data.md: the COCO categories carry the given
+    names and image sizes vary in the given range; the label maps hold the values of
+    the given classes only (0, the background, to len(classes) - 1)."""
+    import json
+
+    import cv2
+    import numpy as np
+    ann_files = load_tool('dataset/make_toy_coco.py').make_toy_coco(
+        str(tmp_path / 'coco'), num_train=3, num_val=1, size=(64, 96), classes=DET_CLASSES)
+    with open(ann_files['train']) as f:
+        coco = json.load(f)
+    assert [c['name'] for c in coco['categories']] == list(DET_CLASSES)
+    assert {c['category_id'] for c in coco['annotations']} <= {1, 2, 3}
+    sides = [side for image in coco['images'] for side in (image['width'], image['height'])]
+    assert all(64 <= side <= 96 for side in sides) and len(set(sides)) > 1
+    for image in coco['images']:
+        shape = cv2.imread(str(tmp_path / 'coco' / 'train' / image['file_name'])).shape
+        assert shape[:2] == (image['height'], image['width'])
+
+    root = load_tool('dataset/make_toy_ade20k.py').make_toy_ade20k(
+        str(tmp_path / 'seg'), num_train=3, num_val=1, classes=SEG_CLASSES)
+    values = set()
+    for path in (root / 'annotations' / 'training').glob('*.png'):
+        values |= set(np.unique(cv2.imread(str(path), cv2.IMREAD_UNCHANGED)).tolist())
+    assert 0 in values and values <= set(range(len(SEG_CLASSES))) and len(values) > 2
+
+
+@pytest.mark.classic
 @pytest.mark.parametrize('task', ['detection', 'segmentation'])
 def test_paths_and_heads_follow_data_root_and_classes_of_the_copy(tmp_path, task):
     """Changing data_root and classes in a copy moves every path and every head."""
