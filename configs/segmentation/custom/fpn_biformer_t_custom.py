@@ -81,11 +81,12 @@ test_dataloader = val_dataloader
 model = dict(data_preprocessor=dict(size=crop_size), decode_head=dict(num_classes=num_classes))
 
 # The ADE20K schedule of the base config, restated here so that it can be changed in one
-# place: 80k iterations (about 32 epochs of ADE20K's 20k images at 8 GPUs x 4), a linear
-# warm-up over the first 1000 iterations, then cosine annealing; validation and a
-# checkpoint every 4000 iterations. Scale max_iters to your dataset (iterations = epochs
-# x images / (4 x GPUs)) and keep warmup_iters well below it. The lr (AdamW 2e-4, fp16)
-# is for 8 GPUs x 4 images: train with --auto-scale-lr to scale it to your batch.
+# place: 80k iterations (about 127 epochs of ADE20K's 20,210 training images at 8 GPUs x
+# 4 images), a linear warm-up over the first 1000 iterations, then cosine annealing;
+# validation and a checkpoint every 4000 iterations. Scale max_iters to your dataset
+# (iterations = epochs x images / (4 x GPUs)) and keep warmup_iters well below it. The
+# lr (AdamW 2e-4, fp16) is for 8 GPUs x 4 images: train with --auto-scale-lr to scale it
+# to your batch.
 max_iters = 80000
 warmup_iters = 1000
 val_interval = 4000
