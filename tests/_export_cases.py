@@ -5,14 +5,13 @@ The tiny backbone has a global-attention last stage and ``n_win=4``. At the expo
 112x160 the routed stages are 28x40, 14x20 and 7x10 tokens; at 160x176 they are 40x44,
 20x22 and 10x11, and at 176x208 44x52, 22x26 and 11x13: the second stage pads its
 height at the export size and its width at the others, the third pads by other amounts,
-so a graph whose padding was fixed at the export size fails or is wrong there. No region
-is padding only (where several such regions tie exactly, harmlessly, since their keys
-and values are equal too).
+so a graph whose padding was fixed at the export size fails or is wrong there.
 """
 from typing import List, Tuple
 
 import pytest
 import torch
+import torch.nn as nn
 from torch import Tensor
 
 from biformer_mm import BiFormer, BiLevelRoutingAttention
@@ -42,12 +41,23 @@ def image(size: Tuple[int, int]) -> Tensor:
     return torch.rand((1, 3) + tuple(size), generator=torch.Generator().manual_seed(SEED))
 
 
-def routing_margin(model: BiFormer, x: Tensor) -> float:
-    """The smallest relative gap between the k-th and (k+1)-th routing logit over the
-    regions and routed stages of ``model`` on ``x`` (the logits as
-    :meth:`BiLevelRoutingAttention.route` computes them)."""
+def routing_margin(model: nn.Module, x: Tensor) -> float:
+    """The smallest gap, relative to the image's largest routing logit, between the
+    logit of a region's k-th routed region and the best one it did not route to, over
+    the regions and routed stages of the BiFormer ``model`` on ``x`` (logits as
+    :meth:`BiLevelRoutingAttention.route` computes them).
+
+    Regions that are padding only have equal keys and values, so an unrouted one equal
+    to a routed one does not count; their own outputs are cropped, so their routing
+    does not count either.
+    """
     margins: List[float] = []
-    route = BiLevelRoutingAttention.route
+    route, forward = BiLevelRoutingAttention.route, BiLevelRoutingAttention.forward
+    map_sizes = {}
+
+    def recording_forward(attn: BiLevelRoutingAttention, x: Tensor) -> Tensor:
+        map_sizes[attn] = x.shape[1:3]
+        return forward(attn, x)
 
     def recording_route(attn: BiLevelRoutingAttention, q: Tensor, k: Tensor) -> Tensor:
         n, m, p, _, d = q.shape
@@ -55,13 +65,23 @@ def routing_margin(model: BiFormer, x: Tensor) -> float:
         k_win = k.mean(dim=3).transpose(1, 2).reshape(n, p, m * d)
         logits = (q_win * attn.scale) @ k_win.transpose(-2, -1)
         if attn.topk < p:
-            top = logits.topk(attn.topk + 1, dim=-1).values
-            gap = (top[..., -2] - top[..., -1]) / logits.abs().amax(dim=(1, 2))[:, None]
-            margins.append(float(gap.min()))
+            # Each region's group: the first region with the same key.
+            group = (k_win[:, :, None] == k_win[:, None]).all(-1).int().argmax(-1)
+            values, order = logits.sort(dim=-1, descending=True)
+            ranked = group.gather(1, order.flatten(1)).view(n, p, p)
+            routed, rest = ranked[..., :attn.topk], ranked[..., attn.topk:]
+            new = (rest[..., :, None] != routed[..., None, :]).all(-1)
+            best_rest = values[..., attn.topk:].masked_fill(~new, float('-inf')).amax(-1)
+            gap = (values[..., attn.topk - 1] - best_rest) / logits.abs().amax((1, 2))[:, None]
+            (h, w), s = map_sizes[attn], attn.n_win
+            rows, cols = -(-h // s), -(-w // s)  # tokens per region
+            real = [(r // s) * rows < h and (r % s) * cols < w for r in range(p)]
+            margins.append(float(gap[:, real].min()))
         return route(attn, q, k)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(BiLevelRoutingAttention, 'route', recording_route)
+        patch.setattr(BiLevelRoutingAttention, 'forward', recording_forward)
         with torch.no_grad():
             model(x)
     assert margins, 'the model has no routed stage with topk < regions'
