@@ -47,21 +47,26 @@ def check_exportable(network: TensorMode) -> None:
             f'(docs/deploy.md), or export a one-stage detector or a segmentor.')
 
 
+def other_size_input(inputs: Tensor) -> Tensor:
+    """The random input :func:`check_dynamic_graph` checks a graph exported on ``inputs``
+    with: 32 rows and 64 columns more (a detector's size divisor is kept)."""
+    height, width = inputs.shape[2:]
+    return torch.randn(1, inputs.shape[1], height + 32, width + 64,
+                       generator=torch.Generator().manual_seed(0))
+
+
 def check_dynamic_graph(path: str, network: nn.Module, inputs: Tensor,
                         tolerance: float = 1e-4) -> None:
     """Raise ``ValueError`` unless the graph at ``path`` equals ``network`` (within
-    ``tolerance``, as :func:`onnx_errors` measures) at a size the export did not see:
-    32 rows and 64 columns more than ``inputs`` (which keeps a detector's size divisor),
-    on a random input.
+    ``tolerance``, as :func:`onnx_errors` measures) at a size the export did not see,
+    on :func:`other_size_input`.
 
     BiFormer computes its padding in the graph, but other modules may compute sizes in
     Python, which tracing fixes at the example's size: mmseg's ``Upsample`` (Semantic
     FPN's head) and adaptive pooling (UperNet's pyramid pooling) do.
     """
-    height, width = inputs.shape[2:]
-    other = torch.randn(1, inputs.shape[1], height + 32, width + 64,
-                        generator=torch.Generator().manual_seed(0))
-    where = f'at {height + 32}x{width + 64}, a size the export did not see'
+    other = other_size_input(inputs)
+    where = f'at {other.shape[2]}x{other.shape[3]}, a size the export did not see'
     try:
         errors = onnx_errors(path, network, other)
     except Exception as error:  # onnxruntime raises its own types for wrong shapes

@@ -47,7 +47,7 @@ class BiLevelRoutingAttention(BaseModule):
             back. Without it the map must divide by ``n_win``. Defaults to True.
         attn_impl (str): Routed attention implementation: ``'auto'``, ``'torch'``,
             ``'triton'`` or ``'gather'`` (the original algorithm, for reference).
-            While exporting (``torch.onnx``, ``torch.jit.trace``, ``torch.export``)
+            While exporting (``torch.onnx``, ``torch.export``)
             every value records the standard-operator form of
             :mod:`biformer_mm.ops.export_path`, and the padding is computed in the
             graph. Defaults to ``'auto'``.
