@@ -78,11 +78,11 @@ def test_legacy_exporter_is_right_at_every_size(attn_impl, opset, eager_outputs,
 
 
 @pytest.mark.classic
-def test_legacy_exporter_refuses_opsets_without_dynamic_padding(tmp_path):
-    # Opsets before 11 have no Pad with computed sizes: the padding would be fixed.
-    with pytest.raises(torch.onnx.errors.SymbolicValueError, match='opset version 11'):
+def test_legacy_exporter_refuses_opsets_without_dynamic_slices(tmp_path):
+    # Opset 9 has no Slice with computed bounds: the crop would be fixed.
+    with pytest.raises(torch.onnx.errors.SymbolicValueError, match='higher opset version'):
         torch.onnx.export(tiny_backbone(), (image(EXPORT_SIZE), ), str(tmp_path / 'b.onnx'),
-                          opset_version=10, input_names=['image'],
+                          opset_version=9, input_names=['image'],
                           dynamic_axes={'image': {2: 'height', 3: 'width'}}, **LEGACY)
 
 
@@ -164,6 +164,7 @@ def test_export_onnx_tool_refuses_a_dynamic_graph_wrong_at_other_sizes(photo):
         run_tool(SEG_CONFIG, SEG_OVERLAY, checkpoint, photo, '--dynamic')
 
 
+@pytest.mark.classic
 def test_export_onnx_tool_refuses_two_stage_detectors(tmp_path):
     with pytest.raises(ValueError, match='two-stage detector.*mmdeploy'):
         export_onnx.main([DET_CONFIG, '--overlay', DET_OVERLAY, '--shape', '128', '128',

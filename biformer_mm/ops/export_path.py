@@ -20,6 +20,13 @@ from torch import Tensor
 from .chunked_routed_attention import routed_rows
 
 
+def is_torch_exporting() -> bool:
+    """Whether ``torch.export`` (the dynamo ONNX exporter's too) is recording the
+    forward; torch < 2.5 cannot say, and is taken as not."""
+    exporting = getattr(torch.compiler, 'is_exporting', None)
+    return exporting is not None and exporting()
+
+
 def is_exporting() -> bool:
     """Whether the forward is being recorded for another runtime: ``torch.onnx.export``
     (legacy or dynamo exporter) or ``torch.export`` (torch >= 2.5 says so).
@@ -27,9 +34,14 @@ def is_exporting() -> bool:
     While it is, input sizes may be graph values rather than Python ints, and the model
     records operators that compute the same function for every size the graph may get.
     """
-    is_torch_exporting = getattr(torch.compiler, 'is_exporting', None)
-    return torch.onnx.is_in_onnx_export() or (is_torch_exporting is not None
-                                              and is_torch_exporting())
+    return torch.onnx.is_in_onnx_export() or is_torch_exporting()
+
+
+def is_tracing_for_onnx() -> bool:
+    """Whether the legacy (TorchScript) ONNX exporter is tracing the forward: it infers
+    the graph's shapes as it converts each operator, so shape-dependent conversions
+    downstream (e.g. adaptive pooling in a head) need sizes it can infer."""
+    return torch.onnx.is_in_onnx_export() and not is_torch_exporting()
 
 
 def routed_attention_export(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
