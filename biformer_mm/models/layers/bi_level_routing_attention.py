@@ -61,10 +61,9 @@ class BiLevelRoutingAttention(BaseModule):
             back. Without it the map must divide by ``n_win``. Defaults to True.
         attn_impl (str): Routed attention implementation: ``'auto'``, ``'torch'``,
             ``'triton'`` or ``'gather'`` (the original algorithm, for reference).
-            While exporting (``torch.onnx``, ``torch.export``)
-            every value records the standard-operator form of
-            :mod:`biformer_mm.ops.export_path`, and the padding is computed in the
-            graph. Defaults to ``'auto'``.
+            While exporting (``torch.onnx``, ``torch.export``) every value records the
+            standard-operator form of :mod:`biformer_mm.ops.export_path`, and the
+            padding is computed in the graph. Defaults to ``'auto'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
