@@ -17,9 +17,9 @@ multiple of ``n_win`` inside the graph, so the graph is right at sizes that pad
 differently. The dynamic graph is checked in onnxruntime at another size (32 rows and 64
 columns more, random input) and refused if it is wrong there: modules that compute sizes
 in Python, such as mmseg's ``Upsample`` in Semantic FPN's head and the adaptive pooling
-of UperNet's, are fixed at the export size by tracing. Two-stage detectors (Mask R-CNN) are refused: their tensor mode returns
-the RoI heads' outputs without the proposals they refer to (use mmdeploy on the classic
-stack for them).
+of UperNet's, are fixed at the export size by tracing. Two-stage detectors (Mask R-CNN)
+are refused: their tensor mode returns the RoI heads' outputs without the proposals they
+refer to (use mmdeploy on the classic stack for them).
 
 ``--verify IMAGE`` runs the graph in onnxruntime and the model in PyTorch on IMAGE
 (resized to ``--shape``; with ``--dynamic``, rescaled with its aspect ratio to fit in
