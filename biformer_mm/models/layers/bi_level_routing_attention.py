@@ -31,7 +31,8 @@ class BiLevelRoutingAttention(BaseModule):
         auto_pad (bool): Pad the map to a multiple of ``n_win`` and crop the output
             back. Without it the map must divide by ``n_win``. Defaults to True.
         attn_impl (str): Routed attention implementation: ``'auto'``, ``'torch'``,
-            ``'triton'`` or ``'gather'`` (the original algorithm, for reference).
+            ``'chunked'``, ``'sdpa'``, ``'triton'`` or ``'gather'`` (the original
+            algorithm, for reference); see :mod:`biformer_mm.ops.routed_attention`.
             Defaults to ``'auto'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
