@@ -215,9 +215,10 @@ def test_operator_passes_opcheck(dtype, requires_grad):
 def test_backward_operator_passes_opcheck(dtype):
     q, k, v, r_idx = (t.to(dtype) if t.is_floating_point() else t
                       for t in random_problem(n=1, p=6, w=5, d_qk=8, d_v=6, topk=3))
-    grad_out = torch.randn(q.shape[:-1] + v.shape[-1:], dtype=dtype)
+    out = operator(q, k, v, r_idx, 0.3)
+    grad_out = torch.randn(out.shape, dtype=dtype)
     torch.library.opcheck(torch.ops.biformer_mm.routed_attention_backward.default,
-                          (grad_out, q, k, v, r_idx, 0.3))
+                          (grad_out, q, k, v, r_idx, out, 0.3))
 
 
 def second_order_input_gradient(module, x):

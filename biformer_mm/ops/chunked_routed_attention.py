@@ -9,8 +9,8 @@ attention itself. Here the ``(image, head, region)`` query rows are processed in
 contiguous chunks whose gathered key/values fit in a few MiB of cache, writing into
 preallocated buffers. The backward recomputes each chunk's probabilities (one softmax of
 the chunk's logits) and adds the key/value gradients into map-sized buffers with
-``index_add_``: no ``topk``-fold tensor ever exists, and nothing but the inputs is kept
-for the backward. Arithmetic runs in float32 (float64 for float64 inputs), whatever the
+``index_add_``: no ``topk``-fold tensor ever exists, and the backward needs only the
+inputs and the output. Arithmetic runs in float32 (float64 for float64 inputs), whatever the
 input dtype.
 
 :func:`chunked_forward` and :func:`chunked_backward` are the two kernels; the operator
@@ -107,16 +107,17 @@ def chunked_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float
 
 
 def chunked_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
-                     scale: float, chunk_bytes: int = CHUNK_BYTES
+                     out: Tensor, scale: float, chunk_bytes: int = CHUNK_BYTES
                      ) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients of :func:`chunked_forward` with respect to ``q``, ``k`` and ``v``.
 
-    Each chunk's probabilities are recomputed (one softmax of its logits), and the
-    softmax backward's row term ``sum_j p_ij dp_ij`` comes from them too, so the
-    backward needs only the inputs: the forward saves no output or log-sum-exp.
+    Each chunk's probabilities are recomputed (one softmax of its logits: the forward
+    keeps no log-sum-exp, so that the output is the operator's only result); the softmax
+    backward's row term ``sum_j p_ij dp_ij`` is ``grad_out . out`` per query token.
 
     Args:
         grad_out (Tensor): Gradient of the output ``(N, M, P, W, Dv)``.
+        out (Tensor): The output of :func:`chunked_forward` on these inputs.
         q, k, v, r_idx, scale, chunk_bytes: As :func:`chunked_forward`.
 
     Returns:
@@ -128,7 +129,8 @@ def chunked_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, r_idx: T
     acc = _accumulator(q)
     rows = routed_rows(r_idx, q.shape[1])
     q2, k2, v2 = (t.reshape(-1, w, t.shape[-1]) for t in (q, k, v))
-    grad_out = grad_out.reshape(-1, w, d_v)
+    grad_out = grad_out.reshape(-1, w, d_v).to(acc)
+    delta = (grad_out * out.reshape(-1, w, d_v).to(acc)).sum(-1, keepdim=True)
     grad_q = torch.empty(q2.shape, dtype=acc, device=q.device)
     grad_k = torch.zeros(k2.shape, dtype=acc, device=k.device)
     grad_v = torch.zeros(v2.shape, dtype=acc, device=v.device)
@@ -137,13 +139,12 @@ def chunked_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, r_idx: T
             sel = rows[r0 * topk:r1 * topk]
             k_sel, v_sel = _routed_kv(k2, v2, sel, r1 - r0, acc)
             q_scaled = q2[r0:r1].to(acc) * scale
-            dout = grad_out[r0:r1].to(acc)
+            dout = grad_out[r0:r1]
             probs = torch.bmm(q_scaled, k_sel.transpose(1, 2)).softmax(dim=-1)
             grad_v.index_add_(0, sel, torch.bmm(probs.transpose(1, 2), dout).view(-1, w, d_v))
             # d softmax: dlogits = probs * (dprobs - rowsum(probs * dprobs)).
             grad_logits = torch.bmm(dout, v_sel.transpose(1, 2))
-            delta = (grad_logits * probs).sum(-1, keepdim=True)
-            grad_logits.sub_(delta).mul_(probs)
+            grad_logits.sub_(delta[r0:r1]).mul_(probs)
             torch.bmm(grad_logits, k_sel, out=grad_q[r0:r1]).mul_(scale)
             grad_k.index_add_(
                 0, sel, torch.bmm(grad_logits.transpose(1, 2), q_scaled).view(-1, w, d_qk))
@@ -164,14 +165,15 @@ class ChunkedRoutedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float,
                 chunk_bytes: int = CHUNK_BYTES) -> Tensor:
-        ctx.save_for_backward(q, k, v, r_idx)
+        out = chunked_forward(q, k, v, r_idx, scale, chunk_bytes)
+        ctx.save_for_backward(q, k, v, r_idx, out)
         ctx.scale, ctx.chunk_bytes = scale, chunk_bytes
-        return chunked_forward(q, k, v, r_idx, scale, chunk_bytes)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
         if torch.is_grad_enabled():
             raise RuntimeError(f'ChunkedRoutedAttention: {DOUBLE_BACKWARD_ERROR}')
-        q, k, v, r_idx = ctx.saved_tensors
-        grads = chunked_backward(grad_out, q, k, v, r_idx, ctx.scale, ctx.chunk_bytes)
+        q, k, v, r_idx, out = ctx.saved_tensors
+        grads = chunked_backward(grad_out, q, k, v, r_idx, out, ctx.scale, ctx.chunk_bytes)
         return grads + (None, None, None)

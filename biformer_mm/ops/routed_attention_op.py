@@ -19,9 +19,9 @@ would otherwise unroll into thousands of ops. Its kernels:
   once per device, dtype and outcome.
 
 The backward is an operator too, ``torch.ops.biformer_mm.routed_attention_backward(
-grad_out, q, k, v, r_idx, scale) -> (dq, dk, dv)``, connected with
-``torch.library.register_autograd``. The forward has one output, so the backward gets
-nothing but the inputs: on the CPU that costs one softmax per chunk
+grad_out, q, k, v, r_idx, out, scale) -> (dq, dk, dv)``, connected with
+``torch.library.register_autograd``. The forward has one output (no log-sum-exp), so the
+backward recomputes the attention probabilities: on the CPU one softmax per chunk
 (:func:`~.chunked_routed_attention.chunked_backward`); on CUDA the backward runs the
 chosen implementation forward again under autograd and differentiates it, one extra
 attention forward per step. Eager CUDA calls therefore keep the autograd Functions,
@@ -95,13 +95,14 @@ if OPERATOR:
 
     @torch.library.custom_op('biformer_mm::routed_attention_backward', mutates_args=())
     def routed_attention_backward_op(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor,
-                                     r_idx: Tensor, scale: float
+                                     r_idx: Tensor, out: Tensor, scale: float
                                      ) -> Tuple[Tensor, Tensor, Tensor]:
-        """Gradients of ``biformer_mm::routed_attention`` with respect to ``q``, ``k``
-        and ``v``: contiguous, shaped and typed like them."""
+        """Gradients of ``biformer_mm::routed_attention`` (whose result on these inputs
+        is ``out``) with respect to ``q``, ``k`` and ``v``: contiguous, shaped and typed
+        like them."""
         _check(q, k, v, r_idx)
         if q.device.type == 'cpu':
-            return chunked_backward(grad_out, q, k, v, r_idx, scale)
+            return chunked_backward(grad_out, q, k, v, r_idx, out, scale)
         with torch.enable_grad():
             leaves = [t.detach().requires_grad_() for t in (q, k, v)]
             out = _cuda_implementation(*leaves, r_idx)(*leaves, r_idx, scale)
@@ -110,19 +111,19 @@ if OPERATOR:
 
     @routed_attention_backward_op.register_fake
     def _routed_attention_backward_fake(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor,
-                                        r_idx: Tensor, scale: float
+                                        r_idx: Tensor, out: Tensor, scale: float
                                         ) -> Tuple[Tensor, Tensor, Tensor]:
         _check(q, k, v, r_idx)
         return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
     def _setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tensor) -> None:
         q, k, v, r_idx, scale = inputs
-        ctx.save_for_backward(q, k, v, r_idx)
+        ctx.save_for_backward(q, k, v, r_idx, output)
         ctx.scale = scale
 
     def _backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
-        q, k, v, r_idx = ctx.saved_tensors
-        dq, dk, dv = routed_attention_backward_op(grad_out, q, k, v, r_idx, ctx.scale)
+        q, k, v, r_idx, out = ctx.saved_tensors
+        dq, dk, dv = routed_attention_backward_op(grad_out, q, k, v, r_idx, out, ctx.scale)
         return dq, dk, dv, None, None
 
     def _refuse_double_backward(ctx: Any, *grads: Tensor) -> None:
