@@ -22,9 +22,10 @@ pytestmark = pytest.mark.skipif(
 # Four stages of one block: three routed (top-k 1, 4, 8 of 16 regions), one global.
 TINY = dict(depths=[1, 1, 1, 1], embed_dims=[16, 32, 64, 64], qk_dims=[16, 32, 64, 64],
             mlp_ratios=[2, 2, 2, 2], topks=[1, 4, 8, -2], head_dim=16)
-ROUTING_GAP = 1e-3
-"""Smallest margin between the k-th and (k+1)-th routing scores the comparisons accept:
-far above float32 rounding, so eager and compiled code route alike."""
+ROUTING_GAP = 1e-4
+"""Smallest margin between the k-th and (k+1)-th routing scores the comparisons accept.
+The scores of eager and compiled code differ by float32 rounding of the projections,
+about 1e-7 at these magnitudes: with this margin both route alike."""
 
 
 def tiny_backbone(seed: int = 0) -> BiFormer:
@@ -75,7 +76,9 @@ def test_backbone_compiles_to_one_graph_equal_to_eager_forward_and_backward():
     every parameter gradient within 1e-4 of eager."""
     torch._dynamo.reset()
     model = tiny_backbone()
-    x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    # 128x128: every stage map divides by n_win, so no region is all padding (whose
+    # identical keys would tie exactly).
+    x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     assert smallest_routing_gap(model, x) > ROUTING_GAP, 'pick another seed: near tie'
     eager = outputs_and_gradients(model, x)
     compiled = outputs_and_gradients(torch.compile(model, fullgraph=True), x)

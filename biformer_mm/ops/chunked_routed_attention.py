@@ -166,14 +166,18 @@ class ChunkedRoutedAttention(torch.autograd.Function):
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float,
                 chunk_bytes: int = CHUNK_BYTES) -> Tensor:
         out = chunked_forward(q, k, v, r_idx, scale, chunk_bytes)
-        ctx.save_for_backward(q, k, v, r_idx, out)
-        ctx.scale, ctx.chunk_bytes = scale, chunk_bytes
+        ctx.save_for_backward(q, k, v, out)
+        # An attribute: r_idx receives no gradient, and it may be an inference-mode
+        # tensor (the Triton self-check runs under its caller's inference_mode), which
+        # save_for_backward refuses.
+        ctx.r_idx, ctx.scale, ctx.chunk_bytes = r_idx, scale, chunk_bytes
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
         if torch.is_grad_enabled():
             raise RuntimeError(f'ChunkedRoutedAttention: {DOUBLE_BACKWARD_ERROR}')
-        q, k, v, r_idx, out = ctx.saved_tensors
-        grads = chunked_backward(grad_out, q, k, v, r_idx, out, ctx.scale, ctx.chunk_bytes)
+        q, k, v, out = ctx.saved_tensors
+        grads = chunked_backward(grad_out, q, k, v, ctx.r_idx, out, ctx.scale,
+                                 ctx.chunk_bytes)
         return grads + (None, None, None)
