@@ -55,7 +55,8 @@ def _accumulator(q: Tensor) -> torch.dtype:
 
 def _rows_per_chunk(q: Tensor, v: Tensor, topk: int, chunk_bytes: int) -> int:
     w, d_qk, d_v = q.shape[-2], q.shape[-1], v.shape[-1]
-    return max(1, chunk_bytes // (topk * w * (d_qk + d_v) * (torch.finfo(_accumulator(q)).bits // 8)))
+    item_bytes = torch.finfo(_accumulator(q)).bits // 8
+    return max(1, chunk_bytes // (topk * w * (d_qk + d_v) * item_bytes))
 
 
 def _chunks(num_rows: int, rows_per_chunk: int) -> Iterator[Tuple[int, int]]:
