@@ -60,7 +60,8 @@ class BiLevelRoutingAttention(BaseModule):
         auto_pad (bool): Pad the map to a multiple of ``n_win`` and crop the output
             back. Without it the map must divide by ``n_win``. Defaults to True.
         attn_impl (str): Routed attention implementation: ``'auto'``, ``'torch'``,
-            ``'triton'`` or ``'gather'`` (the original algorithm, for reference).
+            ``'chunked'``, ``'sdpa'``, ``'triton'`` or ``'gather'`` (the original
+            algorithm, for reference); see :mod:`biformer_mm.ops.routed_attention`.
             While exporting (``torch.onnx``, ``torch.export``) every value records the
             standard-operator form of :mod:`biformer_mm.ops.export_path`, and the
             padding is computed in the graph. Defaults to ``'auto'``.
