@@ -96,6 +96,10 @@ class BiLevelRoutingAttention(BaseModule):
         self.topk = topk
         self.auto_pad = auto_pad
         self.attn_impl = attn_impl
+        # Official quirk, kept on purpose: the scale is over all heads' query/key
+        # channels (qk_dims), not per head (qk_dims // num_heads), in the routing and in
+        # the token attention. The pretrained weights were trained with it; "fixing" it
+        # changes every official model's outputs.
         self.scale = qk_dims**-0.5
         self.qkv = nn.Linear(embed_dims, 2 * qk_dims + embed_dims, bias=qkv_bias)
         self.lepe = nn.Conv2d(embed_dims, embed_dims, side_dwconv, padding=side_dwconv // 2,

@@ -54,6 +54,8 @@ class BiFormerBlock(BaseModule):
         self.pos_embed = nn.Conv2d(embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
         self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
         if topk == GLOBAL_ATTENTION:
+            # Official quirk, kept on purpose: the global stage has 8 heads (its default)
+            # whatever num_heads/head_dim say, as the pretrained weights expect.
             self.attn = GlobalAttentionLePE(embed_dims, side_dwconv=side_dwconv)
         else:
             self.attn = BiLevelRoutingAttention(
