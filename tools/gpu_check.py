@@ -443,8 +443,8 @@ def maskrcnn_step(args) -> dict:
                     str(2 * MASKRCNN_ITERATIONS), '--num-val', '2'], check=True, env=env,
                    capture_output=True)
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'),
-           osp.join(ROOT, 'configs', 'detection', 'maskrcnn_biformer_t.py'), '--overlay',
-           osp.join(ROOT, 'configs', 'detection', 'toy', 'maskrcnn_toy_coco.py'), '--amp',
+           osp.join(ROOT, 'configs', 'detection', 'toy', 'maskrcnn_biformer_t_toy_coco.py'),
+           '--amp',
            '--work-dir', osp.join(work, 'work_dir'), '--cfg-options', 'train_cfg.max_epochs=1',
            'default_hooks.logger.interval=5']
     try:
