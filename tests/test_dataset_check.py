@@ -21,7 +21,7 @@ from PIL import Image
 
 from mmengine.fileio import LocalBackend, register_backend
 
-from biformer_mm.engine import DatasetMismatchError, DatasetNotFoundError, cli, dataset_check
+from biformer_mm.engine import DatasetNotFoundError, cli, dataset_check
 from conftest import (DET_CONFIG, DET_TOY, REPO_ROOT, SEG_CONFIG, SEG_TOY, make_layout,
                       write_coco)
 

@@ -5,10 +5,10 @@ mmseg's IoUMetric on the validation split before and after training.
 
 By default this trains Semantic FPN + BiFormer-T on the toy data
 (configs/segmentation/toy/fpn_biformer_t_toy_ade20k.py: 128x128 crops, BN head, fp32,
-from scratch) on the CPU, writing the toy dataset first when it is missing. The untrained model is evaluated right before the
-first iteration, the trained one after the last; both numbers come from the config's
-``val_evaluator`` (``IoUMetric``). The script exits with status 1 when training did not
-raise the mIoU.
+from scratch) on the CPU, writing the toy dataset first when it is missing. The untrained
+model is evaluated right before the first iteration, the trained one after the last;
+both numbers come from the config's ``val_evaluator`` (``IoUMetric``). The script exits
+with status 1 when training did not raise the mIoU.
 """
 import argparse
 import os.path as osp

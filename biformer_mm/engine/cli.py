@@ -3,8 +3,8 @@
 Both tools serve detection and segmentation configs alike: the registry scope comes from
 the config's ``default_scope``, and everything here only touches keys that mmengine's
 Runner defines. Before the Runner is built, the config's data is checked
-(:mod:`biformer_mm.engine.dataset_check`, unless ``--skip-data-check``) and every checkpoint is checked and handed to
-the Runner as a weights-only path (:func:`biformer_mm.safe_load.weights_only_path`).
+(:mod:`biformer_mm.engine.dataset_check`, unless ``--skip-data-check``) and every
+checkpoint is checked and handed to the Runner as a weights-only path (:func:`biformer_mm.safe_load.weights_only_path`).
 """
 import argparse
 import logging

@@ -294,9 +294,9 @@ def _num_classes_problem(cfg: Config, classes: Tuple[str, ...], what: str) -> Op
     shown = ', '.join(repr(c) for c in classes[:10]) + (', ...' if len(classes) > 10 else '')
     return (f'{" and ".join(f"{head}.num_classes={n}" for head, n in wrong)}, but {what} has '
             f'{len(classes)} classes ({shown}): set num_classes={len(classes)} in '
-            f'{"each of these heads" if len(wrong) > 1 else "this head"}, e.g. '
-            f'--cfg-options {" ".join(f"{head}.num_classes={len(classes)}" for head, _ in wrong)}'
-            f' (or the same keys in your config).')
+            f'{"each of these heads" if len(wrong) > 1 else "this head"}, e.g. --cfg-options '
+            + ' '.join(f'{head}.num_classes={len(classes)}' for head, _ in wrong) +
+            ' (or the same keys in your config).')
 
 
 def _missing_files(paths: List[str], what: str, kind: str, fix: str) -> List[str]:
