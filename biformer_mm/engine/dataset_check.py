@@ -273,7 +273,7 @@ def _classes(dataset: dict, cls: Optional[type]) -> Optional[Tuple[str, ...]]:
     return tuple(default) if default is not None else None
 
 
-def class_heads(model: dict, key: str = 'model') -> List[Tuple[str, int]]:
+def _class_heads(model: dict, key: str = 'model') -> List[Tuple[str, int]]:
     """``(config key, num_classes)`` of every part of ``model`` that sets
     ``num_classes``, e.g. ``('model.roi_head.bbox_head', 80)``."""
     heads = []
@@ -282,12 +282,12 @@ def class_heads(model: dict, key: str = 'model') -> List[Tuple[str, int]]:
         if isinstance(value, (dict, list, tuple)):
             if isinstance(value, dict) and 'num_classes' in value:
                 heads.append((f'{key}.{name}', value['num_classes']))
-            heads += class_heads(value, f'{key}.{name}')
+            heads += _class_heads(value, f'{key}.{name}')
     return heads
 
 
 def _num_classes_problem(cfg: Config, classes: Tuple[str, ...], what: str) -> Optional[str]:
-    wrong = [(head, n) for head, n in class_heads(cfg.get('model') or {})
+    wrong = [(head, n) for head, n in _class_heads(cfg.get('model') or {})
              if isinstance(n, int) and n != len(classes)]
     if not wrong:
         return None
@@ -465,17 +465,14 @@ def _seg_check(dataset: dict, what: str, cls: type, num_classes: int) -> Finding
                                      'means "other"') + '.'], len(names))
 
 
-def schedule_warnings(cfg: Config, train_size: Optional[int]) -> List[str]:
-    """Warnings about an lr schedule that does not fit the run: a ``LinearLR`` warm-up
+def warn_about_schedule(cfg: Config, train_size: Optional[int]) -> None:
+    """Log warnings about an lr schedule that does not fit the run: a ``LinearLR`` warm-up
     that ends after the run, ``MultiStepLR`` milestones at or after its end.
 
     Args:
         cfg (Config): The config.
         train_size (int, optional): Training images, for iterations per epoch
             (``ceil(train_size / batch_size)`` on one process); None if unknown.
-
-    Returns:
-        list[str]: The warnings (also logged).
     """
     train_cfg = cfg.get('train_cfg') or {}
     schedulers = cfg.get('param_scheduler') or []
@@ -518,7 +515,6 @@ def schedule_warnings(cfg: Config, train_size: Optional[int]) -> List[str]:
                 f'param_scheduler.{i}.milestones within the run.')
     for warning in warnings:
         _log(f'Dataset check: {warning}', logging.WARNING)
-    return warnings
 
 
 def check_dataset(cfg: Config, config: str, parts: Sequence[str]) -> None:
@@ -566,7 +562,7 @@ def check_dataset(cfg: Config, config: str, parts: Sequence[str]) -> None:
     if mismatches:
         raise DatasetMismatchError('\n'.join(mismatches))
     if 'train_dataloader' in parts:
-        schedule_warnings(cfg, train_size)
+        warn_about_schedule(cfg, train_size)
 
 
 def _is_coco(cls: type) -> bool:
