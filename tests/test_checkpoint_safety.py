@@ -27,8 +27,7 @@ needs_weights_only_default = pytest.mark.skipif(
     reason=f'torch {torch.__version__} loads in full by default: mmengine\'s own loaders '
     f'(mmdet\'s and mmseg\'s tools) are unprotected there, as docs/checkpoints.md says')
 
-CONFIG = osp.join(REPO_ROOT, 'configs', 'detection', 'maskrcnn_biformer_t.py')
-OVERLAY = osp.join(REPO_ROOT, 'configs', 'detection', 'toy', 'maskrcnn_toy_coco.py')
+CONFIG = osp.join(REPO_ROOT, 'configs', 'detection', 'toy', 'maskrcnn_biformer_t_toy_coco.py')
 
 
 @pytest.fixture
@@ -111,9 +110,9 @@ def test_train_resume_and_test_py_refuse_the_payload_before_running(payload_chec
                                                                     tool, tmp_path):
     path, marker = payload_checkpoint
     if tool == 'train':
-        args = ['tools/train.py', CONFIG, '--overlay', OVERLAY, '--resume', path]
+        args = ['tools/train.py', CONFIG, '--resume', path]
     else:
-        args = ['tools/test.py', CONFIG, path, '--overlay', OVERLAY]
+        args = ['tools/test.py', CONFIG, path]
     proc = run_tool(*args, '--work-dir', str(tmp_path / 'work'), cwd=REPO_ROOT)
     assert proc.returncode != 0
     assert 'UnsafeCheckpointError' in proc.stderr and 'builtins.exec' in proc.stderr
@@ -123,7 +122,7 @@ def test_train_resume_and_test_py_refuse_the_payload_before_running(payload_chec
 
 def test_load_from_in_the_config_is_checked_too(payload_checkpoint, tmp_path):
     path, marker = payload_checkpoint
-    proc = run_tool('tools/train.py', CONFIG, '--overlay', OVERLAY, '--work-dir',
+    proc = run_tool('tools/train.py', CONFIG, '--work-dir',
                     str(tmp_path / 'work'), '--cfg-options', f'load_from={path}',
                     cwd=REPO_ROOT)
     assert proc.returncode != 0 and 'UnsafeCheckpointError' in proc.stderr

@@ -13,7 +13,7 @@ from torch._dynamo.backends.registry import lookup_backend
 
 from biformer_mm import BiFormer, BiLevelRoutingAttention
 from biformer_mm.ops import OPERATOR
-from conftest import DET_CONFIG, DET_OVERLAY
+from conftest import DET_TOY
 
 pytestmark = pytest.mark.skipif(
     not OPERATOR, reason='the routed attention operator needs torch.library.custom_op '
@@ -140,7 +140,7 @@ def test_mmengine_compile_option_trains_the_toy_mask_rcnn(toy_coco_workdir, tmp_
 
     from biformer_mm.engine import load_config
     monkeypatch.chdir(toy_coco_workdir)
-    cfg = load_config(DET_CONFIG, [DET_OVERLAY], {
+    cfg = load_config(DET_TOY, {
         'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 2,
         'train_dataloader.dataset.pipeline.2.scale': (128, 128),
         'default_hooks.logger.interval': 1, 'default_hooks.checkpoint.interval': 2,

@@ -1,11 +1,11 @@
 """The OpenMMLab inferencer of a trained detector or segmentor config."""
 import importlib
-from typing import Optional, Sequence
+from typing import Optional
 
 from mmengine.infer import BaseInferencer
 
 from ..safe_load import check_checkpoint_argument, check_loadable
-from .overlay import load_config
+from .cli import load_config
 
 INFERENCERS = {'mmdet': ('mmdet.apis', 'DetInferencer'),
                'mmseg': ('mmseg.apis', 'MMSegInferencer')}
@@ -14,7 +14,6 @@ INFERENCERS = {'mmdet': ('mmdet.apis', 'DetInferencer'),
 
 def build_inferencer(config: str,
                      checkpoint: str,
-                     overlays: Sequence[str] = (),
                      cfg_options: Optional[dict] = None,
                      device: Optional[str] = None) -> BaseInferencer:
     """mmdet's ``DetInferencer`` or mmseg's ``MMSegInferencer`` for ``config`` with the
@@ -26,7 +25,6 @@ def build_inferencer(config: str,
             library.
         checkpoint (str): Checkpoint written by training (``trusted://`` prefix to load
             a file you trust in full).
-        overlays (Sequence[str]): Config files merged onto ``config``. Defaults to ().
         cfg_options (dict, optional): ``--cfg-options`` overrides. Defaults to None.
         device (str, optional): ``'cpu'``, ``'cuda'``, ...; the inferencer's choice (a
             GPU when there is one) by default.
@@ -40,7 +38,7 @@ def build_inferencer(config: str,
     """
     check_checkpoint_argument(checkpoint)
     check_loadable(checkpoint, where='the CHECKPOINT argument')
-    cfg = load_config(config, overlays, cfg_options)
+    cfg = load_config(config, cfg_options)
     scope = cfg.get('default_scope')
     if scope not in INFERENCERS:
         raise ValueError(f'{config} has default_scope={scope!r}: inference supports '
