@@ -12,6 +12,9 @@ from torch import Tensor
 OFFICIAL_WEIGHTS = 'https://github.com/rayleizhu/BiFormer'
 """Where the official ImageNet-1k checkpoints ``biformer_{tiny,small,base}_best.pth``
 are published."""
+DOWNLOAD_OFFICIAL_WEIGHTS = (f'Download the official ImageNet-1k weights '
+                             f'(biformer_{{tiny,small,base}}_best.pth, linked from '
+                             f'{OFFICIAL_WEIGHTS})')
 
 # (official pattern, our replacement), applied in order to every key.
 _KEY_RULES = (

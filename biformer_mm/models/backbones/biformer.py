@@ -8,7 +8,7 @@ from mmengine.model import initialize
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...checkpoint import (OFFICIAL_WEIGHTS, convert_official_state_dict,
+from ...checkpoint import (DOWNLOAD_OFFICIAL_WEIGHTS, convert_official_state_dict,
                            load_converted_state_dict, select_prefix)
 from ...safe_load import read_checkpoint
 from ..biformer_trunk import BiFormerTrunk
@@ -22,11 +22,9 @@ def _is_output_norm(key: str) -> bool:
     return key.startswith('out_norms.') or key.endswith('.num_batches_tracked')
 
 
-PRETRAINED_HINT = (
-    f'Download the official ImageNet-1k weights (biformer_{{tiny,small,base}}_best.pth, '
-    f'linked from {OFFICIAL_WEIGHTS}) and put them there, set '
-    f'model.backbone.init_cfg.checkpoint to their path, or set model.backbone.init_cfg=None '
-    f'to train from scratch.')
+PRETRAINED_HINT = (f'{DOWNLOAD_OFFICIAL_WEIGHTS} and put them there, set '
+                   f'model.backbone.init_cfg.checkpoint to their path, or set '
+                   f'model.backbone.init_cfg=None to train from scratch.')
 """What to do about a missing ``Pretrained`` checkpoint."""
 
 

@@ -31,8 +31,8 @@ from timm.models import (PretrainedCfg, build_model_with_cfg, generate_default_c
 from timm.models._features import feature_take_indices
 from torch import Tensor
 
-from ...checkpoint import (OFFICIAL_WEIGHTS, convert_official_state_dict,
-                           load_converted_state_dict)
+from ...checkpoint import (DOWNLOAD_OFFICIAL_WEIGHTS, OFFICIAL_WEIGHTS,
+                           convert_official_state_dict, load_converted_state_dict)
 from ...safe_load import read_checkpoint
 from ..biformer_trunk import BiFormerTrunk
 from ..layers import BiLevelRoutingAttention, GlobalAttentionLePE
@@ -253,8 +253,7 @@ def _read_weights(cfg: PretrainedCfg) -> PretrainedCfg:
     where = "pretrained_cfg_overlay['file']"
     checkpoint = read_checkpoint(
         location, map_location='cpu', where=where,
-        hint=f'Download the official ImageNet-1k weights (biformer_{{tiny,small,base}}'
-             f'_best.pth, linked from {OFFICIAL_WEIGHTS}) and pass their path as {where}.')
+        hint=f'{DOWNLOAD_OFFICIAL_WEIGHTS} and pass their path as {where}.')
     return dataclasses.replace(cfg, state_dict=checkpoint)
 
 
