@@ -69,6 +69,35 @@ class Payload:
         return exec, (f"open({self.marker!r}, 'w').write('the payload ran')", )
 
 
+def save_scan_bypass(path, marker) -> str:
+    """Save at ``path`` a ``torch.save`` checkpoint whose hand-written pickle calls
+    ``builtins.exec`` to write ``marker``, through ``STACK_GLOBAL`` after pushing and
+    popping two allowed-looking strings (which hides the call from a scan that takes the
+    last two strings pushed as ``STACK_GLOBAL``'s names); returns ``str(path)``."""
+    import io
+    import pickle
+    import struct
+    import zipfile
+
+    import torch
+
+    def string(text: str) -> bytes:
+        return pickle.BINUNICODE + struct.pack('<I', len(text.encode())) + text.encode()
+
+    payload = (pickle.PROTO + b'\x02' + string('builtins') + string('exec') +
+               string('collections') + string('OrderedDict') + pickle.POP + pickle.POP +
+               pickle.STACK_GLOBAL +
+               string(f"open({str(marker)!r}, 'w').write('the payload ran')") +
+               pickle.TUPLE1 + pickle.REDUCE + pickle.STOP)
+    template = io.BytesIO()
+    torch.save({}, template)
+    with zipfile.ZipFile(template) as source, zipfile.ZipFile(path, 'w') as target:
+        for name in source.namelist():
+            target.writestr(name, payload if name.endswith('/data.pkl') else
+                            source.read(name))
+    return str(path)
+
+
 def make_layout(root: str, dataset_type: str) -> str:
     """The standard layout of ``dataset_type`` (``'CocoDataset'``, ``'ADE20KDataset'``)
     under ``root``: what the tools' dataset check looks for. COCO's annotation files

@@ -2,6 +2,7 @@
 run as a user runs them: in subprocesses, on the toy COCO data, on the CPU."""
 import os
 import os.path as osp
+import re
 import shutil
 import socket
 import sys
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from biformer_mm.engine import cli
-from biformer_mm.safe_load import load_weights_only
+from biformer_mm.safe_load import read_checkpoint
 from conftest import DET_CONFIG as CONFIG
 from conftest import DET_TOY as TOY
 from conftest import ONE_EPOCH, REPO_ROOT, TEST, TRAIN, copy_checkout, run
@@ -20,7 +21,7 @@ cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
 
 
 def checkpoint_meta(path: str) -> dict:
-    return load_weights_only(path)['meta']
+    return read_checkpoint(path, allowed=())['meta']
 
 
 def free_port() -> int:
@@ -81,7 +82,10 @@ def test_resume_continues_from_the_last_checkpoint(trained_det, toy_coco_workdir
 @pytest.mark.classic
 def test_resume_from_a_missing_file_names_the_problem():
     args = cli.train_parser().parse_args([CONFIG, '--resume', 'no/such/epoch_3.pth'])
-    with pytest.raises(FileNotFoundError, match='--resume no/such/epoch_3.pth'):
+    with pytest.raises(FileNotFoundError,
+                       match=re.escape(f'Checkpoint {os.getcwd()}/no/such/epoch_3.pth does '
+                                       f'not exist. Give --resume a checkpoint file, or no '
+                                       f'value')):
         cli.train_config(args)
 
 
@@ -106,7 +110,8 @@ def test_command_line_options_reach_the_config(tmp_path, coco_layout, imagenet_c
 @pytest.mark.classic
 def test_test_py_rejects_a_missing_checkpoint():
     args = cli.test_parser().parse_args([CONFIG, 'missing.pth'])
-    with pytest.raises(FileNotFoundError, match='Checkpoint missing.pth does not exist'):
+    with pytest.raises(FileNotFoundError,
+                       match=re.escape(f'Checkpoint {os.getcwd()}/missing.pth does not exist')):
         cli.test_config(args)
 
 

@@ -108,8 +108,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('images', nargs='+', metavar='IMAGES',
                         help='image files, folders or quoted glob patterns')
     parser.add_argument('config', help='detection or segmentation config')
-    parser.add_argument('checkpoint', help='trained checkpoint (trusted:// prefix to load a '
-                        'file you trust in full, docs/checkpoints.md)')
+    parser.add_argument('checkpoint', help='trained checkpoint: path, URL or mmengine '
+                        'backend path, read weights-only (trusted:// prefix to load a file '
+                        'you trust in full, docs/checkpoints.md)')
     parser.add_argument('--out-dir', required=True, help='folder for vis/ and preds/')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='detectors: draw predictions scoring at least this')

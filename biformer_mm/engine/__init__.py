@@ -1,11 +1,6 @@
-"""Training and testing support on top of mmengine's Runner.
-
-Importing this package also lets the weights-only loads of our tools (and, from torch 2.6
-on, mmengine's own loads) read the training checkpoints our runs write (see
-:mod:`biformer_mm.engine.checkpoint_allowlist`).
-"""
+"""Training and testing support on top of mmengine's Runner."""
+from ..safe_load import allow_training_checkpoints
 from .amp import enable_amp, fall_back_to_fp32
-from .checkpoint_allowlist import allow_training_checkpoints
 from .cli import (build_runner, config_or_exit, load_config, test_config, test_parser,
                   train_config, train_parser)
 from .dataset_check import DatasetMismatchError, DatasetNotFoundError, check_dataset
@@ -21,4 +16,8 @@ __all__ = [
     'ValidateBeforeTrainingHook'
 ]
 
+# Import-time change to torch's state (docs/checkpoints.md): every weights-only load of
+# the process (torch's global allow-list from torch 2.5 on) accepts the types of the
+# training checkpoints mmengine writes for our configs, which import this package
+# through custom_imports. It widens the allow-list by these data types only.
 allow_training_checkpoints()

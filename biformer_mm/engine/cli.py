@@ -18,8 +18,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from ..models import BiFormer
-from ..safe_load import (UnsafeCheckpointError, check_checkpoint_argument, strip_trusted,
-                         weights_only_path)
+from ..models.backbones.biformer import PRETRAINED_HINT
+from ..safe_load import UnsafeCheckpointError, local_checkpoint, weights_only_path
 from .amp import enable_amp, fall_back_to_fp32
 from .dataset_check import DatasetMismatchError, check_dataset
 from .distributed import LAUNCHERS, setup_cpu_distributed
@@ -68,8 +68,9 @@ def test_parser() -> argparse.ArgumentParser:
         description='Evaluate a checkpoint with the test dataloader and evaluator '
         'of a config.')
     parser.add_argument('config', help='config file path')
-    parser.add_argument('checkpoint', help='checkpoint file; prefix it with trusted:// to '
-                        'load a file you trust in full (docs/checkpoints.md)')
+    parser.add_argument('checkpoint', help='checkpoint: path, URL or mmengine backend path, '
+                        'read weights-only; prefix it with trusted:// to load a file you '
+                        'trust in full (docs/checkpoints.md)')
     _add_common_args(parser)
     parser.add_argument('--show-dir', help='save images with drawn predictions here')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
@@ -145,11 +146,8 @@ def train_config(args: argparse.Namespace) -> Config:
         cfg.resume = True
         cfg.load_from = find_latest_checkpoint(cfg.work_dir)
     elif args.resume is not None:
-        if not osp.isfile(strip_trusted(args.resume)):
-            raise FileNotFoundError(
-                f'--resume {args.resume}: no such checkpoint file. Pass a .pth file, or '
-                f'--resume without a value to continue from the latest checkpoint in the '
-                f'work dir.')
+        local_checkpoint(args.resume, hint='Give --resume a checkpoint file, or no value '
+                         'to continue from the latest checkpoint in the work dir.')
         cfg.resume = True
         cfg.load_from = args.resume
     cfg.load_from = weights_only_path(cfg.get('load_from'),
@@ -158,8 +156,10 @@ def train_config(args: argparse.Namespace) -> Config:
                                     if cfg.get('val_cfg') else [])
     _check_data(args, cfg, parts)
     backbone = cfg.model.get('backbone') or {}
-    if str(backbone.get('type', '')).split('.')[-1] == 'BiFormer':
-        BiFormer.check_pretrained_file(backbone.get('init_cfg'))
+    pretrained = BiFormer.pretrained_entry(backbone.get('init_cfg')) \
+        if str(backbone.get('type', '')).split('.')[-1] == 'BiFormer' else None
+    if pretrained is not None:
+        local_checkpoint(pretrained['checkpoint'], hint=PRETRAINED_HINT)
     fall_back_to_fp32(cfg)
     return cfg
 
@@ -173,7 +173,6 @@ def test_config(args: argparse.Namespace) -> Config:
     Returns:
         Config: The config to build the Runner from.
     """
-    check_checkpoint_argument(args.checkpoint)
     cfg = _common_config(args)
     cfg.load_from = weights_only_path(args.checkpoint, where='the CHECKPOINT argument')
     _check_data(args, cfg, ['test_dataloader', 'test_evaluator'])

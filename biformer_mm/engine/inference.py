@@ -4,7 +4,7 @@ from typing import Optional
 
 from mmengine.infer import BaseInferencer
 
-from ..safe_load import check_checkpoint_argument, check_loadable
+from ..safe_load import weights_only_path
 from .cli import load_config
 
 INFERENCERS = {'mmdet': ('mmdet.apis', 'DetInferencer'),
@@ -23,8 +23,9 @@ def build_inferencer(config: str,
     Args:
         config (str): Detection or segmentation config; its ``default_scope`` picks the
             library.
-        checkpoint (str): Checkpoint written by training (``trusted://`` prefix to load
-            a file you trust in full).
+        checkpoint (str): Checkpoint written by training: a local path, a URL or an
+            mmengine backend path, read weights-only (``trusted://`` prefix to load a
+            file you trust in full).
         cfg_options (dict, optional): ``--cfg-options`` overrides. Defaults to None.
         device (str, optional): ``'cpu'``, ``'cuda'``, ...; the inferencer's choice (a
             GPU when there is one) by default.
@@ -33,11 +34,12 @@ def build_inferencer(config: str,
         BaseInferencer: ``DetInferencer`` or ``MMSegInferencer``.
 
     Raises:
-        FileNotFoundError: If the checkpoint does not exist.
+        FileNotFoundError: If a local checkpoint does not exist.
+        biformer_mm.safe_load.UnsafeCheckpointError: If the checkpoint holds more than
+            a weights-only load accepts.
         ValueError: If the config's ``default_scope`` is neither mmdet nor mmseg.
     """
-    check_checkpoint_argument(checkpoint)
-    check_loadable(checkpoint, where='the CHECKPOINT argument')
+    weights = weights_only_path(checkpoint)
     cfg = load_config(config, cfg_options)
     scope = cfg.get('default_scope')
     if scope not in INFERENCERS:
@@ -45,4 +47,4 @@ def build_inferencer(config: str,
                          f'{sorted(INFERENCERS)} (detection and segmentation configs).')
     module, name = INFERENCERS[scope]
     inferencer_type = getattr(importlib.import_module(module), name)
-    return inferencer_type(model=cfg, weights=checkpoint, device=device)
+    return inferencer_type(model=cfg, weights=weights, device=device)

@@ -253,7 +253,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--arch', choices=sorted(BiFormer.arch_zoo),
                         help='a BiFormer backbone instead of a config')
     parser.add_argument('--checkpoint', help='trained checkpoint of CONFIG, or official '
-                        'ImageNet weights for --arch (default with --arch: random weights)')
+                        'ImageNet weights for --arch (default with --arch: random weights); '
+                        'read weights-only (docs/checkpoints.md)')
     parser.add_argument('--n-win', type=int, default=7, help='--arch: regions per side')
     parser.add_argument('--size', type=int, default=224,
                         help='--arch: shorter image side fed to the backbone')
