@@ -37,7 +37,9 @@ needs_weights_only_default = pytest.mark.skipif(
     reason=f'torch {torch.__version__} loads in full by default: mmengine\'s own loaders '
     f'(mmdet\'s and mmseg\'s tools) are unprotected there, as docs/checkpoints.md says')
 
-CONFIG = osp.join(REPO_ROOT, 'configs', 'detection', 'toy', 'maskrcnn_biformer_t_toy_coco.py')
+CONFIG = osp.join(REPO_ROOT, 'configs', 'detection', 'maskrcnn_biformer_t.py')
+TOY_CONFIG = osp.join(REPO_ROOT, 'configs', 'detection', 'toy',
+                      'maskrcnn_biformer_t_toy_coco.py')
 
 
 @pytest.fixture
@@ -120,9 +122,9 @@ def test_train_resume_and_test_py_refuse_the_payload_before_running(payload_chec
                                                                     tool, tmp_path):
     path, marker = payload_checkpoint
     if tool == 'train':
-        args = ['tools/train.py', CONFIG, '--resume', path]
+        args = ['tools/train.py', TOY_CONFIG, '--resume', path]
     else:
-        args = ['tools/test.py', CONFIG, path]
+        args = ['tools/test.py', TOY_CONFIG, path]
     proc = run_tool(*args, '--work-dir', str(tmp_path / 'work'), cwd=REPO_ROOT)
     assert proc.returncode != 0
     assert 'UnsafeCheckpointError' in proc.stderr and 'builtins.exec' in proc.stderr
@@ -132,7 +134,7 @@ def test_train_resume_and_test_py_refuse_the_payload_before_running(payload_chec
 
 def test_load_from_in_the_config_is_checked_too(payload_checkpoint, tmp_path):
     path, marker = payload_checkpoint
-    proc = run_tool('tools/train.py', CONFIG, '--work-dir',
+    proc = run_tool('tools/train.py', TOY_CONFIG, '--work-dir',
                     str(tmp_path / 'work'), '--cfg-options', f'load_from={path}',
                     cwd=REPO_ROOT)
     assert proc.returncode != 0 and 'UnsafeCheckpointError' in proc.stderr
