@@ -1,0 +1,160 @@
+"""mmdeploy 1.3.1 end to end on the classic stack: the deploy configs of configs/deploy/
+convert BiFormer detectors and segmentors to onnxruntime, and the onnxruntime models
+predict what mmdet/mmseg predict on the same image.
+
+Weights are random but chosen so that every discrete decision (the top-k routing of
+each BRA stage, score ranking, mask thresholds) has a clear margin: the tests check that
+margin rather than loosen a tolerance. The other two architectures (RetinaNet, Semantic
+FPN) and the realistic sizes are checked by tools/deploy/mmdeploy_verify.py
+(docs/deploy.md lists the runs).
+"""
+import contextlib
+import glob
+import os.path as osp
+from typing import Iterator, List
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+
+from biformer_mm.engine import load_config
+from biformer_mm.models.layers import BiLevelRoutingAttention
+from conftest import DET_CONFIG, DET_OVERLAY, REPO_ROOT, load_tool
+
+pytestmark = [
+    pytest.mark.classic,
+    pytest.mark.skipif(
+        tuple(int(v) for v in torch.__version__.split('.')[:2]) >= (2, 2),
+        reason='mmdeploy 1.3.1 needs torch <= 2.1: the classic stack (docs/deploy.md)'),
+]
+
+DEPLOY_DIR = osp.join(REPO_ROOT, 'configs', 'deploy')
+UPERNET_CONFIG = osp.join(REPO_ROOT, 'configs', 'segmentation', 'upernet_biformer_t.py')
+SEED = 0
+
+
+def deploy_config(name: str) -> str:
+    return osp.join(DEPLOY_DIR, f'{name}.py')
+
+
+@pytest.fixture(scope='module')
+def verify():
+    return load_tool('deploy/mmdeploy_verify.py')
+
+
+@contextlib.contextmanager
+def routing_margins() -> Iterator[List[float]]:
+    """Record, for every routing decision of every BRA call, the gap between the k-th
+    and the (k+1)-th region score: the margin by which the routing is decided."""
+    margins: List[float] = []
+    route = BiLevelRoutingAttention.route
+
+    def recording_route(self, q, k):
+        n, m, p, _, d = q.shape
+        q_win = q.mean(dim=3).transpose(1, 2).reshape(n, p, m * d)
+        k_win = k.mean(dim=3).transpose(1, 2).reshape(n, p, m * d)
+        scores = ((q_win * self.scale) @ k_win.transpose(-2, -1)).sort(-1, True).values
+        if self.topk < p:
+            margins.append((scores[..., self.topk - 1] - scores[..., self.topk]).min().item())
+        return route(self, q, k)
+
+    BiLevelRoutingAttention.route = recording_route
+    try:
+        yield margins
+    finally:
+        BiLevelRoutingAttention.route = route
+
+
+def make_checkpoint(cfg: Config, path: str, sharpen: List[str]) -> str:
+    """Seeded weights of ``cfg.model``, with the last layers named in ``sharpen``
+    scaled up so that scores and masks spread over (0, 1) instead of sitting at their
+    initial near-ties (softmax 1/(C+1), sigmoid 0.5)."""
+    init_default_scope(cfg.default_scope)
+    torch.manual_seed(SEED)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    with torch.no_grad():
+        for name in sharpen:
+            model.get_submodule(name).weight.mul_(100.)
+    torch.save(dict(state_dict=model.state_dict()), path)
+    return path
+
+
+def toy_image(path: str, height: int, width: int) -> str:
+    """A toy-dataset image (shapes on a noisy background) cropped to ``height x width``."""
+    make_image = load_tool('dataset/make_toy_coco.py').make_image
+    image, _ = make_image(np.random.default_rng(SEED), max(height, width), max_shapes=4)
+    cv2.imwrite(path, image[:height, :width])
+    return path
+
+
+def test_deploy_configs_are_complete_and_say_what_they_export():
+    """Each config loads without an mmdeploy checkout (no _base_ outside this folder)
+    and exports for onnxruntime with the codebase, task and shapes its name says."""
+    from mmdeploy.utils import (get_backend, get_codebase, get_task_type, is_dynamic_shape,
+                                load_config as load_deploy_config)
+    expected = {
+        'instance-seg_onnxruntime_static': ('mmdet', 'ObjectDetection', False),
+        'instance-seg_onnxruntime_dynamic': ('mmdet', 'ObjectDetection', True),
+        'detection_onnxruntime_static': ('mmdet', 'ObjectDetection', False),
+        'detection_onnxruntime_dynamic': ('mmdet', 'ObjectDetection', True),
+        'segmentation_onnxruntime_static-512x512': ('mmseg', 'Segmentation', False),
+        'segmentation_onnxruntime_dynamic': ('mmseg', 'Segmentation', True),
+    }
+    shipped = sorted(osp.splitext(osp.basename(p))[0]
+                     for p in glob.glob(osp.join(DEPLOY_DIR, '*.py')))
+    assert shipped == sorted(expected)
+    for name, (codebase, task, dynamic) in expected.items():
+        cfg = load_deploy_config(deploy_config(name))[0]
+        assert get_backend(cfg).value == 'onnxruntime'
+        assert get_codebase(cfg).value == codebase and get_task_type(cfg).value == task
+        assert is_dynamic_shape(cfg) == dynamic, name
+        outputs = cfg.onnx_config.output_names
+        assert ('masks' in outputs) == name.startswith('instance-seg'), name
+
+
+def test_mask_rcnn_converts_and_matches_mmdet_at_two_sizes(tmp_path, verify):
+    """Mask R-CNN BiFormer-T through the dynamic instance-segmentation config, converted
+    on one image and run on it and on an image whose stage maps pad differently: the
+    same boxes, scores, labels and masks as mmdet."""
+    model_cfg = load_config(DET_CONFIG, [DET_OVERLAY], {'model.backbone.init_cfg': None})
+    checkpoint = make_checkpoint(model_cfg, str(tmp_path / 'maskrcnn.pth'), [
+        'rpn_head.rpn_cls', 'roi_head.bbox_head.fc_cls', 'roi_head.mask_head.conv_logits'])
+    square = toy_image(str(tmp_path / 'square.png'), 256, 256)
+    # 176x256 pads to 192x256: BRA stage maps 48x64, 24x32, 12x16 (n_win=16) pad
+    # differently from 64x64, 32x32, 16x16.
+    wide = toy_image(str(tmp_path / 'wide.png'), 176, 256)
+    deploy_cfg = Config.fromfile(deploy_config('instance-seg_onnxruntime_dynamic'))
+    onnx_file = verify.convert(deploy_cfg, model_cfg, checkpoint, square, str(tmp_path))
+
+    with routing_margins() as margins:
+        reports = verify.verify(deploy_cfg, model_cfg, checkpoint, onnx_file, [square, wide])
+    assert min(margins) > 1e-4, 'the test weights route near a tie: pick another SEED'
+    for report in reports:
+        assert report['torch_dets'] == report['ort_dets'] > 0, report
+        assert report['box_diff'] < 1e-3 and report['score_diff'] < 1e-5, report
+        assert report['label_mismatches'] == 0, report
+        assert report['mask_pixels_differing'] == 0 and report['mask_pixels'] > 0, report
+
+
+def test_upernet_converts_and_matches_mmseg_logits(tmp_path, verify):
+    """UperNet BiFormer-T through the static segmentation config at 192x192, where
+    mmdeploy's avg_pool2d stand-in for the pooling module's adaptive_avg_pool2d is exact
+    (a 6x6 stride-32 map): the same logits as mmseg."""
+    model_cfg = load_config(UPERNET_CONFIG, (), {'model.backbone.init_cfg': None})
+    checkpoint = make_checkpoint(model_cfg, str(tmp_path / 'upernet.pth'),
+                                 ['decode_head.conv_seg'])
+    image = toy_image(str(tmp_path / 'scene.png'), 160, 224)
+    deploy_cfg = Config.fromfile(deploy_config('segmentation_onnxruntime_static-512x512'))
+    deploy_cfg.merge_from_dict({'onnx_config.input_shape': [192, 192],
+                                'codebase_config.with_argmax': False})
+    onnx_file = verify.convert(deploy_cfg, model_cfg, checkpoint, image, str(tmp_path))
+
+    with routing_margins() as margins:
+        report, = verify.verify(deploy_cfg, model_cfg, checkpoint, onnx_file, [image])
+    assert min(margins) > 1e-4, 'the test weights route near a tie: pick another SEED'
+    assert report['shape'] == (150, 192, 192)
+    assert report['logit_diff'] < 1e-4 * report['logit_range'], report

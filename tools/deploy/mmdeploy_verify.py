@@ -1,0 +1,160 @@
+"""Convert a BiFormer detector or segmentor to onnxruntime with mmdeploy (classic stack)
+and compare the onnxruntime model with plain mmdet/mmseg on images.
+
+    python tools/deploy/mmdeploy_verify.py DEPLOY_CFG MODEL_CFG CHECKPOINT IMAGE
+        --work-dir DIR [--test-image IMG ...] [--overlay OVERLAY] [--cfg-options K=V ...]
+
+DEPLOY_CFG is one of ``configs/deploy/`` (or any mmdeploy onnxruntime config). The tool
+runs ``mmdeploy.apis.torch2onnx`` with IMAGE, as mmdeploy's ``tools/deploy.py`` does,
+writing ``DIR/end2end.onnx``; then, for IMAGE and every ``--test-image``, it preprocesses
+the image as the conversion did (mmdeploy's ``create_input``) and runs the same input
+through the PyTorch model (mmdet/mmseg as they are, no mmdeploy rewrite) and through the
+onnxruntime model (mmdeploy's backend model, with its custom-op library). It prints:
+
+- detectors: the number of detections of each, and over the detections both have, in
+  score order: the largest box and score difference, label mismatches, and mask pixels
+  that differ;
+- segmentors: the largest logit difference (the graph's raw output with
+  ``with_argmax=False``; the label map otherwise) and the pixels whose label differs.
+
+mmdeploy 1.3.1 needs torch <= 2.1: run it with the classic stack (docs/deploy.md).
+"""
+import argparse
+import copy
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmengine.config import Config, DictAction
+
+from biformer_mm.engine.overlay import load_config
+from biformer_mm.safe_load import check_checkpoint_argument, check_loadable
+
+
+def convert(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str], image: str,
+            work_dir: str) -> str:
+    """Export ``model_cfg`` with ``checkpoint`` end to end to ONNX with mmdeploy, traced
+    on ``image``; returns the path of the ``.onnx`` file."""
+    from mmdeploy.apis import torch2onnx
+    save_file = deploy_cfg.onnx_config.save_file
+    torch2onnx(image, work_dir, save_file, deploy_cfg, model_cfg, checkpoint, device='cpu')
+    return osp.join(work_dir, save_file)
+
+
+def run_both(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
+             onnx_file: str, image: str) -> Tuple[list, list]:
+    """The PyTorch and the onnxruntime predictions (mmdet/mmseg data samples) on
+    ``image``, preprocessed once, as for the conversion.
+
+    For segmentors both hold ``seg_logits`` (``(C, H, W)`` at the network's input size;
+    the label map ``(1, H, W)`` where the graph ends in an argmax) and ``pred_sem_seg``.
+    """
+    from mmdeploy.apis import build_task_processor
+    from mmdeploy.utils import get_input_shape
+    task = build_task_processor(model_cfg, deploy_cfg, 'cpu')
+    torch_model = task.build_pytorch_model(checkpoint)
+    ort_model = task.build_backend_model([onnx_file])
+    data, _ = task.create_input(image, get_input_shape(deploy_cfg))
+    with torch.no_grad():
+        if model_cfg.get('default_scope') == 'mmseg':
+            return _segmentation_logits(torch_model, ort_model, data)
+        return (torch_model.test_step(copy.deepcopy(data)),
+                ort_model.test_step(copy.deepcopy(data)))
+
+
+def _segmentation_logits(torch_model, ort_model, data: dict) -> Tuple[list, list]:
+    """Both models' logits at the input size: mmseg's ``inference`` (whole-image mode, the
+    only one mmdeploy exports) and the onnxruntime graph's output."""
+    mode = torch_model.test_cfg.get('mode', 'whole')
+    if mode != 'whole':
+        raise ValueError(f"model.test_cfg.mode is {mode!r}: mmdeploy exports whole-image "
+                         f"inference only; set model.test_cfg.mode='whole'.")
+    data = torch_model.data_preprocessor(copy.deepcopy(data), False)
+    inputs, samples = data['inputs'], data['data_samples']
+    metas = [dict(s.metainfo, img_shape=inputs.shape[2:]) for s in samples]
+    torch_logits = torch_model.inference(inputs, metas)
+    ort_out = ort_model.wrapper({ort_model.input_name: inputs})[ort_model.output_names[0]]
+    results = []
+    for logits in (torch_logits, ort_out):
+        labels = logits.argmax(1, keepdim=True) if logits.shape[1] > 1 else logits
+        results.append([dict(seg_logits=lg, pred_sem_seg=lb) for lg, lb in zip(logits, labels)])
+    return results[0], results[1]
+
+
+def compare_detections(torch_sample, ort_sample, top: Optional[int] = None) -> Dict:
+    """Differences between two mmdet predictions over the first ``top`` (default: all
+    shared) detections in score order."""
+    ta, oa = torch_sample.pred_instances, ort_sample.pred_instances
+    n = min(len(ta), len(oa)) if top is None else min(top, len(ta), len(oa))
+    t_order = ta.scores.argsort(descending=True)[:n]
+    o_order = oa.scores.argsort(descending=True)[:n]
+    result = dict(torch_dets=len(ta), ort_dets=len(oa), compared=n)
+    result['box_diff'] = (ta.bboxes[t_order] - oa.bboxes[o_order]).abs().max().item() if n else 0.
+    result['score_diff'] = (ta.scores[t_order] - oa.scores[o_order]).abs().max().item() if n else 0.
+    result['label_mismatches'] = int((ta.labels[t_order] != oa.labels[o_order]).sum())
+    if 'masks' in ta and 'masks' in oa:
+        t_masks = torch.as_tensor(ta.masks[t_order.numpy()] if n else ta.masks[:0]).bool()
+        o_masks = torch.as_tensor(oa.masks[o_order] if n else oa.masks[:0]).bool()
+        result['mask_pixels_differing'] = int((t_masks != o_masks).sum())
+        result['mask_pixels'] = int(t_masks.sum())
+    return result
+
+
+def compare_segmentation(torch_result: dict, ort_result: dict) -> Dict:
+    """Differences between the logits (or label maps) of :func:`run_both`."""
+    t_logits, o_logits = torch_result['seg_logits'], ort_result['seg_logits']
+    result = dict(shape=tuple(o_logits.shape))
+    if t_logits.shape == o_logits.shape:
+        result['logit_diff'] = (t_logits - o_logits).abs().max().item()
+        result['logit_range'] = t_logits.abs().max().item()
+    labels_differ = torch_result['pred_sem_seg'] != ort_result['pred_sem_seg'].to(
+        torch_result['pred_sem_seg'].dtype)
+    result['label_pixels_differing'] = int(labels_differ.sum())
+    result['pixels'] = labels_differ.numel()
+    return result
+
+
+def verify(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
+           onnx_file: str, images: Sequence[str]) -> List[Dict]:
+    """:func:`run_both` and the comparison, for each image (batch of one)."""
+    compare = compare_segmentation if model_cfg.get('default_scope') == 'mmseg' \
+        else compare_detections
+    reports = []
+    for image in images:
+        torch_out, ort_out = run_both(deploy_cfg, model_cfg, checkpoint, onnx_file, image)
+        reports.append(dict(image=image, **compare(torch_out[0], ort_out[0])))
+    return reports
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('deploy_config', help='mmdeploy config, e.g. from configs/deploy/')
+    parser.add_argument('config', help='detection or segmentation config')
+    parser.add_argument('checkpoint', help='checkpoint (trusted://PATH to load in full)')
+    parser.add_argument('image', help='image the conversion traces')
+    parser.add_argument('--work-dir', required=True, help='where end2end.onnx goes')
+    parser.add_argument('--test-image', nargs='*', default=[],
+                        help='more images to compare on (the conversion image always is)')
+    parser.add_argument('--overlay', action='append', default=[],
+                        help='config overlay merged onto CONFIG (repeatable)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='overrides of CONFIG, e.g. "model.backbone.init_cfg=None"')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    check_checkpoint_argument(args.checkpoint)
+    check_loadable(args.checkpoint, where='the CHECKPOINT argument')
+    model_cfg = load_config(args.config, args.overlay, args.cfg_options)
+    deploy_cfg = Config.fromfile(args.deploy_config)
+    onnx_file = convert(deploy_cfg, model_cfg, args.checkpoint, args.image, args.work_dir)
+    print(f'wrote {onnx_file}')
+    for report in verify(deploy_cfg, model_cfg, args.checkpoint, onnx_file,
+                         [args.image] + args.test_image):
+        print(', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}'
+                        for k, v in report.items()))
+
+
+if __name__ == '__main__':
+    main()
