@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .bra_triton import routed_attention_triton_heads_first, unsupported_reason
 from .chunked_routed_attention import ChunkedRoutedAttention, routed_rows
+from .export_path import is_exporting, routed_attention_export
 from .triton_self_check import triton_self_check
 
 ATTN_IMPLS = ('auto', 'torch', 'triton', 'gather')
@@ -178,6 +179,11 @@ def routed_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: floa
                      attn_impl: str = 'auto') -> Tensor:
     """Routed token attention with the implementation named by ``attn_impl``.
 
+    While :func:`~.export_path.is_exporting` (ONNX export, ``torch.jit.trace``,
+    ``torch.export``), every ``attn_impl`` records
+    :func:`~.export_path.routed_attention_export`, the same function in standard
+    operators.
+
     Args:
         q (Tensor): Queries ``(N, M, P, W, Dqk)``.
         k (Tensor): Keys ``(N, M, P, W, Dqk)``.
@@ -190,5 +196,8 @@ def routed_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: floa
     Returns:
         Tensor: ``(N, M, P, W, Dv)``.
     """
+    if is_exporting():
+        check_attn_impl(attn_impl)
+        return routed_attention_export(q, k, v, r_idx, scale)
     impl = resolve_attn_impl(attn_impl, q, k, v, r_idx)
     return _IMPLS[impl](q, k, v, r_idx, scale)

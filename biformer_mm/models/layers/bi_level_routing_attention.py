@@ -6,7 +6,22 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from ...ops.export_path import is_exporting
 from ...ops.routed_attention import check_attn_impl, routed_attention
+
+
+def _crop(x: Tensor, h: int, w: int) -> Tensor:
+    """The top-left ``h x w`` of a channels-last map ``(N, H', W', C)``.
+
+    While exporting it selects the rows and columns with ``index_select``: a slice would
+    make ``torch.export`` decide whether the result is contiguous, a guard that holds
+    only at sizes needing the same padding as the example.
+    """
+    if not is_exporting():
+        return x[:, :h, :w]
+    rows = torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device)
+    return x.index_select(1, rows).index_select(2, cols)
 
 
 class BiLevelRoutingAttention(BaseModule):
@@ -32,7 +47,10 @@ class BiLevelRoutingAttention(BaseModule):
             back. Without it the map must divide by ``n_win``. Defaults to True.
         attn_impl (str): Routed attention implementation: ``'auto'``, ``'torch'``,
             ``'triton'`` or ``'gather'`` (the original algorithm, for reference).
-            Defaults to ``'auto'``.
+            While exporting (``torch.onnx``, ``torch.jit.trace``, ``torch.export``)
+            every value records the standard-operator form of
+            :mod:`biformer_mm.ops.export_path`, and the padding is computed in the
+            graph. Defaults to ``'auto'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -112,15 +130,23 @@ class BiLevelRoutingAttention(BaseModule):
             Tensor: ``(N, H, W, C)``.
         """
         n, h, w, _ = x.shape
-        pad_b, pad_r = -h % self.n_win, -w % self.n_win
-        if pad_b or pad_r:
-            if not self.auto_pad:
+        s = self.n_win
+        # As ceil(h / s) * s, so that torch.export knows the padded sizes divide by s.
+        hp, wp = (h + s - 1) // s * s, (w + s - 1) // s * s
+        exporting = is_exporting()
+        if not self.auto_pad:
+            if not exporting and (hp != h or wp != w):
                 raise ValueError(
                     f'BiLevelRoutingAttention got a {h}x{w} map that does not divide by '
-                    f'n_win={self.n_win}: set auto_pad=True, or give inputs whose stage maps '
-                    f'are multiples of n_win.')
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        hp, wp = h + pad_b, w + pad_r
+                    f'n_win={s}: set auto_pad=True, or give inputs whose stage maps are '
+                    f'multiples of n_win.')
+            hp, wp = h, w
+        # While exporting, h and w may be graph values (traced sizes, SymInts): the pad
+        # is then always recorded, by zero where nothing is missing, so that the graph
+        # computes it at the size it runs at; a Python test would fix it at the example.
+        padded = self.auto_pad and (exporting or hp != h or wp != w)
+        if padded:
+            x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
 
         qkv = self.qkv(x)
         c_qk = self.qk_dims
@@ -135,7 +161,6 @@ class BiLevelRoutingAttention(BaseModule):
             v_map = qkv[..., 2 * c_qk:].permute(0, 3, 1, 2)
             v_map = v_map.contiguous(memory_format=torch.channels_last)
             out = out + self.lepe(v_map).permute(0, 2, 3, 1)
-        if pad_b or pad_r:
-            out = out[:, :h, :w]
-        out = self.proj(out)
-        return out
+        if padded:
+            out = _crop(out, h, w)
+        return self.proj(out)

@@ -1,9 +1,12 @@
 from typing import Optional
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
+
+from ...ops.export_path import is_exporting
 
 
 class GlobalAttentionLePE(BaseModule):
@@ -50,7 +53,14 @@ class GlobalAttentionLePE(BaseModule):
         n, h, w, c = x.shape
         m = self.num_heads
         qkv = self.qkv(x).view(n, h * w, 3, m, c // m).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], scale=self.scale)
+        q, k, v = qkv.unbind(0)
+        if is_exporting():
+            # Written out: SDPA has no ONNX form before opset 14, and mmdeploy 1.3.1's
+            # rewrite of it divides by an explicit scale.
+            out = torch.matmul(q * self.scale, k.transpose(-2, -1)).softmax(-1) @ v
+        else:
+            # SDPA's default scale, 1 / sqrt(head dim), is self.scale.
+            out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(1, 2).reshape(n, h, w, c)
         if self.lepe is not None:
             out = out + self.lepe(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

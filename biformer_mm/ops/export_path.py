@@ -1,0 +1,59 @@
+"""The routed attention as standard operators, for graphs recorded for other runtimes.
+
+``torch.onnx.export`` (both exporters), ``torch.jit.trace`` and ``torch.export`` record
+the operators a forward runs. The CPU kernel of ``attn_impl='torch'`` writes into
+preallocated buffers (``out=``), which tracing does not record (the legacy ONNX exporter
+produced a graph disconnected from its inputs); the Triton kernels and a registered
+custom operator mean nothing to onnxruntime; and the original expand-and-gather becomes a
+real ``P``-fold copy in ONNX. While :func:`is_exporting`, every ``attn_impl`` therefore
+records :func:`routed_attention_export`: the same function as plain ``index_select``
+(ONNX ``Gather`` of the routed key/value rows), ``matmul`` and ``softmax``, which
+onnxruntime, TensorRT and ``torch.export``'s consumers run without this package.
+"""
+import torch
+from torch import Tensor
+
+from .chunked_routed_attention import routed_rows
+
+
+def is_exporting() -> bool:
+    """Whether the forward is being recorded for another runtime: ``torch.onnx.export``
+    (legacy or dynamo exporter), ``torch.jit.trace`` or ``torch.export`` (torch >= 2.5
+    says so; on older torch only the first two are detected).
+
+    While it is, input sizes may be graph values rather than Python ints, and the model
+    records operators that compute the same function for every size the graph may get.
+    """
+    is_torch_exporting = getattr(torch.compiler, 'is_exporting', None)
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            or (is_torch_exporting is not None and is_torch_exporting()))
+
+
+def routed_attention_export(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
+                            scale: float) -> Tensor:
+    """Routed attention as ``index_select`` of the routed key/value rows, ``matmul`` and
+    ``softmax``: no ``P``-fold expand, no SDPA (whose ONNX form needs opset 14, and which
+    mmdeploy 1.3.1 rewrites with the scale inverted), no in-place writes, and no size
+    used as a Python int, so the recorded graph is right at every input size.
+
+    Args:
+        q (Tensor): Queries ``(N, M, P, W, Dqk)``.
+        k (Tensor): Keys ``(N, M, P, W, Dqk)``.
+        v (Tensor): Values ``(N, M, P, W, Dv)``.
+        r_idx (Tensor): Routed key regions ``(N, P, K)``.
+        scale (float): Logit scale.
+
+    Returns:
+        Tensor: ``(N, M, P, W, Dv)``.
+    """
+    num_heads, d_qk, d_v = q.shape[1], q.shape[-1], v.shape[-1]
+    rows = routed_rows(r_idx, num_heads)
+    # (N * M * P * K, W * D) rows, regrouped per query row: (N * M * P, K * W, D).
+    k_sel = k.flatten(0, 2).flatten(1).index_select(0, rows)
+    v_sel = v.flatten(0, 2).flatten(1).index_select(0, rows)
+    q2 = q.flatten(0, 2)
+    k_sel = k_sel.reshape(q2.shape[0], -1, d_qk)
+    v_sel = v_sel.reshape(q2.shape[0], -1, d_v)
+    attn = torch.matmul(q2 * scale, k_sel.transpose(1, 2)).softmax(dim=-1)
+    out = torch.matmul(attn, v_sel)
+    return out.reshape(q.shape[:-1] + (d_v, ))
