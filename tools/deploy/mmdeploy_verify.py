@@ -2,7 +2,8 @@
 and compare the onnxruntime model with plain mmdet/mmseg on images.
 
     python tools/deploy/mmdeploy_verify.py DEPLOY_CFG MODEL_CFG CHECKPOINT IMAGE
-        --work-dir DIR [--test-image IMG ...] [--overlay OVERLAY] [--cfg-options K=V ...]
+        --work-dir DIR [--test-image IMG ...] [--top N] [--overlay OVERLAY]
+        [--cfg-options K=V ...]
 
 DEPLOY_CFG is one of ``configs/deploy/`` (or any mmdeploy onnxruntime config). The tool
 runs ``mmdeploy.apis.torch2onnx`` with IMAGE, as mmdeploy's ``tools/deploy.py`` does,
@@ -11,9 +12,10 @@ the image as the conversion did (mmdeploy's ``create_input``) and runs the same 
 through the PyTorch model (mmdet/mmseg as they are, no mmdeploy rewrite) and through the
 onnxruntime model (mmdeploy's backend model, with its custom-op library). It prints:
 
-- detectors: the number of detections of each, and over the detections both have, in
-  score order: the largest box and score difference, label mismatches, and mask pixels
-  that differ;
+- detectors: the number of detections of each; each of PyTorch's detections (its ``N``
+  best with ``--top N``) paired with the nearest onnxruntime detection: the largest box
+  and score difference, label mismatches, mask pixels that differ, and how many
+  onnxruntime detections were paired twice (0 when the two agree);
 - segmentors: the largest logit difference (the graph's raw output with
   ``with_argmax=False``; the label map otherwise) and the pixels whose label differs.
 
@@ -41,22 +43,30 @@ def convert(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str], im
     return osp.join(work_dir, save_file)
 
 
-def run_both(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
-             onnx_file: str, image: str) -> Tuple[list, list]:
-    """The PyTorch and the onnxruntime predictions (mmdet/mmseg data samples) on
-    ``image``, preprocessed once, as for the conversion.
-
-    For segmentors both hold ``seg_logits`` (``(C, H, W)`` at the network's input size;
-    the label map ``(1, H, W)`` where the graph ends in an argmax) and ``pred_sem_seg``.
-    """
+def build_models(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
+                 onnx_file: str) -> Tuple[object, torch.nn.Module, torch.nn.Module]:
+    """mmdeploy's task processor, the PyTorch model (mmdet/mmseg as they are: built
+    from ``model_cfg``, ``checkpoint`` loaded, SyncBN reverted, eval mode; no mmdeploy
+    rewrite applies outside the conversion) and the onnxruntime model (mmdeploy's
+    backend model, with its custom-op library)."""
     from mmdeploy.apis import build_task_processor
-    from mmdeploy.utils import get_input_shape
     task = build_task_processor(model_cfg, deploy_cfg, 'cpu')
-    torch_model = task.build_pytorch_model(checkpoint)
-    ort_model = task.build_backend_model([onnx_file])
-    data, _ = task.create_input(image, get_input_shape(deploy_cfg))
+    return task, task.build_pytorch_model(checkpoint), task.build_backend_model([onnx_file])
+
+
+def run_both(task, torch_model: torch.nn.Module, ort_model: torch.nn.Module,
+             image: str) -> Tuple[list, list]:
+    """The PyTorch and the onnxruntime predictions (mmdet/mmseg data samples) on
+    ``image``, preprocessed once, as for the conversion (mmdeploy's ``create_input``).
+
+    For segmentors both are dicts of ``seg_logits`` (``(C, H, W)`` at the network's
+    input size; the label map ``(1, H, W)`` where the graph ends in an argmax) and
+    ``pred_sem_seg``.
+    """
+    from mmdeploy.utils import get_input_shape
+    data, _ = task.create_input(image, get_input_shape(task.deploy_cfg))
     with torch.no_grad():
-        if model_cfg.get('default_scope') == 'mmseg':
+        if task.model_cfg.get('default_scope') == 'mmseg':
             return _segmentation_logits(torch_model, ort_model, data)
         return (torch_model.test_step(copy.deepcopy(data)),
                 ort_model.test_step(copy.deepcopy(data)))
@@ -82,19 +92,25 @@ def _segmentation_logits(torch_model, ort_model, data: dict) -> Tuple[list, list
 
 
 def compare_detections(torch_sample, ort_sample, top: Optional[int] = None) -> Dict:
-    """Differences between two mmdet predictions over the first ``top`` (default: all
-    shared) detections in score order."""
+    """Differences between two mmdet predictions: each of PyTorch's ``top`` (default:
+    all) highest-scoring detections is paired with the onnxruntime detection nearest to
+    it (box and score), so that detections whose scores differ by less than the float
+    error do not pair by their order."""
     ta, oa = torch_sample.pred_instances, ort_sample.pred_instances
-    n = min(len(ta), len(oa)) if top is None else min(top, len(ta), len(oa))
-    t_order = ta.scores.argsort(descending=True)[:n]
-    o_order = oa.scores.argsort(descending=True)[:n]
-    result = dict(torch_dets=len(ta), ort_dets=len(oa), compared=n)
-    result['box_diff'] = (ta.bboxes[t_order] - oa.bboxes[o_order]).abs().max().item() if n else 0.
-    result['score_diff'] = (ta.scores[t_order] - oa.scores[o_order]).abs().max().item() if n else 0.
-    result['label_mismatches'] = int((ta.labels[t_order] != oa.labels[o_order]).sum())
+    order = ta.scores.argsort(descending=True)[:top]
+    result = dict(torch_dets=len(ta), ort_dets=len(oa), compared=len(order))
+    if len(order) == 0 or len(oa) == 0:
+        return result
+    distance = (ta.bboxes[order, None] - oa.bboxes[None]).abs().amax(-1) \
+        + (ta.scores[order, None] - oa.scores[None]).abs()
+    match = distance.argmin(1)
+    result['paired_twice'] = len(order) - len(set(match.tolist()))
+    result['box_diff'] = (ta.bboxes[order] - oa.bboxes[match]).abs().max().item()
+    result['score_diff'] = (ta.scores[order] - oa.scores[match]).abs().max().item()
+    result['label_mismatches'] = int((ta.labels[order] != oa.labels[match]).sum())
     if 'masks' in ta and 'masks' in oa:
-        t_masks = torch.as_tensor(ta.masks[t_order.numpy()] if n else ta.masks[:0]).bool()
-        o_masks = torch.as_tensor(oa.masks[o_order] if n else oa.masks[:0]).bool()
+        t_masks = torch.as_tensor(ta.masks)[order].bool()
+        o_masks = torch.as_tensor(oa.masks)[match].bool()
         result['mask_pixels_differing'] = int((t_masks != o_masks).sum())
         result['mask_pixels'] = int(t_masks.sum())
     return result
@@ -115,14 +131,18 @@ def compare_segmentation(torch_result: dict, ort_result: dict) -> Dict:
 
 
 def verify(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
-           onnx_file: str, images: Sequence[str]) -> List[Dict]:
-    """:func:`run_both` and the comparison, for each image (batch of one)."""
-    compare = compare_segmentation if model_cfg.get('default_scope') == 'mmseg' \
-        else compare_detections
+           onnx_file: str, images: Sequence[str], top: Optional[int] = None) -> List[Dict]:
+    """:func:`run_both` and the comparison, for each image (batch of one); ``top`` as
+    in :func:`compare_detections`."""
+    models = build_models(deploy_cfg, model_cfg, checkpoint, onnx_file)
     reports = []
     for image in images:
-        torch_out, ort_out = run_both(deploy_cfg, model_cfg, checkpoint, onnx_file, image)
-        reports.append(dict(image=image, **compare(torch_out[0], ort_out[0])))
+        torch_out, ort_out = run_both(*models, image)
+        if model_cfg.get('default_scope') == 'mmseg':
+            report = compare_segmentation(torch_out[0], ort_out[0])
+        else:
+            report = compare_detections(torch_out[0], ort_out[0], top)
+        reports.append(dict(image=osp.basename(image), **report))
     return reports
 
 
@@ -135,6 +155,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--work-dir', required=True, help='where end2end.onnx goes')
     parser.add_argument('--test-image', nargs='*', default=[],
                         help='more images to compare on (the conversion image always is)')
+    parser.add_argument('--top', type=int, help="compare PyTorch's N best detections only")
     parser.add_argument('--overlay', action='append', default=[],
                         help='config overlay merged onto CONFIG (repeatable)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -151,7 +172,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     onnx_file = convert(deploy_cfg, model_cfg, args.checkpoint, args.image, args.work_dir)
     print(f'wrote {onnx_file}')
     for report in verify(deploy_cfg, model_cfg, args.checkpoint, onnx_file,
-                         [args.image] + args.test_image):
+                         [args.image] + args.test_image, args.top):
         print(', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}'
                         for k, v in report.items()))
 
