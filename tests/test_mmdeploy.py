@@ -33,13 +33,13 @@ pytestmark = [
 
 DEPLOY_DIR = osp.join(REPO_ROOT, 'configs', 'deploy')
 UPERNET_CONFIG = osp.join(REPO_ROOT, 'configs', 'segmentation', 'upernet_biformer_t.py')
-SEED = 4
+SEED = 0
 # Random weights from SEED (no ImageNet checkpoint) and 4x4 routing regions: with 16
 # regions per map the routing decisions keep margins far above float32 noise (with the
 # configs' 16x16 regions, some of the thousands of decisions per image come within 1e-7
 # of a tie), so PyTorch and onnxruntime must route alike.
 TEST_BACKBONE = {'model.backbone.init_cfg': None, 'model.backbone.n_win': 4}
-MIN_MARGIN = 1e-4
+MIN_MARGIN = 1e-5
 
 
 def deploy_config(name: str) -> str:
