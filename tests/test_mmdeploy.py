@@ -2,10 +2,14 @@
 convert BiFormer detectors and segmentors to onnxruntime, and the onnxruntime models
 predict what mmdet/mmseg predict on the same image.
 
-Weights are random but chosen so that every discrete decision (the top-k routing of
-each BRA stage, score ranking, mask thresholds) has a clear margin: the tests check that
-margin rather than loosen a tolerance. The other two architectures (RetinaNet, Semantic
-FPN) and the realistic sizes are checked by tools/deploy/mmdeploy_verify.py
+Weights are random (SEED), with the classifiers sharpened so that scores and mask
+probabilities spread out instead of sitting at their initial near-ties. The tests check
+that every top-k routing decision has a margin (MIN_MARGIN) before they compare
+outputs, rather than loosen a tolerance. Detections come out of NMS, where two
+near-duplicate candidates can score within float noise of each other and either may be
+kept: with SEED=0 no such pair is among the 100 detections of either image (other seeds
+swap low-ranked near-duplicates by about 0.5 px). The other two architectures (RetinaNet,
+Semantic FPN) and a realistic size are checked once with tools/deploy/mmdeploy_verify.py
 (docs/deploy.md lists the runs).
 """
 import contextlib
@@ -163,6 +167,7 @@ def test_mask_rcnn_converts_and_matches_mmdet_at_two_sizes(tmp_path, verify):
     assert min(margins) > MIN_MARGIN, 'the test routes near a tie: pick another SEED'
     for report in reports:
         assert report['torch_dets'] == report['ort_dets'] > 0, report
+        assert report['paired_twice'] == 0, report
         assert report['box_diff'] < 1e-3 and report['score_diff'] < 1e-5, report
         assert report['label_mismatches'] == 0, report
         assert report['mask_pixels_differing'] == 0 and report['mask_pixels'] > 0, report
