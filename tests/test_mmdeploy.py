@@ -132,7 +132,6 @@ def test_deploy_configs_are_complete_and_say_what_they_export():
         'detection_onnxruntime_static': ('mmdet', 'ObjectDetection', False),
         'detection_onnxruntime_dynamic': ('mmdet', 'ObjectDetection', True),
         'segmentation_onnxruntime_static-512x512': ('mmseg', 'Segmentation', False),
-        'segmentation_onnxruntime_dynamic': ('mmseg', 'Segmentation', True),
     }
     shipped = sorted(osp.splitext(osp.basename(p))[0]
                      for p in glob.glob(osp.join(DEPLOY_DIR, '*.py')))
