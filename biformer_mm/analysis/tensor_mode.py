@@ -7,7 +7,10 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import MODELS, init_default_scope
+from mmengine.runner import load_checkpoint
 from mmengine.structures import BaseDataElement
+
+from ..safe_load import weights_only_path
 
 
 def default_input_size(cfg: Config) -> Tuple[int, int]:
@@ -42,18 +45,42 @@ class TensorMode(nn.Module):
         return self.model(inputs, self.data_samples, mode='tensor')
 
 
+def tensor_mode_inputs(model: nn.Module, image: torch.Tensor) -> Tuple[torch.Tensor, list]:
+    """``image`` as ``model``'s data preprocessor makes it in testing (normalised, padded to
+    its size divisor), and data samples saying it was not rescaled.
+
+    Args:
+        model (nn.Module): An mmdet or mmseg model.
+        image (Tensor): ``(3, H, W)`` uint8, channels as mmcv reads images (BGR).
+
+    Returns:
+        tuple[Tensor, list]: The ``(1, 3, H', W')`` network input and its data samples.
+    """
+    height, width = image.shape[1:]
+    meta = dict(img_shape=(height, width), ori_shape=(height, width), scale_factor=(1., 1.))
+    with torch.no_grad():
+        data = model.data_preprocessor(
+            dict(inputs=[image], data_samples=[BaseDataElement(metainfo=meta)]))
+    return data['inputs'], data['data_samples']
+
+
 def build_tensor_mode(cfg: Config,
-                      shape: Optional[Tuple[int, int]] = None) -> Tuple[TensorMode, torch.Tensor]:
+                      shape: Optional[Tuple[int, int]] = None,
+                      checkpoint: Optional[str] = None) -> Tuple[TensorMode, torch.Tensor]:
     """The model of ``cfg`` in eval mode, and a random image of ``shape`` as its data
     preprocessor makes it (normalised, padded as in testing).
 
-    Training-only auxiliary heads are removed (as mmseg's get_flops.py does), SyncBN
-    becomes BN, and no pretrained weights are loaded.
+    Training-only auxiliary heads are removed (as mmseg's get_flops.py does) and SyncBN
+    becomes BN. The weights are ``checkpoint``'s, or random: the backbone's pretrained
+    ``init_cfg`` is not loaded.
 
     Args:
         cfg (Config): An mmdet or mmseg config (``default_scope`` names the library).
         shape (tuple[int, int], optional): Image ``(H, W)``. Defaults to
             :func:`default_input_size`.
+        checkpoint (str, optional): Weights of the model (a training checkpoint), read
+            weights-only (``trusted://`` loads a file you trust in full). Defaults to
+            None: random weights.
 
     Returns:
         tuple[TensorMode, Tensor]: The network call and its ``(1, 3, H', W')`` input.
@@ -61,12 +88,14 @@ def build_tensor_mode(cfg: Config,
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     height, width = shape or default_input_size(cfg)
     model = MODELS.build(cfg.model)
+    if checkpoint is not None:
+        load_checkpoint(model, weights_only_path(checkpoint, 'the checkpoint path'),
+                        map_location='cpu', strict=True)
     if getattr(model, 'auxiliary_head', None) is not None:
         model.auxiliary_head = None
     model = revert_sync_batchnorm(model).eval()
-    meta = dict(img_shape=(height, width), ori_shape=(height, width), scale_factor=(1., 1.))
-    with torch.no_grad():
-        data = model.data_preprocessor(
-            dict(inputs=[torch.randint(0, 256, (3, height, width), dtype=torch.uint8)],
-                 data_samples=[BaseDataElement(metainfo=meta)]))
-    return TensorMode(model, data['data_samples']), data['inputs']
+    inputs, data_samples = tensor_mode_inputs(
+        model, torch.randint(0, 256, (3, height, width), dtype=torch.uint8))
+    # The wrapper in eval mode too: torch.onnx.export restores the mode of the module it
+    # is given, recursively.
+    return TensorMode(model, data_samples).eval(), inputs

@@ -1,14 +1,18 @@
 """The routed attention as standard operators, for graphs recorded for other runtimes.
 
-``torch.onnx.export`` (both exporters), ``torch.jit.trace`` and ``torch.export`` record
-the operators a forward runs. The CPU kernel of ``attn_impl='torch'`` writes into
-preallocated buffers (``out=``), which tracing does not record (the legacy ONNX exporter
-produced a graph disconnected from its inputs); the Triton kernels and a registered
-custom operator mean nothing to onnxruntime; and the original expand-and-gather becomes a
-real ``P``-fold copy in ONNX. While :func:`is_exporting`, every ``attn_impl`` therefore
-records :func:`routed_attention_export`: the same function as plain ``index_select``
-(ONNX ``Gather`` of the routed key/value rows), ``matmul`` and ``softmax``, which
-onnxruntime, TensorRT and ``torch.export``'s consumers run without this package.
+``torch.onnx.export`` (both exporters) and ``torch.export`` record the operators a
+forward runs. The CPU kernel of ``attn_impl='torch'`` writes into preallocated buffers
+(``out=``), which the legacy ONNX exporter's tracing does not record (it produced a graph
+disconnected from its inputs); the Triton kernels and a registered custom operator mean
+nothing to onnxruntime; and the original expand-and-gather becomes a real ``P``-fold copy
+in ONNX. While :func:`is_exporting`, every ``attn_impl`` therefore records
+:func:`routed_attention_export`: the same function as plain ``index_select`` (ONNX
+``Gather`` of the routed key/value rows), ``matmul`` and ``softmax``, which onnxruntime,
+TensorRT and ``torch.export``'s consumers run without this package.
+
+A plain ``torch.jit.trace`` is not exporting: FLOP counters (mmengine's
+``FlopAnalyzer``, fvcore) trace with it and count the routed attention by its own
+operator, which a TorchScript trace records and runs as it is.
 """
 import torch
 from torch import Tensor
@@ -16,17 +20,28 @@ from torch import Tensor
 from .chunked_routed_attention import routed_rows
 
 
+def is_torch_exporting() -> bool:
+    """Whether ``torch.export`` (the dynamo ONNX exporter's too) is recording the
+    forward; torch < 2.5 cannot say, and is taken as not."""
+    exporting = getattr(torch.compiler, 'is_exporting', None)
+    return exporting is not None and exporting()
+
+
 def is_exporting() -> bool:
     """Whether the forward is being recorded for another runtime: ``torch.onnx.export``
-    (legacy or dynamo exporter), ``torch.jit.trace`` or ``torch.export`` (torch >= 2.5
-    says so; on older torch only the first two are detected).
+    (legacy or dynamo exporter) or ``torch.export`` (torch >= 2.5 says so).
 
     While it is, input sizes may be graph values rather than Python ints, and the model
     records operators that compute the same function for every size the graph may get.
     """
-    is_torch_exporting = getattr(torch.compiler, 'is_exporting', None)
-    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-            or (is_torch_exporting is not None and is_torch_exporting()))
+    return torch.onnx.is_in_onnx_export() or is_torch_exporting()
+
+
+def is_tracing_for_onnx() -> bool:
+    """Whether the legacy (TorchScript) ONNX exporter is tracing the forward: it infers
+    the graph's shapes as it converts each operator, so shape-dependent conversions
+    downstream (e.g. adaptive pooling in a head) need sizes it can infer."""
+    return torch.onnx.is_in_onnx_export() and not is_torch_exporting()
 
 
 def routed_attention_export(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,

@@ -179,10 +179,9 @@ def routed_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: floa
                      attn_impl: str = 'auto') -> Tensor:
     """Routed token attention with the implementation named by ``attn_impl``.
 
-    While :func:`~.export_path.is_exporting` (ONNX export, ``torch.jit.trace``,
-    ``torch.export``), every ``attn_impl`` records
-    :func:`~.export_path.routed_attention_export`, the same function in standard
-    operators.
+    While :func:`~.export_path.is_exporting` (ONNX export, ``torch.export``), every
+    ``attn_impl`` records :func:`~.export_path.routed_attention_export`, the same
+    function in standard operators.
 
     Args:
         q (Tensor): Queries ``(N, M, P, W, Dqk)``.

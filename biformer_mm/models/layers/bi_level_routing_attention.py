@@ -6,18 +6,32 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from ...ops.export_path import is_exporting
+from ...ops.export_path import is_exporting, is_torch_exporting, is_tracing_for_onnx
 from ...ops.routed_attention import check_attn_impl, routed_attention
+
+
+def _pad(x: Tensor, pad_b: int, pad_r: int) -> Tensor:
+    """``x`` ``(N, H, W, C)`` with ``pad_b`` zero rows and ``pad_r`` zero columns added.
+
+    For the legacy ONNX exporter the zeros are concatenated: its ``Pad`` with computed
+    sizes has no inferable output shape, even when the input's is fixed, and later
+    shape-dependent conversions (adaptive pooling in UperNet's head) then fail.
+    """
+    if not is_tracing_for_onnx():
+        return F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+    n, h, w, c = x.shape
+    x = torch.cat([x, x.new_zeros(n, pad_b, w, c)], dim=1)
+    return torch.cat([x, x.new_zeros(n, h + pad_b, pad_r, c)], dim=2)
 
 
 def _crop(x: Tensor, h: int, w: int) -> Tensor:
     """The top-left ``h x w`` of a channels-last map ``(N, H', W', C)``.
 
-    While exporting it selects the rows and columns with ``index_select``: a slice would
-    make ``torch.export`` decide whether the result is contiguous, a guard that holds
-    only at sizes needing the same padding as the example.
+    Under ``torch.export`` it selects the rows and columns with ``index_select``: a slice
+    would make it decide whether the result is contiguous, a guard that holds only at
+    sizes needing the same padding as the example.
     """
-    if not is_exporting():
+    if not is_torch_exporting():
         return x[:, :h, :w]
     rows = torch.arange(h, device=x.device)
     cols = torch.arange(w, device=x.device)
@@ -47,10 +61,9 @@ class BiLevelRoutingAttention(BaseModule):
             back. Without it the map must divide by ``n_win``. Defaults to True.
         attn_impl (str): Routed attention implementation: ``'auto'``, ``'torch'``,
             ``'triton'`` or ``'gather'`` (the original algorithm, for reference).
-            While exporting (``torch.onnx``, ``torch.jit.trace``, ``torch.export``)
-            every value records the standard-operator form of
-            :mod:`biformer_mm.ops.export_path`, and the padding is computed in the
-            graph. Defaults to ``'auto'``.
+            While exporting (``torch.onnx``, ``torch.export``) every value records the
+            standard-operator form of :mod:`biformer_mm.ops.export_path`, and the
+            padding is computed in the graph. Defaults to ``'auto'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -146,7 +159,7 @@ class BiLevelRoutingAttention(BaseModule):
         # computes it at the size it runs at; a Python test would fix it at the example.
         padded = self.auto_pad and (exporting or hp != h or wp != w)
         if padded:
-            x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+            x = _pad(x, hp - h, wp - w)
 
         qkv = self.qkv(x)
         c_qk = self.qk_dims

@@ -1,0 +1,171 @@
+"""Specification of ONNX export with torch.onnx: both exporters turn the backbone, whatever
+its ``attn_impl``, into standard ONNX operators (the routed attention as a ``Gather`` of
+the routed key/value rows, ``MatMul`` and ``Softmax``, no ``Expand`` copy) that
+onnxruntime runs to the eager outputs within 1e-4, at the export size and, with dynamic
+height and width, at sizes that pad to a multiple of ``n_win`` differently; what cannot
+be exported right is refused with the reason. tools/deploy/export_onnx.py exports
+detectors and segmentors of our configs the same way and checks them on an image."""
+import inspect
+import os.path as osp
+from collections import Counter
+from typing import Dict, List, Tuple
+
+import mmcv
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import Tensor
+
+from _export_cases import (EXPORT_SIZE, MIN_MARGIN, OTHER_SIZES, check_no_near_ties, image,
+                           max_errors, routing_margin, tiny_backbone)
+from biformer_mm.analysis import build_tensor_mode
+from biformer_mm.engine import load_config
+from biformer_mm.engine.onnx_export import other_size_input
+from biformer_mm.ops import ATTN_IMPLS
+from conftest import DET_CONFIG, DET_OVERLAY, REPO_ROOT, SEG_CONFIG, SEG_OVERLAY, load_tool
+
+TOL = 1e-4
+SIZES = (EXPORT_SIZE, ) + OTHER_SIZES
+# torch >= 2.5 picks its exporter with dynamo= (the dynamo one by default from 2.9); the
+# classic stack's torch 2.1 has only the legacy (TorchScript) one.
+LEGACY = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
+
+
+@pytest.fixture(scope='module')
+def eager_outputs() -> Dict[Tuple[int, int], Tuple[Tensor, ...]]:
+    """The eager outputs (CPU implementation) at every size, after checking that no input
+    has a routing near tie."""
+    model = tiny_backbone('torch')
+    check_no_near_ties(model, SIZES)
+    with torch.no_grad():
+        return {size: model(image(size)) for size in SIZES}
+
+
+def check_standard_ops(path: str) -> None:
+    """The graph is default-domain ONNX; each of the four attention blocks is one
+    ``Softmax`` between ``MatMul``s; routed rows are ``Gather``ed, never ``Expand``ed."""
+    nodes = onnx.load(path).graph.node
+    ops = Counter(node.op_type for node in nodes)
+    assert {node.domain for node in nodes} <= {'', 'ai.onnx'}, ops
+    assert 'Expand' not in ops, ops
+    assert {'TopK', 'Gather', 'MatMul'} <= set(ops), ops
+    assert ops['Softmax'] == 4, ops
+
+
+def onnxruntime_outputs(path: str, size: Tuple[int, int]) -> List[np.ndarray]:
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    return session.run(None, {'image': image(size).numpy()})
+
+
+def check_against_eager(path: str, eager_outputs) -> None:
+    for size in SIZES:
+        errors = max_errors(eager_outputs[size], onnxruntime_outputs(path, size))
+        assert max(errors) <= TOL, f'{size}: onnxruntime differs from eager by {errors}'
+
+
+@pytest.mark.classic
+@pytest.mark.parametrize('opset', [11, 17])
+@pytest.mark.parametrize('attn_impl', ATTN_IMPLS)
+def test_legacy_exporter_is_right_at_every_size(attn_impl, opset, eager_outputs, tmp_path):
+    path = str(tmp_path / 'backbone.onnx')
+    torch.onnx.export(tiny_backbone(attn_impl), (image(EXPORT_SIZE), ), path,
+                      opset_version=opset, input_names=['image'],
+                      dynamic_axes={'image': {2: 'height', 3: 'width'}}, **LEGACY)
+    check_standard_ops(path)
+    check_against_eager(path, eager_outputs)
+
+
+@pytest.mark.classic
+def test_legacy_exporter_refuses_opsets_without_dynamic_slices(tmp_path):
+    # Opset 9 has no Slice with computed bounds: the crop would be fixed.
+    with pytest.raises(torch.onnx.errors.SymbolicValueError, match='higher opset version'):
+        torch.onnx.export(tiny_backbone(), (image(EXPORT_SIZE), ), str(tmp_path / 'b.onnx'),
+                          opset_version=9, input_names=['image'],
+                          dynamic_axes={'image': {2: 'height', 3: 'width'}}, **LEGACY)
+
+
+@pytest.mark.parametrize('attn_impl', ATTN_IMPLS)
+def test_dynamo_exporter_is_right_at_every_size(attn_impl, eager_outputs, tmp_path):
+    path = str(tmp_path / 'backbone.onnx')
+    auto = torch.export.Dim.AUTO
+    torch.onnx.export(tiny_backbone(attn_impl), (image(EXPORT_SIZE), ), path, dynamo=True,
+                      input_names=['image'], dynamic_shapes=({2: auto, 3: auto}, ))
+    check_standard_ops(path)
+    check_against_eager(path, eager_outputs)
+
+
+export_onnx = load_tool('deploy/export_onnx.py')
+RETINANET = osp.join(REPO_ROOT, 'configs', 'detection', 'retinanet_biformer_t.py')
+RETINANET_OVERLAY = osp.join(REPO_ROOT, 'configs', 'detection', 'toy', 'retinanet_toy_coco.py')
+TOOL_SHAPE = (128, 160)
+# 4x4 regions (as tests/test_get_flops.py): with 7x7 the random models route with near ties.
+SMALL_REGIONS = {'model.backbone.n_win': 4}
+
+
+def tool_model(config: str, overlay: str, photo: str, dynamic: bool, seed: int) -> str:
+    """Write a checkpoint of the random weights of ``seed`` for ``config`` (with 4x4
+    regions), checking that they route ``photo`` as ``--verify`` feeds it without a near
+    tie; return its path."""
+    torch.manual_seed(seed)
+    network, inputs = build_tensor_mode(load_config(config, [overlay], SMALL_REGIONS),
+                                        TOOL_SHAPE)
+    verify_inputs, _ = export_onnx.verify_inputs(network, photo, inputs.shape[2:], dynamic)
+    checked = [verify_inputs]
+    if dynamic:  # and the input the tool checks dynamic graphs with
+        assert verify_inputs.shape != inputs.shape
+        checked.append(other_size_input(inputs))
+    for x in checked:
+        assert routing_margin(network.model.backbone, x) >= MIN_MARGIN, 'near tie'
+    checkpoint = osp.join(osp.dirname(photo), 'weights.pth')
+    torch.save({'state_dict': network.model.state_dict()}, checkpoint)
+    return checkpoint
+
+
+@pytest.fixture
+def photo(tmp_path) -> str:
+    """A 90x200 image: --verify with --dynamic rescales it to 72x160 (padded to 96x160 for
+    the detector), a size the export at 128x160 did not see, which pads differently."""
+    path = str(tmp_path / 'photo.png')
+    mmcv.imwrite(np.random.default_rng(0).integers(0, 256, (90, 200, 3), dtype=np.uint8),
+                 path)
+    return path
+
+
+def run_tool(config, overlay, checkpoint, photo, *options) -> int:
+    return export_onnx.main([
+        config, '--overlay', overlay, '--checkpoint', checkpoint, '--out',
+        osp.join(osp.dirname(photo), 'model.onnx'), '--shape', *map(str, TOOL_SHAPE),
+        '--verify', photo, '--cfg-options', 'model.backbone.n_win=4', *options])
+
+
+@pytest.mark.classic
+def test_export_onnx_tool_verifies_a_dynamic_detector_at_another_size(photo, capsys):
+    checkpoint = tool_model(RETINANET, RETINANET_OVERLAY, photo, dynamic=True, seed=7)
+    assert run_tool(RETINANET, RETINANET_OVERLAY, checkpoint, photo, '--dynamic') == 0
+    printed = capsys.readouterr().out
+    assert 'dynamic height and width' in printed and 'at [1, 3, 96, 160]: max' in printed
+
+
+@pytest.mark.classic
+def test_export_onnx_tool_verifies_a_static_segmentor(photo, capsys):
+    checkpoint = tool_model(SEG_CONFIG, SEG_OVERLAY, photo, dynamic=False, seed=12)
+    assert run_tool(SEG_CONFIG, SEG_OVERLAY, checkpoint, photo) == 0
+    assert 'at [1, 3, 128, 160]: max difference' in capsys.readouterr().out
+
+
+@pytest.mark.classic
+def test_export_onnx_tool_refuses_a_dynamic_graph_wrong_at_other_sizes(photo):
+    # mmseg's Upsample in the Semantic FPN head computes its output size with int():
+    # tracing fixes it at the export size.
+    checkpoint = tool_model(SEG_CONFIG, SEG_OVERLAY, photo, dynamic=True, seed=7)
+    with pytest.raises(ValueError, match='computes sizes in Python.*without --dynamic'):
+        run_tool(SEG_CONFIG, SEG_OVERLAY, checkpoint, photo, '--dynamic')
+
+
+@pytest.mark.classic
+def test_export_onnx_tool_refuses_two_stage_detectors(tmp_path):
+    with pytest.raises(ValueError, match='two-stage detector.*mmdeploy'):
+        export_onnx.main([DET_CONFIG, '--overlay', DET_OVERLAY, '--shape', '128', '128',
+                          '--out', str(tmp_path / 'maskrcnn.onnx')])

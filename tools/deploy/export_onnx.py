@@ -1,0 +1,110 @@
+"""Export a BiFormer detector or segmentor to ONNX with torch.onnx, and check the graph in
+onnxruntime against PyTorch.
+
+    python tools/deploy/export_onnx.py CONFIG --out FILE [--checkpoint C] [--shape H W]
+        [--dynamic] [--verify IMAGE] [--tolerance 1e-4] [--opset 17] [--dynamo]
+        [--overlay OVERLAY] [--cfg-options KEY=VALUE ...]
+
+The graph is the network in mmdet's/mmseg's ``tensor`` mode: its input is the image as
+the config's data preprocessor makes it (resized to ``--shape``, by default the test
+pipeline's ``Resize`` scale; normalised; padded to the preprocessor's size divisor), its
+outputs are the heads' raw outputs (``output0``, ``output1``, ...: for a one-stage
+detector the class scores and box deltas of every level; for a segmentor the logits).
+Decoding them into boxes, masks or label maps is left to the caller (docs/deploy.md).
+
+``--dynamic`` makes the input's height and width dynamic: BiFormer pads its maps to a
+multiple of ``n_win`` inside the graph, so the graph is right at sizes that pad
+differently. The dynamic graph is checked in onnxruntime at another size (32 rows and 64
+columns more, random input) and refused if it is wrong there: modules that compute sizes
+in Python, such as mmseg's ``Upsample`` in Semantic FPN's head and the adaptive pooling
+of UperNet's, are fixed at the export size by tracing. Two-stage detectors (Mask R-CNN)
+are refused: their tensor mode returns the RoI heads' outputs without the proposals they
+refer to (use mmdeploy on the classic stack for them).
+
+``--verify IMAGE`` runs the graph in onnxruntime and the model in PyTorch on IMAGE
+(resized to ``--shape``; with ``--dynamic``, rescaled with its aspect ratio to fit in
+``--shape``, a size the export did not see), prints each output's largest difference
+(relative to the output's largest magnitude where that is above 1) and exits with status
+1 if one is above ``--tolerance``.
+
+The legacy (TorchScript) exporter is the default, as mmdeploy's; ``--dynamo`` uses
+torch.onnx's dynamo exporter (torch >= 2.5). ``--checkpoint`` is read weights-only
+(``trusted://PATH`` loads a file you trust in full); without it the weights are random.
+"""
+import argparse
+import sys
+from typing import Optional, Sequence, Tuple
+
+import mmcv
+import torch
+from mmengine.config import DictAction
+
+from biformer_mm.analysis import TensorMode, build_tensor_mode, tensor_mode_inputs
+from biformer_mm.engine import load_config
+from biformer_mm.engine.onnx_export import export_onnx, onnx_errors
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='mmdet or mmseg config file')
+    parser.add_argument('--out', required=True, help='ONNX file to write')
+    parser.add_argument('--checkpoint', help='trained weights (default: random weights)')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='image size (default: the test pipeline\'s Resize scale)')
+    parser.add_argument('--dynamic', action='store_true',
+                        help='dynamic input height and width')
+    parser.add_argument('--verify', metavar='IMAGE',
+                        help='compare onnxruntime with PyTorch on this image')
+    parser.add_argument('--tolerance', type=float, default=1e-4,
+                        help='largest accepted (relative) difference (default 1e-4)')
+    parser.add_argument('--opset', type=int, default=17, help='ONNX opset (default 17)')
+    parser.add_argument('--dynamo', action='store_true',
+                        help='torch.onnx\'s dynamo exporter instead of the legacy one')
+    parser.add_argument('--overlay', action='append', default=[], metavar='OVERLAY',
+                        help='config file merged onto CONFIG (as tools/train.py); repeatable')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. model.backbone.n_win=8')
+    return parser.parse_args(argv)
+
+
+def verify_inputs(network: TensorMode, image: str, shape: Sequence[int],
+                  dynamic: bool) -> Tuple[torch.Tensor, list]:
+    """The network input and data samples of ``--verify IMAGE``: the image resized to
+    ``shape`` (H, W), or with ``dynamic`` rescaled with its aspect ratio to fit in it,
+    then made by the data preprocessor."""
+    height, width = shape
+    array = mmcv.imread(image)
+    array = (mmcv.imrescale(array, (width, height)) if dynamic
+             else mmcv.imresize(array, (width, height)))
+    return tensor_mode_inputs(network.model,
+                              torch.from_numpy(array).permute(2, 0, 1).contiguous())
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.overlay, args.cfg_options)
+    network, inputs = build_tensor_mode(cfg, tuple(args.shape) if args.shape else None,
+                                        args.checkpoint)
+    names = export_onnx(network, inputs, args.out, dynamic=args.dynamic, opset=args.opset,
+                        dynamo=args.dynamo, tolerance=args.tolerance)
+    print(f'{args.out}: input {list(inputs.shape)}'
+          f'{" (dynamic height and width)" if args.dynamic else ""}, '
+          f'{len(names)} outputs')
+    if not args.verify:
+        return 0
+    image_inputs, data_samples = verify_inputs(network, args.verify, inputs.shape[2:],
+                                               args.dynamic)
+    errors = onnx_errors(args.out, TensorMode(network.model, data_samples).eval(),
+                         image_inputs)
+    worst = max(errors)
+    print(f'onnxruntime vs PyTorch on {args.verify} at {list(image_inputs.shape)}: '
+          f'max difference {worst:.3g} (per output: '
+          f'{", ".join(f"{e:.2g}" for e in errors)}), tolerance {args.tolerance:g}')
+    if worst > args.tolerance:
+        print(f'FAILED: the ONNX graph differs from PyTorch by more than {args.tolerance:g}.')
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
