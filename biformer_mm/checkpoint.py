@@ -3,7 +3,7 @@ the timm classifiers."""
 import logging
 import re
 from collections import OrderedDict
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional
+from typing import Callable, Dict, List, Mapping, NamedTuple
 
 import torch.nn as nn
 from mmengine.logging import print_log
@@ -12,6 +12,9 @@ from torch import Tensor
 OFFICIAL_WEIGHTS = 'https://github.com/rayleizhu/BiFormer'
 """Where the official ImageNet-1k checkpoints ``biformer_{tiny,small,base}_best.pth``
 are published."""
+DOWNLOAD_OFFICIAL_WEIGHTS = (f'Download the official ImageNet-1k weights '
+                             f'(biformer_{{tiny,small,base}}_best.pth, linked from '
+                             f'{OFFICIAL_WEIGHTS})')
 
 # (official pattern, our replacement), applied in order to every key.
 _KEY_RULES = (
@@ -160,54 +163,21 @@ def _problems(report: LoadReport, num_model_keys: int) -> List[str]:
     return problems
 
 
-def _does_not_fit(model: nn.Module, source: str, problems: List[str], fix: str) -> ValueError:
-    return ValueError(f'{source} does not fit this {type(model).__name__}. ' +
-                      '; '.join(problems) + f'. {fix}'.rstrip())
-
-
-def check_converted_state_dict(model: nn.Module,
-                               state_dict: Mapping[str, Tensor],
-                               source: str,
-                               optional: Callable[[str], bool],
-                               ignored: Callable[[str], bool] = lambda key: False,
-                               fix: str = '') -> LoadReport:
-    """Check, without loading, that ``state_dict`` fits ``model`` as
-    :func:`load_converted_state_dict` with ``strict`` requires.
-
-    Args:
-        model (nn.Module): Model the state dict is meant for.
-        state_dict (Mapping): State dict in the model's layout.
-        source (str): Where it came from, for messages.
-        optional (Callable[[str], bool]): Model keys the checkpoint may lack.
-        ignored (Callable[[str], bool]): Checkpoint keys the model may lack.
-        fix (str): How to fix a failure, appended to the error.
-
-    Returns:
-        LoadReport: What a load would load.
-
-    Raises:
-        ValueError: If any key is missing, unexpected or mismatched.
-    """
-    report = compare_state_dict(model, state_dict, optional, ignored)
-    problems = _problems(report, len(model.state_dict()))
-    if problems:
-        raise _does_not_fit(model, source, problems, fix)
-    return report
-
-
 def load_converted_state_dict(model: nn.Module,
                               state_dict: Mapping[str, Tensor],
                               source: str,
                               optional: Callable[[str], bool],
                               ignored: Callable[[str], bool] = lambda key: False,
                               strict: bool = True,
-                              fix: str = '') -> LoadReport:
+                              fix: str = '',
+                              check_only: bool = False) -> LoadReport:
     """Load a state dict in our layout into ``model``, loudly.
 
     Every model key must be in ``state_dict`` with its shape, except ``optional`` ones;
     every ``state_dict`` key must be in the model, except ``ignored`` ones. With
     ``strict`` any violation raises, naming the counts, the first keys and ``fix``;
     without it the keys that fit are loaded and the rest is logged as a warning.
+    ``check_only`` checks without loading (for timm's checkpoint filter: timm loads).
 
     Args:
         model (nn.Module): Model to load into.
@@ -218,9 +188,10 @@ def load_converted_state_dict(model: nn.Module,
         strict (bool): Raise on any missing, unexpected or mismatched key.
             Defaults to True.
         fix (str): How to fix a failure, appended to the error.
+        check_only (bool): Only check, load nothing. Defaults to False.
 
     Returns:
-        LoadReport: What was loaded and what was not.
+        LoadReport: What was (or would be) loaded and what was not.
 
     Raises:
         ValueError: With ``strict``, if any key is missing, unexpected or mismatched.
@@ -229,7 +200,10 @@ def load_converted_state_dict(model: nn.Module,
     report = compare_state_dict(model, state_dict, optional, ignored)
     problems = _problems(report, num_model_keys)
     if problems and strict:
-        raise _does_not_fit(model, source, problems, fix)
+        raise ValueError(f'{source} does not fit this {type(model).__name__}. ' +
+                         '; '.join(problems) + f'. {fix}'.rstrip())
+    if check_only:
+        return report
     model.load_state_dict({k: state_dict[k] for k in report.loaded}, strict=False)
     summary = (f'Loaded {len(report.loaded)} of {num_model_keys} tensors of '
                f'{type(model).__name__} from {source}')

@@ -1,214 +1,92 @@
-"""Reading checkpoint files without running code from them.
+"""Checkpoint safety: no checkpoint that biformer_mm reads runs code from the file.
 
-A checkpoint is a pickle, and unpickling an arbitrary pickle can run arbitrary code. A
-weights-only load only rebuilds tensors, containers and the types on an allow-list, and
-every checkpoint biformer_mm reads goes through one:
+A checkpoint is a pickle, and unpickling a pickle can run any code it carries. This
+module guarantees (reference: ``docs/checkpoints.md``):
 
-- backbone weights (:func:`read_checkpoint`, used by ``init_cfg=dict(type='Pretrained')``)
-  and the timm classifiers' pretrained weights (``pretrained_cfg_overlay=dict(file=...)``)
-  allow only what the official BiFormer files hold besides tensors
-  (:data:`OFFICIAL_CHECKPOINT_GLOBALS`);
-- ``tools/train.py`` and ``tools/test.py`` hand mmengine's Runner every checkpoint
-  (``--resume``, ``load_from``, ``CHECKPOINT``) as ``weights-only://PATH``
-  (:func:`weights_only_path`), which mmengine's
-  :class:`~mmengine.runner.CheckpointLoader` reads through :func:`read_checkpoint` too;
-  :mod:`biformer_mm.engine` adds what mmengine, mmdet and mmseg put in those
-  checkpoints to the allow-list (:func:`add_safe_globals`).
+1. **Weights-only on every supported torch.** :func:`read_checkpoint` rebuilds tensors,
+   containers and allow-listed types, nothing else; anything more raises
+   :class:`UnsafeCheckpointError`, naming the opt-in. The gate is the unpickler itself:
+   torch's weights-only one with ``torch.serialization.safe_globals`` (torch >= 2.5),
+   else :class:`RestrictedUnpickler` (torch 2.1 of the classic stack has no allow-list).
+2. **Every entry point.** ``Pretrained`` backbone weights and the timm classifiers'
+   ``file`` call :func:`read_checkpoint`; our tools hand mmengine (the Runner, mmdet's
+   and mmseg's inferencers) ``weights-only://PATH`` (:func:`weights_only_path`), which
+   mmengine's ``CheckpointLoader`` reads through :func:`read_checkpoint`.
+3. **One opt-in.** ``trusted://PATH`` loads a file the user trusts in full.
+4. **One existence check** (:func:`local_checkpoint`) for local paths; http(s) URLs are
+   downloaded once into torch's hub cache under a name from the whole URL; other
+   mmengine file backends are read into memory.
+5. **Our training checkpoints load** (:func:`allow_training_checkpoints`).
 
-The weights-only load is torch's (``torch.load(weights_only=True)`` with
-``torch.serialization.safe_globals``) from torch 2.5 on, and
-:mod:`biformer_mm.restricted_unpickler` on older torch (e.g. 2.1), whose weights-only
-loader takes no allow-list. Local files are read directly, http(s) URLs once into torch's
-hub cache (``TORCH_HOME``), other mmengine backends into memory.
-
-A file that holds anything else is refused with :class:`UnsafeCheckpointError`, which
-names the types. For a file you trust, the explicit opt-in is the ``trusted://`` prefix
-(``trusted:///abs/path.pth`` or ``trusted://relative/path.pth``), accepted wherever a
-checkpoint path is (``init_cfg.checkpoint``, ``load_from``, ``--resume``,
-``tools/test.py``, the timm classifiers' ``file``): such a file is loaded in full (``weights_only=False``). See
-``docs/checkpoints.md``.
+Import-time changes to other libraries: importing this module registers the
+``weights-only://`` and ``trusted://`` prefixes with mmengine's ``CheckpointLoader``;
+importing :mod:`biformer_mm.engine` calls :func:`allow_training_checkpoints`.
 """
 import _codecs
+import _compat_pickle
 import argparse
 import collections
+import hashlib
 import io
 import os
 import os.path as osp
 import pickle
+import types
 import zipfile
-from typing import IO, Any, Dict, List, Optional, Sequence, Union
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
 from mmengine import fileio
 from mmengine.dist import get_dist_info
-from mmengine.logging import print_log
+from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner import CheckpointLoader
-
-from .restricted_unpickler import (GlobalEntry, global_names, pickle_globals,
-                                   restricted_pickle_module)
+from mmengine.utils import digit_version
 
 TRUSTED_PREFIX = 'trusted://'
-"""Prefix of a checkpoint path that the user trusts to be loaded in full."""
-
 WEIGHTS_ONLY_PREFIX = 'weights-only://'
-"""Prefix under which mmengine's CheckpointLoader reads a path weights-only."""
-
+TORCH_HAS_ALLOWLIST = hasattr(torch.serialization, 'get_unsafe_globals_in_checkpoint')
+"""Whether torch's weights-only unpickler takes an allow-list (torch >= 2.5)."""
 OFFICIAL_CHECKPOINT_GLOBALS = (argparse.Namespace, )
 """Non-tensor types of the official BiFormer checkpoints: the training arguments."""
 
-TORCH_HAS_ALLOWLIST = all(
-    hasattr(torch.serialization, name)
-    for name in ('add_safe_globals', 'safe_globals', 'get_unsafe_globals_in_checkpoint'))
-"""Whether torch's weights-only loader takes an allow-list (torch >= 2.5); without
-one, :mod:`biformer_mm.restricted_unpickler` loads weights-only."""
-
-_ADDED_GLOBALS: List[GlobalEntry] = []
-""":func:`add_safe_globals` entries, where torch has no allow-list of its own."""
-
+GlobalEntry = Union[Any, Tuple[Any, str]]
+"""An allow-list entry as ``torch.serialization.add_safe_globals`` takes it: an object
+(allowed under its ``module.qualname``) or an ``(object, 'module.name')`` pair."""
 MapLocation = Union[str, torch.device, None]
-CheckpointFile = Union[str, IO[bytes]]
 
 
 class UnsafeCheckpointError(RuntimeError):
-    """A checkpoint holds types that a weights-only load does not accept."""
+    """A checkpoint holds more than a weights-only load accepts."""
 
 
-def is_trusted(filename: str) -> bool:
-    """Whether ``filename`` carries the :data:`TRUSTED_PREFIX` opt-in."""
-    return filename.startswith(TRUSTED_PREFIX)
+# 4. Where a checkpoint is.
 
 
-def strip_trusted(filename: str) -> str:
-    """``filename`` without the :data:`TRUSTED_PREFIX` opt-in."""
-    return filename[len(TRUSTED_PREFIX):] if is_trusted(filename) else filename
+def _strip_prefix(filename: str) -> str:
+    for prefix in (TRUSTED_PREFIX, WEIGHTS_ONLY_PREFIX):
+        if filename.startswith(prefix):
+            return filename[len(prefix):]
+    return filename
 
 
-def is_local(filename: str) -> bool:
-    """Whether ``filename`` is a local path (no ``scheme://`` of mmengine's backends)."""
-    return '://' not in strip_trusted(filename)
-
-
-def add_safe_globals(entries: Sequence[GlobalEntry]) -> None:
-    """Allow ``entries`` in every weights-only load of the process: torch's
-    ``torch.serialization.add_safe_globals``, or the allow-list of
-    :mod:`biformer_mm.restricted_unpickler` where torch has none.
-
-    Args:
-        entries (Sequence): Objects, or ``(object, 'module.name')`` pairs.
-    """
-    if TORCH_HAS_ALLOWLIST:
-        torch.serialization.add_safe_globals(list(entries))
-    else:
-        _ADDED_GLOBALS.extend(entries)
-
-
-def _newer_torch_defaults() -> Dict[str, Any]:
-    """Data types that torch's weights-only loader allows by default from torch 2.5 on
-    and older torch's does not: bytes (``_codecs.encode`` in protocol-2 pickles, e.g.
-    numpy arrays), bytearray, complex, set, ``collections.Counter``, ``torch.device``
-    and every torch dtype."""
-    entries = {'_codecs.encode': _codecs.encode, 'builtins.bytearray': bytearray,
-               'builtins.complex': complex, 'builtins.set': set,
-               'collections.Counter': collections.Counter, 'torch.device': torch.device}
-    entries.update({str(t): t for t in vars(torch).values() if isinstance(t, torch.dtype)})
-    return entries
-
-
-def _restricted_allowlist(allowed: Sequence[GlobalEntry]) -> Dict[str, Any]:
-    """What :mod:`biformer_mm.restricted_unpickler` allows where torch has no allow-list:
-    torch's own weights-only globals, :func:`_newer_torch_defaults`,
-    :func:`add_safe_globals`' entries and ``allowed``."""
-    from torch._weights_only_unpickler import _get_allowed_globals
-    return {**_get_allowed_globals(), **_newer_torch_defaults(),
-            **global_names(_ADDED_GLOBALS), **global_names(allowed)}
-
-
-def load_weights_only(file: CheckpointFile, map_location: MapLocation = 'cpu',
-                      allowed: Sequence[GlobalEntry] = ()) -> Any:
-    """``torch.load`` weights-only, also allowing ``allowed`` for this call.
+def local_checkpoint(filename: str, hint: str = '') -> Optional[str]:
+    """The local file a checkpoint path names (also behind ``trusted://`` or
+    ``weights-only://``), or None for a URL or another mmengine backend, which only
+    their loader can check.
 
     Raises:
-        pickle.UnpicklingError: If the file holds a type outside the allow-list.
+        FileNotFoundError: If a local file does not exist, naming its absolute path and
+            ``hint`` (how to get the file).
     """
-    if TORCH_HAS_ALLOWLIST:
-        with torch.serialization.safe_globals(list(allowed)):
-            return torch.load(file, map_location=map_location, weights_only=True)
-    # torch < 2.5 has no allow-list: not a full load, the restricted unpickler refuses
-    # every global outside it.
-    return torch.load(file, map_location=map_location, weights_only=False,
-                      pickle_module=restricted_pickle_module(_restricted_allowlist(allowed)))
-
-
-@CheckpointLoader.register_scheme(prefixes=TRUSTED_PREFIX)
-def load_from_trusted(filename: str, map_location: MapLocation = None) -> Any:
-    """Load a local checkpoint named ``trusted://PATH`` in full (``weights_only=False``).
-
-    Registered with mmengine's :class:`~mmengine.runner.CheckpointLoader` under its own
-    prefix, so it changes nothing for other paths.
-
-    Args:
-        filename (str): ``trusted://`` followed by a local path.
-        map_location (str | torch.device, optional): As for :func:`torch.load`.
-
-    Returns:
-        Any: The unpickled checkpoint.
-    """
-    path = osp.expanduser(strip_trusted(filename))
+    path = osp.expanduser(_strip_prefix(filename))
+    if '://' in path:
+        return None
     if not osp.isfile(path):
-        raise FileNotFoundError(f'Checkpoint {path} (given as {filename}) does not exist '
-                                f'(relative paths start at {osp.abspath(".")}).')
-    return torch.load(path, map_location=map_location, weights_only=False)
-
-
-@CheckpointLoader.register_scheme(prefixes=WEIGHTS_ONLY_PREFIX)
-def load_from_weights_only(filename: str, map_location: MapLocation = None) -> Any:
-    """Read ``weights-only://PATH`` with :func:`read_checkpoint`, allowing what
-    :func:`add_safe_globals` added (the training checkpoint types, once
-    :mod:`biformer_mm.engine` is imported).
-
-    Registered with mmengine's :class:`~mmengine.runner.CheckpointLoader` under its own
-    prefix: ``tools/train.py`` and ``tools/test.py`` give the Runner their checkpoints
-    this way (:func:`weights_only_path`), and configs may use it for mmdet's and
-    mmseg's own tools on torch < 2.6, whose default loads are not weights-only.
-
-    Args:
-        filename (str): ``weights-only://`` followed by a local path, a URL or a path of
-            an mmengine file backend.
-        map_location (str | torch.device, optional): As for :func:`torch.load`.
-
-    Returns:
-        Any: The loaded checkpoint.
-    """
-    return read_checkpoint(filename, map_location, allowed=())
-
-
-def unsafe_globals(file: CheckpointFile, allowed: Sequence[GlobalEntry] = ()) -> list:
-    """Types a checkpoint holds that a weights-only load would refuse.
-
-    Args:
-        file (str | file): A checkpoint written by ``torch.save`` (zip format).
-        allowed (Sequence): Types allowed beyond the allow-list (torch's default and
-            :func:`add_safe_globals`').
-
-    Returns:
-        list[str]: Fully qualified names, empty when the file loads weights-only.
-    """
-    if TORCH_HAS_ALLOWLIST:
-        with torch.serialization.safe_globals(list(allowed)):
-            return torch.serialization.get_unsafe_globals_in_checkpoint(file)
-    known = _restricted_allowlist(allowed)
-    return [name for name in pickle_globals(file) if name not in known]
-
-
-def unsafe_checkpoint_message(filename: str, types: Sequence[str],
-                              where: str = 'the checkpoint path') -> str:
-    """The error text for a checkpoint that needs more than the allow-list."""
-    return (f'Checkpoint {filename} holds {", ".join(types) or "objects"} beyond the '
-            f'weights-only allow-list, and unpickling those can run code. It was not '
-            f'loaded. If you trust this file (you made it, or it comes from a source you '
-            f'trust), load it in full by prefixing {where} with {TRUSTED_PREFIX!r}, e.g. '
-            f'{TRUSTED_PREFIX}{filename} (see docs/checkpoints.md).')
+        raise FileNotFoundError(f'Checkpoint {osp.abspath(path)} does not exist. {hint}'
+                                .rstrip())
+    return path
 
 
 def _download_once(url: str, path: str) -> None:
@@ -219,10 +97,13 @@ def _download_once(url: str, path: str) -> None:
 
 
 def cached_download(url: str) -> str:
-    """The local copy of an http(s) ``url`` in torch's hub cache
-    (``TORCH_HOME/hub/checkpoints/``, where mmengine caches checkpoint URLs), downloaded
-    if missing; in a distributed run rank 0 downloads first."""
-    path = osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(urlparse(url).path))
+    """The local copy of an http(s) ``url``, downloaded if missing (rank 0 first):
+    ``TORCH_HOME/hub/checkpoints/HASH/NAME`` with ``HASH`` from the whole URL, so that
+    URLs with the same file name (the official BiFormer links all end in
+    ``/root/content``) are different files."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    path = osp.join(torch.hub.get_dir(), 'checkpoints', digest,
+                    osp.basename(urlparse(url).path) or 'checkpoint')
     rank, world_size = get_dist_info()
     if rank == 0:
         _download_once(url, path)
@@ -233,115 +114,248 @@ def cached_download(url: str) -> str:
     return path
 
 
-def check_local_file(filename: str) -> None:
-    """Raise ``FileNotFoundError`` if ``filename`` (also behind a ``trusted://`` or
-    ``weights-only://`` prefix) is a local path that does not exist; URLs and other
-    backends are left to their loader."""
-    if filename.startswith(WEIGHTS_ONLY_PREFIX):
-        filename = filename[len(WEIGHTS_ONLY_PREFIX):]
-    path = osp.expanduser(strip_trusted(filename))
-    if is_local(path) and not osp.isfile(path):
-        raise FileNotFoundError(f'Checkpoint {osp.abspath(path)} does not exist.')
-
-
-def check_checkpoint_argument(checkpoint: str) -> None:
-    """Raise ``FileNotFoundError``, saying where relative paths start, if the checkpoint
-    file a tool was given (optionally as ``trusted://PATH``) does not exist."""
-    if not osp.isfile(strip_trusted(checkpoint)):
-        raise FileNotFoundError(f'Checkpoint {checkpoint} does not exist (relative paths '
-                                f'start at {osp.abspath(".")}).')
-
-
-def _open_checkpoint(filename: str) -> CheckpointFile:
+def _open(filename: str, hint: str) -> Union[str, IO[bytes]]:
     """A local path or an in-memory file to read ``filename`` from."""
-    if is_local(filename):
-        check_local_file(filename)
-        return osp.expanduser(filename)
-    if filename.startswith(('http://', 'https://')):
-        return cached_download(filename)
+    path = local_checkpoint(filename, hint)
+    if path is not None:
+        return path
+    url = _strip_prefix(filename)
+    if url.startswith(('http://', 'https://')):
+        return cached_download(url)
     try:
-        return io.BytesIO(fileio.get(filename))
-    except KeyError as error:
+        return io.BytesIO(fileio.get(url))
+    except KeyError as error:  # no file backend: one of mmengine's model-zoo schemes
         raise ValueError(
-            f'Checkpoint {filename}: biformer_mm reads checkpoints weights-only from local '
-            f'paths, http(s) URLs and mmengine file backends (s3://, petrel://, ...), not '
-            f'through mmengine\'s {filename.split("://")[0]}:// loader, which unpickles in '
+            f'Checkpoint {filename}: biformer_mm reads checkpoints from local paths, '
+            f'http(s) URLs and mmengine file backends (s3://, petrel://, ...), not '
+            f'through mmengine\'s {url.split("://")[0]}:// loader, which unpickles in '
             f'full. Give the http(s) URL it stands for, or a local copy.') from error
+
+
+# 1. Reading weights-only.
+
+_ADDED_GLOBALS: List[GlobalEntry] = []
+""":func:`add_safe_globals` entries where torch has no allow-list."""
+
+
+def add_safe_globals(entries: Sequence[GlobalEntry]) -> None:
+    """Allow ``entries`` in every weights-only load of the process:
+    ``torch.serialization.add_safe_globals``, else :class:`RestrictedUnpickler`'s."""
+    if TORCH_HAS_ALLOWLIST:
+        torch.serialization.add_safe_globals(list(entries))
+    else:
+        _ADDED_GLOBALS.extend(entries)
+
+
+def _load_weights_only(file: Union[str, IO[bytes]], map_location: MapLocation,
+                       allowed: Sequence[GlobalEntry], mmap: bool) -> Any:
+    if TORCH_HAS_ALLOWLIST:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(file, map_location, weights_only=True, mmap=mmap)
+    # Not a full load: the restricted unpickler refuses every global outside its list.
+    return torch.load(file, map_location, weights_only=False, mmap=mmap,
+                      pickle_module=restricted_pickle_module([*_ADDED_GLOBALS, *allowed]))
+
+
+def _refused(file: Union[str, IO[bytes]], error: Exception,
+             allowed: Sequence[GlobalEntry]) -> str:
+    """What a weights-only load refused: the globals torch names, or the restricted
+    unpickler's reason."""
+    if not TORCH_HAS_ALLOWLIST:
+        return str(error)
+    if not isinstance(file, str):
+        file.seek(0)
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(file)
+    except (pickle.UnpicklingError, ValueError, RuntimeError):  # opcodes torch's scan lacks
+        names = []
+    return ', '.join(names) or 'pickle operations'
 
 
 def read_checkpoint(filename: str,
                     map_location: MapLocation = 'cpu',
                     allowed: Sequence[GlobalEntry] = OFFICIAL_CHECKPOINT_GLOBALS,
-                    where: str = 'the checkpoint path') -> Any:
-    """Read a checkpoint weights-only, from a local path, a URL or any mmengine backend.
-
-    Local paths are read directly, http(s) URLs through a copy in torch's hub cache
-    (:func:`cached_download`), other backends into memory. ``allowed`` types are
-    accepted for the duration of the call only. A ``trusted://`` path is loaded in full;
-    a ``weights-only://`` prefix changes nothing.
+                    where: str = 'the checkpoint path',
+                    hint: str = '',
+                    mmap: bool = False) -> Any:
+    """Read a checkpoint weights-only from a local path, an http(s) URL or an mmengine
+    file backend; in full behind ``trusted://``.
 
     Args:
         filename (str): Checkpoint path, URL or backend path.
         map_location (str | torch.device, optional): As for :func:`torch.load`.
-            Defaults to ``'cpu'``.
-        allowed (Sequence): Non-tensor types to accept. Defaults to
-            :data:`OFFICIAL_CHECKPOINT_GLOBALS`.
-        where (str): What the user sets to opt in, for the error message.
-
-    Returns:
-        Any: The loaded checkpoint.
+        allowed (Sequence): Non-tensor types to accept in this call, beyond
+            :func:`add_safe_globals`'. Defaults to :data:`OFFICIAL_CHECKPOINT_GLOBALS`.
+        where (str): What the user prefixes to opt in, for the error message.
+        hint (str): How to get a missing file, for the error message.
+        mmap (bool): Memory-map a local ``torch.save`` zip file instead of reading it.
 
     Raises:
         FileNotFoundError: If a local file does not exist.
-        UnsafeCheckpointError: If the file holds types outside the allow-lists.
+        UnsafeCheckpointError: If the file holds more than the allow-lists accept.
     """
-    if is_trusted(filename):
-        return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
-    if filename.startswith(WEIGHTS_ONLY_PREFIX):
-        filename = filename[len(WEIGHTS_ONLY_PREFIX):]
-    file = _open_checkpoint(filename)
+    file = _open(filename, hint)
+    mmap = mmap and isinstance(file, str) and zipfile.is_zipfile(file)
+    if filename.startswith(TRUSTED_PREFIX):
+        return torch.load(file, map_location, weights_only=False, mmap=mmap)
     try:
-        return load_weights_only(file, map_location, allowed)
+        return _load_weights_only(file, map_location, allowed, mmap)
     except pickle.UnpicklingError as error:
-        if not isinstance(file, str):
-            file.seek(0)
         raise UnsafeCheckpointError(
-            unsafe_checkpoint_message(filename, unsafe_globals(file, allowed), where)) \
+            f'Checkpoint {filename} holds {_refused(file, error, allowed)} beyond the '
+            f'weights-only allow-list, and unpickling those can run code. It was not '
+            f'loaded. If you trust this file (you made it, or it comes from a source you '
+            f'trust), load it in full by prefixing {where} with {TRUSTED_PREFIX!r}, e.g. '
+            f'{TRUSTED_PREFIX}{_strip_prefix(filename)} (see docs/checkpoints.md).') \
             from error
 
 
-def check_loadable(filename: Optional[str], where: str) -> None:
-    """Fail early, with the opt-in named, if a local checkpoint cannot load weights-only.
-
-    Args:
-        filename (str, optional): Checkpoint path; remote, ``trusted://`` and missing
-            paths, and files not in ``torch.save``'s zip format, are left to the loader.
-        where (str): What the user sets to opt in, for the error message.
-
-    Raises:
-        UnsafeCheckpointError: If the file holds types outside the allow-list.
-    """
-    if not filename or is_trusted(filename) or not is_local(filename) \
-            or not zipfile.is_zipfile(filename):
-        return
-    types = unsafe_globals(filename)
-    if types:
-        raise UnsafeCheckpointError(unsafe_checkpoint_message(filename, types, where))
+# 2, 3. mmengine's loaders of weights-only:// and trusted://.
 
 
-def weights_only_path(filename: Optional[str], where: str) -> Optional[str]:
-    """The path to give mmengine's Runner for ``filename`` so that it loads weights-only,
-    after checking a local file (:func:`check_loadable`).
+@CheckpointLoader.register_scheme(prefixes=WEIGHTS_ONLY_PREFIX)
+def load_from_weights_only(filename: str, map_location: MapLocation = None) -> Any:
+    """``weights-only://PATH``: :func:`read_checkpoint`, allowing :func:`add_safe_globals`'
+    types only (the training checkpoints', once :mod:`biformer_mm.engine` is imported)."""
+    return read_checkpoint(filename, map_location, allowed=())
 
-    Args:
-        filename (str, optional): ``load_from``/``--resume``/``CHECKPOINT`` value.
-        where (str): What the user sets to opt in, for the error message.
+
+@CheckpointLoader.register_scheme(prefixes=TRUSTED_PREFIX)
+def load_from_trusted(filename: str, map_location: MapLocation = None) -> Any:
+    """``trusted://PATH``: the file in full (``weights_only=False``)."""
+    return read_checkpoint(filename, map_location)
+
+
+def weights_only_path(filename: Optional[str],
+                      where: str = 'the checkpoint path') -> Optional[str]:
+    """The path to give mmengine (``load_from``, an inferencer's ``weights``) so that it
+    reads ``filename`` weights-only. A local file is read now (memory-mapped), so that a
+    missing or refused file fails before anything is built.
 
     Returns:
         str | None: ``weights-only://filename``; ``filename`` itself if it is None or
         already carries ``trusted://`` or ``weights-only://``.
+
+    Raises:
+        FileNotFoundError: If a local file does not exist.
+        UnsafeCheckpointError: If a local file holds more than the allow-lists accept
+            (``where`` is what the user prefixes to opt in).
     """
-    if not filename or filename.startswith((TRUSTED_PREFIX, WEIGHTS_ONLY_PREFIX)):
+    if not filename:
         return filename
-    check_loadable(filename, where)
+    if local_checkpoint(filename) and not filename.startswith(TRUSTED_PREFIX):
+        read_checkpoint(filename, allowed=(), where=where, mmap=True)
+    if filename.startswith((TRUSTED_PREFIX, WEIGHTS_ONLY_PREFIX)):
+        return filename
     return WEIGHTS_ONLY_PREFIX + filename
+
+
+# 5. The training checkpoints mmengine writes for our configs (with and without AMP)
+# hold mmengine's HistoryBuffer, which pickles its statistics methods as
+# getattr(HistoryBuffer, 'min') and so on, and numpy arrays, dtypes and scalars.
+
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+NUMPY_DTYPES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32',
+                'uint64', 'float16', 'float32', 'float64')  # no object arrays
+
+
+def history_buffer_statistic(owner: Any, name: str) -> Any:
+    """``getattr`` restricted to ``HistoryBuffer``'s statistics methods: allowed under
+    the name ``builtins.getattr``, which itself is not."""
+    if owner is HistoryBuffer and name in HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f'getattr({owner!r}, {name!r}) (only HistoryBuffer.'
+                                 f'{{{",".join(HISTORY_BUFFER_STATISTICS)}}} are allowed)')
+
+
+def training_checkpoint_globals() -> List[GlobalEntry]:
+    """The allow-list entries of the training checkpoints mmengine writes."""
+    # numpy 1 pickles numpy.core.multiarray.NAME, numpy 2 numpy._core.multiarray.NAME:
+    # files written under either load under both.
+    numpy_2 = digit_version(np.__version__) >= digit_version('2.0.0')
+    multiarray = np._core.multiarray if numpy_2 else np.core.multiarray
+    return [HistoryBuffer, (history_buffer_statistic, 'builtins.getattr'), np.ndarray,
+            np.dtype, *(type(np.dtype(name)) for name in NUMPY_DTYPES),
+            *((getattr(multiarray, name), f'numpy.{core}.multiarray.{name}')
+              for name in ('_reconstruct', 'scalar') for core in ('core', '_core'))]
+
+
+def allow_training_checkpoints() -> None:
+    """:func:`add_safe_globals` of :func:`training_checkpoint_globals`: for every
+    weights-only load of the process, torch's own from torch 2.5 on."""
+    add_safe_globals(training_checkpoint_globals())
+
+
+# 1. The weights-only unpickler of torch < 2.5.
+
+
+def _named(entries: Sequence[GlobalEntry]) -> Dict[str, Any]:
+    """``{'module.name': object}`` for allow-list entries, named as torch names them."""
+    return dict(entry[::-1] if isinstance(entry, tuple) else
+                (f'{entry.__module__}.{entry.__qualname__}', entry) for entry in entries)
+
+
+class RestrictedUnpickler(pickle._Unpickler):
+    """Python's unpickler restricted as torch's weights-only one: a global resolves only
+    if :attr:`allowed` names it; only allowed objects are called (``REDUCE``, ``NEWOBJ``,
+    ``NEWOBJ_EX``, ``OBJ``, ``INST``), not what a call returned; state is set
+    (``BUILD``) only on instances of allowed types, never on a class, function or
+    module. Anything else raises :class:`pickle.UnpicklingError`."""
+
+    allowed: Dict[str, Any] = {}
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def find_class(self, module: str, name: str) -> Any:
+        # Pickles of protocol < 3 (torch.save writes 2) use Python 2 names.
+        module, name = _compat_pickle.NAME_MAPPING.get(
+            (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
+        if f'{module}.{name}' not in self.allowed:
+            raise pickle.UnpicklingError(f'{module}.{name}')
+        return self.allowed[f'{module}.{name}']
+
+    def _check(self, obj: Any, what: str = 'a call of') -> None:
+        if not any(obj is allowed for allowed in self.allowed.values()):
+            raise pickle.UnpicklingError(f'{what} {obj!r}')
+
+    def _instantiate(self, klass: Any, args: list) -> None:
+        self._check(klass)
+        super()._instantiate(klass, args)
+
+    def load_reduce(self) -> None:
+        self._check(self.stack[-2])
+        super().load_reduce()
+
+    def load_newobj(self) -> None:
+        self._check(self.stack[-2])
+        super().load_newobj()
+
+    def load_newobj_ex(self) -> None:
+        self._check(self.stack[-3])
+        super().load_newobj_ex()
+
+    def load_build(self) -> None:
+        self._check(type(self.stack[-2]), 'the state of an instance of')
+        super().load_build()
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+    dispatch[pickle.BUILD[0]] = load_build
+
+
+def restricted_pickle_module(allowed: Sequence[GlobalEntry]) -> types.ModuleType:
+    """A ``torch.load(pickle_module=...)`` whose unpickler is :class:`RestrictedUnpickler`
+    allowing torch's own weights-only globals, what torch >= 2.5 allows by default
+    besides (bytes as ``_codecs.encode``, bytearray, complex, set, Counter,
+    ``torch.device``, every torch dtype) and ``allowed``."""
+    from torch._weights_only_unpickler import _get_allowed_globals
+    newer_defaults = [(_codecs.encode, '_codecs.encode'), bytearray, complex, set,
+                      collections.Counter, (torch.device, 'torch.device'),
+                      *((t, str(t)) for t in vars(torch).values()
+                        if isinstance(t, torch.dtype))]
+    names = {**_get_allowed_globals(), **_named(newer_defaults), **_named(allowed)}
+    module = types.ModuleType('biformer_mm_restricted_pickle')
+    module.Unpickler = type('Unpickler', (RestrictedUnpickler, ), {'allowed': names})
+    module.load = lambda file, **kwargs: module.Unpickler(file, **kwargs).load()
+    return module

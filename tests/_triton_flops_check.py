@@ -13,7 +13,7 @@ assert os.environ.get('TRITON_INTERPRET') == '1', 'run with TRITON_INTERPRET=1'
 import biformer_mm  # noqa: E402,F401  (registers the FLOP handles)
 from biformer_mm.models.layers import BiLevelRoutingAttention  # noqa: E402
 from biformer_mm.ops import routed_attention_gather  # noqa: E402
-from biformer_mm.ops.bra_triton import routed_attention_triton  # noqa: E402
+from biformer_mm.ops.bra_triton import routed_attention_triton_heads_first  # noqa: E402
 
 
 def flops(module: nn.Module, *inputs) -> int:
@@ -24,17 +24,17 @@ def flops(module: nn.Module, *inputs) -> int:
 
 
 class ChannelPacked(nn.Module):
-    """Routed attention on ``(N, P, W, heads * D)`` maps, by ``routed_attention_triton`` or,
-    on heads-first views of the same maps, by the original algorithm."""
+    """Routed attention on heads-first views of ``(N, P, W, heads * D)`` maps, by the
+    Triton kernels or by the original algorithm."""
 
     def __init__(self, impl: str, heads: int) -> None:
         super().__init__()
         self.impl, self.heads = impl, heads
 
     def forward(self, q, k, v, r_idx):
-        if self.impl == 'triton':
-            return routed_attention_triton(q, k, v, r_idx, self.heads, 0.25)
         q, k, v = (t.unflatten(-1, (self.heads, -1)).permute(0, 3, 1, 2, 4) for t in (q, k, v))
+        if self.impl == 'triton':
+            return routed_attention_triton_heads_first(q, k, v, r_idx, 0.25)
         return routed_attention_gather(q, k, v, r_idx, 0.25)
 
 

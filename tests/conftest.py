@@ -15,9 +15,9 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
 TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
 DET_CONFIG = osp.join(REPO_ROOT, 'configs', 'detection', 'maskrcnn_biformer_t.py')
-DET_OVERLAY = osp.join(REPO_ROOT, 'configs', 'detection', 'toy', 'maskrcnn_toy_coco.py')
+DET_TOY = osp.join(REPO_ROOT, 'configs', 'detection', 'toy', 'maskrcnn_biformer_t_toy_coco.py')
 SEG_CONFIG = osp.join(REPO_ROOT, 'configs', 'segmentation', 'fpn_biformer_t.py')
-SEG_OVERLAY = osp.join(REPO_ROOT, 'configs', 'segmentation', 'toy', 'fpn_toy_ade20k.py')
+SEG_TOY = osp.join(REPO_ROOT, 'configs', 'segmentation', 'toy', 'fpn_biformer_t_toy_ade20k.py')
 # One detection epoch is 2 iterations on the toy_coco_workdir's 4 images; 128x128 inputs
 # keep steps short.
 ONE_EPOCH = [
@@ -69,17 +69,73 @@ class Payload:
         return exec, (f"open({self.marker!r}, 'w').write('the payload ran')", )
 
 
+def save_scan_bypass(path, marker) -> str:
+    """Save at ``path`` a ``torch.save`` checkpoint whose hand-written pickle calls
+    ``builtins.exec`` to write ``marker``, through ``STACK_GLOBAL`` after pushing and
+    popping two allowed-looking strings (which hides the call from a scan that takes the
+    last two strings pushed as ``STACK_GLOBAL``'s names); returns ``str(path)``."""
+    import io
+    import pickle
+    import struct
+    import zipfile
+
+    import torch
+
+    def string(text: str) -> bytes:
+        return pickle.BINUNICODE + struct.pack('<I', len(text.encode())) + text.encode()
+
+    payload = (pickle.PROTO + b'\x02' + string('builtins') + string('exec') +
+               string('collections') + string('OrderedDict') + pickle.POP + pickle.POP +
+               pickle.STACK_GLOBAL +
+               string(f"open({str(marker)!r}, 'w').write('the payload ran')") +
+               pickle.TUPLE1 + pickle.REDUCE + pickle.STOP)
+    template = io.BytesIO()
+    torch.save({}, template)
+    with zipfile.ZipFile(template) as source, zipfile.ZipFile(path, 'w') as target:
+        for name in source.namelist():
+            target.writestr(name, payload if name.endswith('/data.pkl') else
+                            source.read(name))
+    return str(path)
+
+
 def make_layout(root: str, dataset_type: str) -> str:
     """The standard layout of ``dataset_type`` (``'CocoDataset'``, ``'ADE20KDataset'``)
-    under ``root``, as empty files and folders: what the tools' dataset check looks for;
-    returns ``root``."""
+    under ``root``: what the tools' dataset check looks for. COCO's annotation files
+    list one (empty) image file each, with one annotation, and the 80 COCO categories;
+    ADE20K's folders are empty. Returns ``root``."""
     from biformer_mm.engine.dataset_check import DATASET_HELP
     for entry in DATASET_HELP[dataset_type].layout:
         path = osp.join(root, entry)
         os.makedirs(osp.dirname(path), exist_ok=True)
         if '*' not in entry:
-            open(path, 'w').close()
+            write_coco(path, ['000001.jpg'])
+            split = osp.basename(path).split('_')[-1][:-len('.json')]
+            os.makedirs(osp.join(root, split), exist_ok=True)
+            open(osp.join(root, split, '000001.jpg'), 'w').close()
     return root
+
+
+def write_coco(path: str, images: List[str], classes: Optional[List[str]] = None,
+               sizes: Optional[dict] = None) -> str:
+    """A COCO annotation file at ``path`` listing ``images`` (64x64 unless ``sizes``
+    says ``{name: (width, height)}``), each with one box of the first class; categories
+    ``classes`` (default: the 80 COCO classes). Returns ``path``."""
+    import json
+    if classes is None:
+        from mmdet.datasets import CocoDataset
+        classes = list(CocoDataset.METAINFO['classes'])
+    sizes = sizes or {}
+    coco = dict(
+        images=[dict(id=i, file_name=name, width=sizes.get(name, (64, 64))[0],
+                     height=sizes.get(name, (64, 64))[1]) for i, name in enumerate(images, 1)],
+        annotations=[dict(id=i, image_id=i, category_id=1, bbox=[2, 2, 10, 10], area=100,
+                          iscrowd=0, segmentation=[[2, 2, 12, 2, 12, 12, 2, 12]])
+                     for i in range(1, len(images) + 1)],
+        categories=[dict(id=i, name=name) for i, name in enumerate(classes, 1)])
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(coco, f)
+    return path
 
 
 @pytest.fixture
@@ -119,7 +175,7 @@ def trained_det(toy_coco_workdir) -> dict:
     """One epoch (2 iterations) of tools/train.py on Mask R-CNN BiFormer-T with --amp,
     as on a CPU machine: ``work_dir`` and the tool's ``output``."""
     work_dir = osp.join(toy_coco_workdir, 'work_dirs', 'one_epoch')
-    output = run([sys.executable, TRAIN, DET_CONFIG, '--overlay', DET_OVERLAY, '--work-dir',
+    output = run([sys.executable, TRAIN, DET_TOY, '--work-dir',
                   work_dir, '--amp'] + ONE_EPOCH, cwd=toy_coco_workdir)
     return dict(work_dir=work_dir, output=output)
 
@@ -134,7 +190,7 @@ def trained_seg(tmp_path_factory) -> str:
     work_dir = str(root.parent / 'work_dir')
     data = [f'{split}_dataloader.dataset.data_root={root}'
             for split in ('train', 'val', 'test')]
-    run([sys.executable, TRAIN, SEG_CONFIG, '--overlay', SEG_OVERLAY, '--work-dir', work_dir,
+    run([sys.executable, TRAIN, SEG_TOY, '--work-dir', work_dir,
          '--cfg-options', 'train_cfg.max_iters=1', 'default_hooks.checkpoint.interval=1',
          'train_cfg.val_begin=100', *data], cwd=REPO_ROOT)
     return work_dir

@@ -1,11 +1,12 @@
 """Specification of where the fused Triton kernels run: the guards of ``attn_impl='auto'``
-and of an explicit ``'triton'``, the first-use self-check, the logged choice, launches on
-the inputs' device, and once-differentiable autograd Functions.
+and of an explicit ``'triton'``, the self-check before each compiled kernel's first use,
+the logged choice, launches on the inputs' device, and once-differentiable autograd
+Functions.
 
 There is no GPU here: a GPU is simulated by monkeypatching the conditions (meta tensors
-that say they are CUDA tensors, a compute capability, a ROCm build, ...). No kernel runs
-on such inputs; the real kernels run in Triton's CPU interpreter in test_bra_triton.py
-and, through the self-check, in test_gpu_check.py.
+that say they are CUDA tensors, a compute capability, a ROCm build, ...), and the kernels
+by torch computations. The real kernels run in Triton's CPU interpreter in
+test_bra_triton.py (the self-check too), and on a GPU in its tests marked ``cuda``.
 """
 import contextlib
 import importlib
@@ -116,13 +117,6 @@ def test_head_dims_beyond_the_launch_configuration_are_rejected(gpu, head_dq, he
         assert f'{head_dq} (qk) / {head_dv} (v) exceed 128' in reason
 
 
-def test_head_dims_of_channel_packed_inputs_count_per_head(gpu):
-    q = torch.empty(1, 4, 6, 4 * 64, device='meta')
-    r_idx = torch.zeros(1, 4, 1, dtype=torch.long, device='meta')
-    assert bra_triton.unsupported_reason(q, q, q, r_idx, num_heads=4) is None
-    assert 'exceed 128' in bra_triton.unsupported_reason(q, q, q, r_idx, num_heads=1)
-
-
 def test_deterministic_mode_rules_out_the_atomic_backward(gpu):
     """The backward adds key/value gradients with atomics; the forward is deterministic."""
     inputs = problem(torch.float16, 'meta', requires_grad=True)
@@ -157,10 +151,10 @@ def test_triton_older_than_3_is_not_used(monkeypatch):
 def test_auto_picks_triton_where_the_guards_and_the_self_check_pass(gpu, log, monkeypatch):
     checked = []
     monkeypatch.setattr(routed_attention_module, 'triton_self_check',
-                        lambda *key: checked.append(key))
+                        lambda *call: checked.append(call))
     q, k, v, r_idx = problem(torch.bfloat16, 'meta')
     assert resolve_attn_impl('auto', q, k, v, r_idx) == 'triton'
-    assert checked == [(q.device, torch.bfloat16, 32, 32, 6, 2, 4)]
+    assert len(checked) == 1 and all(a is b for a, b in zip(checked[0], (q, k, v, r_idx)))
     assert log == [("routed attention on meta (torch.bfloat16): attn_impl='auto' uses "
                     "'triton': the fused Triton kernels.", 20)]
 
@@ -179,6 +173,21 @@ def test_auto_falls_back_to_torch_and_says_why_once_per_device_and_dtype(gpu, lo
 def test_auto_on_the_cpu_logs_torch():
     """Real CPU tensors, real logger: 'auto' is 'torch' and nothing raises."""
     assert resolve_attn_impl('auto', *problem()) == 'torch'
+
+
+def test_auto_never_picks_the_triton_interpreter(log, monkeypatch):
+    """TRITON_INTERPRET=1 lets the kernels run on CPU tensors, orders of magnitude
+    slower: only an explicit attn_impl='triton' (as tests make) runs them there."""
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    interpreted = load_bra_triton_with(monkeypatch, pytest.importorskip('triton'))
+    assert interpreted.INTERPRETER
+    monkeypatch.setattr(routed_attention_module, 'unsupported_reason',
+                        interpreted.unsupported_reason)
+    monkeypatch.setattr(routed_attention_module, 'triton_self_check', lambda *call: None)
+    assert resolve_attn_impl('auto', *problem()) == 'torch'
+    assert "because TRITON_INTERPRET=1 is set" in log[0][0]
+    assert "attn_impl='auto' never picks it" in log[0][0]
+    assert interpreted.unsupported_reason(*problem(), interpreter=True) is None
 
 
 def test_auto_uses_torch_where_the_self_check_failed(gpu, log, monkeypatch):
@@ -210,12 +219,13 @@ def test_auto_in_deterministic_mode_trains_with_torch(gpu, log, monkeypatch):
 
 
 class CorrectKernels(torch.autograd.Function):
-    """Stands in for TritonRoutedAttention with the right results (the torch path)."""
-    calls = 0
+    """Stands in for TritonRoutedAttention with the right results (the torch path);
+    records the strides of the q it ran on."""
+    calls = []
 
     @staticmethod
     def forward(ctx, q, k, v, r_idx, layout, scale):
-        CorrectKernels.calls += 1
+        CorrectKernels.calls.append(q.stride())
         with torch.enable_grad():
             q_, k_, v_ = (t.detach().requires_grad_() for t in (q, k, v))
             out = ChunkedRoutedAttention.apply(q_, k_, v_, r_idx, scale)
@@ -248,58 +258,98 @@ class CompileError(torch.autograd.Function):
 @pytest.fixture
 def kernels(monkeypatch):
     """Replace the kernels the self-check runs; a fresh memory of self-check results."""
+    pytest.importorskip('triton')  # the kernel configuration comes from Triton's rules
     monkeypatch.setattr(triton_self_check, '_results', {})
     monkeypatch.delenv(triton_self_check.SELF_CHECK_ENV, raising=False)
-    CorrectKernels.calls = 0
+    CorrectKernels.calls = []
 
     def use(function):
         monkeypatch.setattr(triton_self_check, 'TritonRoutedAttention', function)
     return use
 
 
-CPU = torch.device('cpu')
+def stage(images, heads, regions, tokens, topk, dtype=torch.float16, head_dim=32):
+    """Inputs of one BRA call as BiFormer's blocks make them: q, k, v slices of one
+    contiguous (3, N, heads, P, W, D) tensor, routing indices (N, P, topk)."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(3, images, heads, regions, tokens, head_dim, generator=g).to(
+        dtype).unbind(0)
+    r_idx = torch.rand(images, regions, regions, generator=g).argsort(-1)[..., :topk]
+    return q, k, v, r_idx
 
 
-@pytest.mark.parametrize('dtype', DTYPES)
-def test_self_check_passes_correct_kernels_once_per_combination(kernels, dtype):
+def test_self_check_runs_once_before_each_compiled_kernel_configuration(kernels):
+    """Each BiFormer stage has its own region size and top-k, hence kernels compiled
+    with other block sizes: each is checked before its first use, and only once."""
     kernels(CorrectKernels)
-    for _ in range(3):
-        assert triton_self_check.triton_self_check(CPU, dtype, 32, 32, 20, 4, 16) is None
-    assert CorrectKernels.calls == 1
-    assert triton_self_check.triton_self_check(CPU, dtype, 32, 64, 20, 4, 16) is None
-    assert CorrectKernels.calls == 2  # new head dims: checked again
+    stage_1 = stage(2, 2, 16, 49, 1)   # 64x64 tiles
+    stage_3 = stage(2, 8, 16, 6, 4)    # 16x32 tiles, other heads
+    for call in (stage_1, stage_3, stage_1, stage_3):
+        assert triton_self_check.triton_self_check(*call) is None
+    assert len(CorrectKernels.calls) == 2
+    # Another batch size, and another region size with the same tiles: the same kernels.
+    assert triton_self_check.triton_self_check(*stage(1, 2, 16, 49, 1)) is None
+    assert triton_self_check.triton_self_check(*stage(2, 2, 16, 40, 1)) is None
+    assert len(CorrectKernels.calls) == 2
+    # Other head dims, another dtype, a top-k of 1 where it was 4 (an argument Triton
+    # specialises on), a q not aligned to 16 bytes: other kernels, checked again.
+    q, k, v, r_idx = stage_3
+    for call in (stage(2, 8, 16, 6, 4, head_dim=16), stage(2, 8, 16, 6, 4, torch.bfloat16),
+                 stage(2, 8, 16, 6, 1), (torch.randn(1 + q.numel()).half()[1:].view_as(q),
+                                         k, v, r_idx)):
+        assert triton_self_check.triton_self_check(*call) is None
+    assert len(CorrectKernels.calls) == 6
+
+
+def test_self_check_runs_the_kernels_the_call_selects():
+    """Its one image of random values is laid out as the call's inputs: same strides,
+    same alignment, same sizes but the batch, so Triton selects the same kernels."""
+    pytest.importorskip('triton')
+    # Heads-first views of a channel-packed (N, P, W, 3 * heads * D) map, misaligned.
+    packed = torch.randn(2, 4, 7, 3 * 2 * 16 + 1).half()[..., 1:]
+    q, k, v = packed.unflatten(-1, (3, 2, 16)).permute(3, 0, 4, 1, 2, 5).unbind(0)
+    r_idx = torch.rand(2, 4, 4).argsort(-1)[..., :2].int()
+    for call in ((q, k, v, r_idx), stage(2, 8, 16, 6, 4)):
+        *problem_qkv, problem_r_idx, grad_out = triton_self_check.self_check_problem(*call)
+        assert bra_triton.kernel_key(*problem_qkv, problem_r_idx) == \
+            bra_triton.kernel_key(*call)
+        assert [t.stride() for t in problem_qkv] == [t.stride() for t in call[:3]]
+        assert problem_qkv[0].shape == (1, ) + call[0].shape[1:]
 
 
 def test_self_check_catches_wrong_gradients_and_warns_once(kernels):
     kernels(WrongGradients)
-    with pytest.warns(RuntimeWarning, match=r"self-check on cpu .*dk differs.*uses 'torch'"):
-        reason = triton_self_check.triton_self_check(CPU, torch.float16, 32, 32, 20, 4, 16)
+    call = stage(1, 2, 16, 20, 4)
+    with pytest.warns(RuntimeWarning, match=r"self-check on cpu .*top-4.*dk differs.*uses "
+                                            r"'torch' for calls with these kernels"):
+        reason = triton_self_check.triton_self_check(*call)
     assert reason.startswith('the first-use self-check failed: dk differs')
     with warnings_as_errors():
-        assert triton_self_check.triton_self_check(CPU, torch.float16, 32, 32, 20, 4,
-                                                   16) == reason
+        assert triton_self_check.triton_self_check(*call) == reason
 
 
 def test_self_check_turns_a_compile_error_into_a_warning_with_the_error(kernels):
     kernels(CompileError)
     with pytest.warns(RuntimeWarning, match='OutOfResources: out of resource: shared memory'):
-        reason = triton_self_check.triton_self_check(CPU, torch.bfloat16, 32, 32, 20, 16, 16)
+        reason = triton_self_check.triton_self_check(*stage(1, 2, 16, 20, 16, torch.bfloat16))
     assert 'OutOfResources' in reason
 
 
 def test_self_check_can_be_turned_off(kernels, monkeypatch):
     kernels(CompileError)
     monkeypatch.setenv('BIFORMER_MM_TRITON_SELF_CHECK', '0')
-    assert triton_self_check.triton_self_check(CPU, torch.float32, 32, 32, 20, 4, 16) is None
+    assert triton_self_check.triton_self_check(*stage(1, 2, 16, 20, 4)) is None
 
 
 def test_self_check_runs_forward_and_backward_under_inference_mode_and_autocast(kernels):
     kernels(CorrectKernels)
+    call = stage(2, 2, 16, 7, 3, torch.float32)
     with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16):
-        result = triton_self_check.run_self_check(CPU, torch.float32, 32, 32, w=7, topk=3)
+        result = triton_self_check.run_self_check(*(t.clone() for t in call))
     assert result.error is None
     assert set(result.max_errors) == {'out', 'dq', 'dk', 'dv'}
     assert max(result.max_errors.values()) < 1e-5
+    assert CorrectKernels.calls == [call[0].stride()]
 
 
 @contextlib.contextmanager
@@ -313,13 +363,15 @@ def warnings_as_errors():
 
 
 class RecordingLaunch:
-    """Stands in for a KernelLaunch: records the current device when launched."""
+    """Stands in for a KernelLaunch: computes with torch and records the current device
+    when launched."""
 
-    def __init__(self, seen, name):
-        self.seen, self.name = seen, name
+    def __init__(self, seen, name, compute):
+        self.seen, self.name, self.compute = seen, name, compute
 
     def __call__(self):
         self.seen.append((self.name, current_device[0]))
+        self.compute()
 
 
 current_device = [None]
@@ -339,17 +391,20 @@ def torch_computed_kernels(monkeypatch):
         finally:
             current_device[0] = None
 
-    def forward_launch(q, k, v, r_idx, layout, scale):
-        with torch.enable_grad():
-            out = ChunkedRoutedAttention.apply(q, k, v, r_idx, scale)
-        return RecordingLaunch(seen, 'forward'), out.detach(), torch.zeros(1)
+    def forward_launch(q, k, v, r_idx, out, lse, layout, scale):
+        def compute():
+            out.copy_(ChunkedRoutedAttention.apply(q, k, v, r_idx, scale))
+        return RecordingLaunch(seen, 'forward', compute)
 
-    def backward_launch(q, k, v, r_idx, out, lse, grad_out, layout, scale):
-        with torch.enable_grad():
-            leaves = [t.detach().requires_grad_() for t in (q, k, v)]
-            again = ChunkedRoutedAttention.apply(*leaves, r_idx, scale)
-            dq, dk, dv = torch.autograd.grad(again, leaves, grad_out)
-        return RecordingLaunch(seen, 'backward'), dq, dk, dv
+    def backward_launch(q, k, v, r_idx, out, lse, grad_out, dq, dk, dv, layout, scale):
+        def compute():
+            with torch.enable_grad():
+                leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+                again = ChunkedRoutedAttention.apply(*leaves, r_idx, scale)
+                for buffer, grad in zip((dq, dk, dv),
+                                        torch.autograd.grad(again, leaves, grad_out)):
+                    buffer.copy_(grad)
+        return RecordingLaunch(seen, 'backward', compute)
 
     monkeypatch.setattr(bra_triton, 'on_device', on_device)
     monkeypatch.setattr(bra_triton, 'forward_launch', forward_launch)
@@ -357,11 +412,26 @@ def torch_computed_kernels(monkeypatch):
     return seen
 
 
+def triton_function(q, k, v, r_idx, scale=0.1):
+    layout = bra_triton.input_layout(q, k, v, r_idx)
+    return bra_triton.TritonRoutedAttention.apply(q, k, v, r_idx, layout, scale)
+
+
 def test_every_launch_runs_under_the_inputs_device(torch_computed_kernels):
     q, k, v, r_idx = problem(requires_grad=True)
-    layout = bra_triton.input_layout(q, k, v, r_idx, None)
-    bra_triton.TritonRoutedAttention.apply(q, k, v, r_idx, layout, 0.1).sum().backward()
+    triton_function(q, k, v, r_idx).sum().backward()
     assert torch_computed_kernels == [('forward', q.device), ('backward', q.device)]
+
+
+def test_triton_function_gives_the_gradients_of_the_torch_path(torch_computed_kernels):
+    """The stand-in launches compute with the torch path, so this checks the Function's
+    plumbing: outputs and gradients in the inputs' layout and dtype."""
+    inputs = problem(requires_grad=True)
+    grad_out = torch.randn(1, 2, 4, 6, 32)
+    ours = torch.autograd.grad(triton_function(*inputs), inputs[:3], grad_out)
+    theirs = torch.autograd.grad(routed_attention_gather(*inputs, 0.1), inputs[:3], grad_out)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
 
 
 def test_on_device_selects_the_tensors_cuda_device():
@@ -369,10 +439,10 @@ def test_on_device_selects_the_tensors_cuda_device():
     assert isinstance(guard, torch.cuda.device) and guard.idx == 1
 
 
-def double_backward(function):
+def double_backward(function, loss=lambda out: out.square().sum()):
     q, k, v, r_idx = problem(requires_grad=True)
     out = function(q, k, v, r_idx)
-    (grad_q,) = torch.autograd.grad(out.square().sum(), q, create_graph=True)
+    (grad_q,) = torch.autograd.grad(loss(out), q, create_graph=True)
     grad_q.sum().backward()
 
 
@@ -381,13 +451,14 @@ def test_chunked_attention_refuses_double_backward_clearly():
         double_backward(lambda q, k, v, r_idx: ChunkedRoutedAttention.apply(q, k, v, r_idx, 0.1))
 
 
-def test_triton_attention_refuses_double_backward_clearly(torch_computed_kernels):
-    def apply(q, k, v, r_idx):
-        layout = bra_triton.input_layout(q, k, v, r_idx, None)
-        return bra_triton.TritonRoutedAttention.apply(q, k, v, r_idx, layout, 0.1)
-
-    with pytest.raises(RuntimeError, match='differentiate twice'):
-        double_backward(apply)
+@pytest.mark.parametrize('loss', [lambda out: out.square().sum(), lambda out: out.sum()],
+                         ids=['square', 'sum'])
+def test_triton_attention_refuses_double_backward_naming_the_fix(torch_computed_kernels,
+                                                                 loss):
+    """With out.sum() the output gradient needs no grad, where once_differentiable let
+    the second-order terms through it silently be zero."""
+    with pytest.raises(RuntimeError, match=r"differentiable once.*attn_impl='gather'"):
+        double_backward(triton_function, loss)
 
 
 def test_gather_supports_double_backward():

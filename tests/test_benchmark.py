@@ -16,16 +16,20 @@ BRA = dict(kind='bra', input='cls', stage=3, batch=1)
 TINY_BACKBONE = dict(kind='backbone', batch=1, size=(64, 96))
 
 
-def test_cpu_runs_every_implementation_but_triton():
-    assert benchmark_bra.available_impls('cpu') == ['gather', 'torch']
+def test_cpu_compares_the_original_with_the_chunked_algorithm():
+    assert benchmark_bra.available_impls('cpu') == ['gather', 'chunked']
+
+
+def test_rows_name_the_algorithm_the_default_runs():
+    assert benchmark_bra.auto_algorithm('cpu', 'fp32') == 'chunked'
 
 
 @pytest.mark.parametrize('case,impl', [
     (BRA, 'gather'),
-    (BRA, 'torch'),
-    (dict(TINY_BACKBONE, model='biformer_s', n_win=4), 'torch'),
+    (BRA, 'chunked'),
+    (dict(TINY_BACKBONE, model='biformer_s', n_win=4), 'chunked'),
     (dict(TINY_BACKBONE, model='swin_t'), None),
-], ids=['bra-gather', 'bra-torch', 'biformer_s-step', 'swin_t-step'])
+], ids=['bra-gather', 'bra-chunked', 'biformer_s-step', 'swin_t-step'])
 def test_every_row_kind_is_measured_in_a_fresh_process(case, impl):
     result = benchmark_bra.run_case(case, impl, ARGS)
     assert 'error' not in result, result.get('error')
@@ -55,3 +59,22 @@ def test_cpu_case_list_compares_against_the_original_wherever_it_fits_in_memory(
     assert all(benchmark_bra.gather_bytes(c) <= 12 * 2**30 for c in cases)
     assert {(c['input'], c['stage']) for c in cases} >= {('maskrcnn', 3), ('upernet', 1),
                                                          ('cls', 3)}
+
+
+def test_compile_mode_measures_both_backbones_eager_and_compiled_in_one_run(tmp_path):
+    """``--mode compile``: BiFormer-S and Swin-T, eager and compiled, each in a fresh
+    process, with the first step (compilation included) and the step time. Dynamo's
+    ``eager`` backend keeps this fast; the measurement itself uses inductor."""
+    out = tmp_path / 'compile.json'
+    report = benchmark_bra.main(['--device', 'cpu', '--mode', 'compile', '--size', '64', '96',
+                                 '--compile-backend', 'eager', '--runs', '1', '--warmup', '0',
+                                 '--repeats', '1', '--out', str(out)])
+    rows = {(r['model'], r['mode']): r for r in report['rows']}
+    assert set(rows) == {(m, mode) for m in ('biformer_s', 'swin_t')
+                         for mode in ('eager', 'compile (eager)')}
+    for row in report['rows']:
+        assert 'error' not in row, row.get('error')
+        assert row['first_step_s'] > 0 and row['step_ms'] > 0
+    assert {r['algorithm'] for r in report['rows'] if r['model'] == 'biformer_s'} == \
+        {'chunked'}
+    assert out.exists()

@@ -3,17 +3,19 @@
 Without a GPU the kernels run in Triton's CPU interpreter. ``TRITON_INTERPRET=1`` must be
 set before Triton (and this package) is imported, so those checks run in one subprocess
 that executes this file as a script: it runs every case of ``INTERP_CASES`` and saves the
-outputs and gradients next to the oracle's; the tests of this process compare them. The
-pytest process itself never sees ``TRITON_INTERPRET``.
+outputs and gradients next to the oracle's, the self-check's outcome on the real kernels
+and the error a double backward raises; the tests of this process read them. The pytest
+process itself never sees ``TRITON_INTERPRET``.
 
-The GPU tests run at realistic sizes and only where CUDA is available.
+The GPU tests are marked ``cuda`` (``pytest -m cuda``; ``tools/gpu_check.py`` runs them),
+run at realistic sizes and only where CUDA is available.
 """
 import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, NamedTuple, Tuple
+from typing import Any, Dict, NamedTuple, Tuple
 
 import pytest
 import torch
@@ -33,10 +35,11 @@ TOLERANCES = {'float32': (1e-4, 0.0), 'float16': (2e-2, 1e-2), 'bfloat16': (5e-2
 class Case(NamedTuple):
     """One routed attention problem.
 
-    ``layout`` says how q, k, v are stored: ``'kv'`` (q contiguous, k and v slices of one
-    packed kv tensor, as in BiFormer), ``'qkv'`` (all three slices of one packed tensor),
-    ``'separate'`` (three contiguous tensors) or ``'heads_first'`` (``(N, heads, P, W, D)``
-    slices of one packed tensor, run through ``routed_attention_triton_heads_first``).
+    ``layout`` says how q, k, v are stored: channel-packed ``(N, P, W, heads * D)`` maps
+    (``'kv'``: q contiguous, k and v slices of one packed kv tensor; ``'qkv'``: all three
+    slices of one packed tensor; ``'separate'``: three contiguous tensors), passed to the
+    kernels as heads-first views, or ``'heads_first'`` (``(N, heads, P, W, D)`` slices of
+    one packed tensor).
     """
     n: int
     p: int
@@ -164,6 +167,12 @@ def to_channels(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 1, 4).flatten(-2)
 
 
+def to_heads(x: Tensor, heads: int) -> Tensor:
+    """Channel-packed ``(N, P, W, heads * D)`` -> a heads-first ``(N, heads, P, W, D)``
+    view of the same memory."""
+    return x.unflatten(-1, (heads, -1)).permute(0, 3, 1, 2, 4)
+
+
 def run_case(case: Case, device: str,
              oracle_dtype: torch.dtype) -> Dict[str, Tuple[Tensor, Tensor]]:
     """Run the Triton kernels and the oracle on ``case``.
@@ -181,14 +190,12 @@ def run_case(case: Case, device: str,
     heads_first = case.layout == 'heads_first'
 
     leaves, (q, k, v) = split_leaves(case, packed)
-    assert bra_triton.unsupported_reason(q, k, v, r_idx, None if heads_first else case.heads) \
-        is None
-    if heads_first:
-        out = bra_triton.routed_attention_triton_heads_first(q, k, v, r_idx, scale)
-        assert out.shape == (case.n, case.heads, case.p, case.w, case.head_dv)
-        out = to_channels(out)
-    else:
-        out = bra_triton.routed_attention_triton(q, k, v, r_idx, case.heads, scale)
+    if not heads_first:
+        q, k, v = (to_heads(t, case.heads) for t in (q, k, v))
+    assert bra_triton.unsupported_reason(q, k, v, r_idx, interpreter=True) is None
+    out = bra_triton.routed_attention_triton_heads_first(q, k, v, r_idx, scale)
+    assert out.shape == (case.n, case.heads, case.p, case.w, case.head_dv)
+    out = to_channels(out)
     out.backward(grad_out)
 
     ref_leaves, ref_qkv = split_leaves(case, packed.to(oracle_dtype))
@@ -224,8 +231,8 @@ def assert_results_close(results: Dict[str, Tuple[Tensor, Tensor]], dtype: str,
 
 
 @pytest.fixture(scope='module')
-def interpreter_results(tmp_path_factory) -> Dict[str, Dict[str, Tuple[Tensor, Tensor]]]:
-    """Run all ``INTERP_CASES`` in one subprocess under ``TRITON_INTERPRET=1``."""
+def interpreter_results(tmp_path_factory) -> Dict[str, Any]:
+    """Run :func:`_interpreter_worker` in one subprocess under ``TRITON_INTERPRET=1``."""
     if not HAS_TRITON:
         pytest.skip('Triton is not installed')
     result_file = tmp_path_factory.mktemp('bra_triton') / 'results.pt'
@@ -242,28 +249,42 @@ def interpreter_results(tmp_path_factory) -> Dict[str, Dict[str, Tuple[Tensor, T
 @pytest.mark.parametrize('name', list(INTERP_CASES))
 def test_interpreter_matches_oracle(interpreter_results, name: str) -> None:
     """Outputs and q/k/v gradients match the oracle in the CPU interpreter."""
-    assert_results_close(interpreter_results[name], INTERP_CASES[name].dtype)
+    assert_results_close(interpreter_results['cases'][name], INTERP_CASES[name].dtype)
+
+
+def test_interpreter_self_check_passes_the_real_kernels(interpreter_results) -> None:
+    """The self-check, run on the real kernels, finds them right in every dtype, once
+    per kernel configuration: two stages with other tiles and top-k run two checks."""
+    checks = interpreter_results['self_check']
+    assert checks['errors'] == {'float32': None, 'float16': None, 'bfloat16': None}
+    assert checks['runs'] == 2
+
+
+def test_interpreter_double_backward_raises_naming_the_fix(interpreter_results) -> None:
+    """loss = out.sum(): a backward with create_graph=True through the kernels raises,
+    where second-order terms through them would silently be zero."""
+    message = interpreter_results['double_backward']
+    assert 'differentiable once' in message and "attn_impl='gather'" in message
 
 
 def test_cpu_without_interpreter_is_unsupported() -> None:
     """Plain CPU tensors are rejected with a RuntimeError pointing at attn_impl='torch'."""
     if bra_triton.INTERPRETER:
         pytest.skip('TRITON_INTERPRET=1 was set for this process')
-    q = torch.randn(1, 4, 6, 32)
+    q = torch.randn(1, 1, 4, 6, 32)
     r_idx = torch.zeros(1, 4, 1, dtype=torch.long)
-    assert 'not a CUDA device' in bra_triton.unsupported_reason(q, q, q, r_idx, 1)
+    assert 'not a CUDA device' in bra_triton.unsupported_reason(q, q, q, r_idx)
     with pytest.raises(RuntimeError, match="attn_impl='torch'"):
-        bra_triton.routed_attention_triton(q, q, q, r_idx, 1, 32 ** -0.5)
+        bra_triton.routed_attention_triton_heads_first(q, q, q, r_idx, 32 ** -0.5)
 
 
 def test_unsupported_dtype() -> None:
     """float64 inputs are not supported on any device."""
-    q = torch.randn(1, 4, 6, 32, dtype=torch.float64)
+    q = torch.randn(1, 1, 4, 6, 32, dtype=torch.float64)
     r_idx = torch.zeros(1, 4, 1, dtype=torch.long)
-    assert 'float64' in bra_triton.unsupported_reason(q, q, q, r_idx, 1)
+    assert 'float64' in bra_triton.unsupported_reason(q, q, q, r_idx)
     with pytest.raises(RuntimeError, match='float64'):
-        bra_triton.routed_attention_triton(q, q, q, torch.zeros(1, 4, 1, dtype=torch.long),
-                                           1, 1.0)
+        bra_triton.routed_attention_triton_heads_first(q, q, q, r_idx, 1.0)
 
 
 def test_import_without_triton(monkeypatch) -> None:
@@ -273,18 +294,39 @@ def test_import_without_triton(monkeypatch) -> None:
                                                   bra_triton.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    q = torch.randn(1, 4, 6, 32)
+    q = torch.randn(1, 1, 4, 6, 32)
+    r_idx = torch.zeros(1, 4, 1, dtype=torch.long)
     assert module.TRITON_AVAILABLE is False
-    assert module.unsupported_reason(q, q, q, torch.zeros(1, 4, 1, dtype=torch.long), 1) == \
-        'Triton is not installed'
+    assert module.unsupported_reason(q, q, q, r_idx) == 'Triton is not installed'
     with pytest.raises(RuntimeError, match='Triton is not installed'):
-        module.routed_attention_triton(q, q, q, torch.zeros(1, 4, 1, dtype=torch.long), 1, 1.0)
+        module.routed_attention_triton_heads_first(q, q, q, r_idx, 1.0)
 
 
-gpu = pytest.mark.skipif(not HAS_CUDA_TRITON, reason='needs CUDA and Triton (not interpreted)')
+def test_validates_shapes(monkeypatch) -> None:
+    """Inconsistent shapes and dtypes raise ValueError before any launch."""
+    monkeypatch.setattr(bra_triton, 'unsupported_reason', lambda *args, **kwargs: None)
+    q = torch.randn(1, 1, 4, 6, 32)
+    r_idx = torch.zeros(1, 4, 1, dtype=torch.long)
+    attn = bra_triton.routed_attention_triton_heads_first
+    with pytest.raises(ValueError, match='r_idx'):
+        attn(q, q, q, r_idx[0], 1.0)
+    with pytest.raises(ValueError, match='r_idx'):
+        attn(q, q, q, r_idx.float(), 1.0)
+    with pytest.raises(ValueError, match='share a dtype'):
+        attn(q, q.half(), q, r_idx, 1.0)
+    with pytest.raises(ValueError, match=r'\(N, heads, P, W, D\)'):
+        attn(q, q[:, :, :, :5], q, r_idx, 1.0)
+    with pytest.raises(ValueError, match=r'\(N, heads, P, W, D\)'):
+        attn(q[0], q[0], q[0], r_idx, 1.0)
 
 
-@gpu
+def cuda(test):
+    """Mark a test ``cuda`` and skip it without CUDA (or under the interpreter)."""
+    return pytest.mark.cuda(pytest.mark.skipif(
+        not HAS_CUDA_TRITON, reason='needs CUDA and Triton (not interpreted)')(test))
+
+
+@cuda
 @pytest.mark.parametrize('dtype', ['float32', 'float16', 'bfloat16'])
 @pytest.mark.parametrize('name', list(GPU_CASES))
 def test_gpu_matches_oracle(name: str, dtype: str) -> None:
@@ -293,49 +335,135 @@ def test_gpu_matches_oracle(name: str, dtype: str) -> None:
     assert_results_close(run_case(case, 'cuda', torch.float64), dtype, relative_to_max=True)
 
 
-def test_validates_shapes(monkeypatch) -> None:
-    """Inconsistent shapes, dtypes and head counts raise ValueError before any launch."""
-    monkeypatch.setattr(bra_triton, 'unsupported_reason', lambda *args: None)
-    q = torch.randn(1, 4, 6, 32)
-    r_idx = torch.zeros(1, 4, 1, dtype=torch.long)
-    attn = bra_triton.routed_attention_triton
-    with pytest.raises(ValueError, match='num_heads'):
-        attn(q, q, q, r_idx, 3, 1.0)
-    with pytest.raises(ValueError, match='r_idx'):
-        attn(q, q, q, r_idx[0], 1, 1.0)
-    with pytest.raises(ValueError, match='r_idx'):
-        attn(q, q, q, r_idx.float(), 1, 1.0)
-    with pytest.raises(ValueError, match='share a dtype'):
-        attn(q, q.half(), q, r_idx, 1, 1.0)
-    with pytest.raises(ValueError, match=r'\(N, P, W, C\)'):
-        attn(q, q[:, :, :5], q, r_idx, 1, 1.0)
-    with pytest.raises(ValueError, match=r'\(N, heads, P, W, D\)'):
-        bra_triton.routed_attention_triton_heads_first(q, q, q, r_idx, 1.0)
-
-
-@gpu
+@cuda
 def test_gpu_does_not_materialise_gathered_kv() -> None:
     """Forward and backward peak memory stay far below the gathered key/values."""
     case = Case(2, 64, 64, 16, 4, 32, 32, dtype='float16')
     packed, r_idx, grad_out = make_inputs(case, 'cuda')
     packed, grad_out = packed.half(), grad_out.half()
     leaves, (q, k, v) = split_leaves(case, packed)
-    gathered_bytes = 2 * case.n * case.p * case.topk * case.w * (k.shape[-1] + v.shape[-1])
+    q, k, v = (to_heads(t, case.heads) for t in (q, k, v))
+    gathered_bytes = 2 * case.n * case.p * case.topk * case.w * case.heads * (
+        case.head_dq + case.head_dv)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    out = bra_triton.routed_attention_triton(q, k, v, r_idx, case.heads, case.head_dq ** -0.5)
-    out.backward(grad_out)
+    out = bra_triton.routed_attention_triton_heads_first(q, k, v, r_idx, case.head_dq ** -0.5)
+    out.backward(to_heads(grad_out, case.heads))
     torch.cuda.synchronize()
     assert torch.cuda.max_memory_allocated() - base < gathered_bytes / 4
 
 
+MASKRCNN_STAGES = {'stage1': (2, 256, 247, 1), 'stage2': (4, 256, 70, 4),
+                   'stage3': (8, 256, 20, 16)}
+"""(heads, regions, tokens per region, top-k) of BiFormer-T's routed stages at the Mask
+R-CNN input 2x3x800x1216 (n_win 16)."""
+
+
+def stage_call(heads: int, regions: int, tokens: int, topk: int, dtype: torch.dtype,
+               head_dim: int = 32) -> Tuple[Tensor, ...]:
+    """q, k, v slices of one (3, 2, heads, P, W, D) CUDA tensor, as BiFormer passes them,
+    and routing indices."""
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(3, 2, heads, regions, tokens, head_dim, generator=g)
+    r_idx = torch.rand(2, regions, regions, generator=g).argsort(-1)[..., :topk]
+    return tuple(qkv.to('cuda', dtype).unbind(0)) + (r_idx.cuda(), )
+
+
+@cuda
+@pytest.mark.parametrize('dtype', ['float32', 'float16', 'bfloat16'])
+@pytest.mark.parametrize('stage', list(MASKRCNN_STAGES))
+def test_gpu_self_check_passes_at_every_stage(stage: str, dtype: str) -> None:
+    from biformer_mm.ops.triton_self_check import run_self_check
+    result = run_self_check(*stage_call(*MASKRCNN_STAGES[stage], DTYPES[dtype]))
+    assert result.error is None, result
+
+
+@cuda
+def test_gpu_self_check_compiles_exactly_the_kernels_the_call_uses(monkeypatch) -> None:
+    """After the self-check of a call, the call itself compiles nothing: the check ran
+    the very kernels Triton selects for it (head dim 24: compiled by no other test)."""
+    import triton
+
+    from biformer_mm.ops import triton_self_check
+    compiled = []
+    monkeypatch.setattr(triton.knobs.runtime, 'jit_post_compile_hook',
+                        lambda **kwargs: compiled.append(kwargs['key']))
+    monkeypatch.setattr(triton_self_check, '_results', {})
+    monkeypatch.delenv(triton_self_check.SELF_CHECK_ENV, raising=False)
+    q, k, v, r_idx = stage_call(4, 64, 70, 4, torch.bfloat16, head_dim=24)
+    assert triton_self_check.triton_self_check(q, k, v, r_idx) is None
+    assert len(compiled) == 2  # forward and backward
+    leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+    out = bra_triton.routed_attention_triton_heads_first(*leaves, r_idx, 0.2)
+    out.backward(torch.randn_like(out))  # contiguous, as BiFormer's blocks pass it
+    torch.cuda.synchronize()
+    assert len(compiled) == 2
+
+
+@cuda
+def test_gpu_backbone_trains_with_triton_as_with_gather() -> None:
+    """Ten AdamW steps of a one-block-per-stage BiFormer-T under bf16 autocast from one
+    seed: the losses agree with the original algorithm's at every step."""
+    import torch.nn.functional as F
+
+    from biformer_mm import BiFormer
+    losses = {}
+    for impl in ('gather', 'triton'):
+        torch.manual_seed(0)
+        model = BiFormer(arch=dict(BiFormer.arch_zoo['tiny'], depths=[1, 1, 1, 1]), n_win=8,
+                         attn_impl=impl)
+        model.init_weights()
+        model.cuda().train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(2, 3, 256, 384, generator=gen).cuda()
+        targets = None
+        losses[impl] = []
+        for _ in range(10):
+            with torch.autocast('cuda', dtype=torch.bfloat16):
+                outs = model(x)
+            if targets is None:
+                targets = [torch.randn(o.shape, generator=gen).cuda() for o in outs]
+            loss = sum(F.mse_loss(o.float(), t) for o, t in zip(outs, targets))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses[impl].append(loss.item())
+    torch.testing.assert_close(losses['triton'], losses['gather'], rtol=0.02, atol=0)
+
+
 def _interpreter_worker(result_file: str) -> None:
-    """Subprocess entry point: run ``INTERP_CASES`` in the interpreter, save the results."""
+    """Subprocess entry point: run ``INTERP_CASES``, the self-check and a double
+    backward in the interpreter, and save the results."""
+    from biformer_mm.ops import triton_self_check
     if not bra_triton.INTERPRETER:
         raise SystemExit('TRITON_INTERPRET=1 must be set before biformer_mm is imported')
-    torch.save({name: run_case(case, 'cpu', torch.float32)
-                for name, case in INTERP_CASES.items()}, result_file)
+    results = {'cases': {name: run_case(case, 'cpu', torch.float32)
+                         for name, case in INTERP_CASES.items()}}
+    gen = torch.Generator().manual_seed(0)
+
+    def call(tokens, topk, dtype=torch.float32):
+        qkv = torch.randn(3, 1, 2, 4, tokens, 16, generator=gen).to(dtype)
+        return tuple(qkv.unbind(0)) + (torch.rand(1, 4, 4, generator=gen).argsort(-1)[
+            ..., :topk], )
+
+    results['self_check'] = dict(errors={
+        str(dtype).split('.')[1]: triton_self_check.run_self_check(*call(6, 2, dtype)).error
+        for dtype in DTYPES.values()})
+    triton_self_check._results.clear()
+    for tokens, topk in ((6, 2), (20, 1), (6, 2), (7, 2)):  # 16x16, 32x32, same, same tiles
+        assert triton_self_check.triton_self_check(*call(tokens, topk)) is None
+    results['self_check']['runs'] = len(triton_self_check._results)
+
+    q, k, v, r_idx = (t.requires_grad_(t.is_floating_point()) for t in call(6, 2))
+    out = bra_triton.routed_attention_triton_heads_first(q, k, v, r_idx, 0.25)
+    try:
+        torch.autograd.grad(out.sum(), q, create_graph=True)
+        results['double_backward'] = 'no error'
+    except RuntimeError as e:
+        results['double_backward'] = str(e)
+    torch.save(results, result_file)
 
 
 if __name__ == '__main__':

@@ -3,20 +3,30 @@ while every checkpoint our tools write still loads; ``trusted://`` is the explic
 opt-in for a file the user trusts."""
 import argparse
 import fractions
+import io
 import os.path as osp
+import pickle
+import re
+import shutil
 import subprocess
 import sys
+import zipfile
 
+import cv2
+import numpy as np
 import pytest
 import torch
+from mmengine import fileio
 from mmengine.runner import CheckpointLoader, load_checkpoint
 from mmengine.utils import digit_version
 
 import biformer_mm.engine  # noqa: F401  (the allow-list our configs import)
 from biformer_mm import BiFormer
 from biformer_mm.engine import cli
-from biformer_mm.safe_load import WEIGHTS_ONLY_PREFIX, UnsafeCheckpointError
-from conftest import REPO_ROOT, Payload
+from biformer_mm.engine.inference import build_inferencer
+from biformer_mm.safe_load import (WEIGHTS_ONLY_PREFIX, UnsafeCheckpointError,
+                                   read_checkpoint, training_checkpoint_globals)
+from conftest import REPO_ROOT, Payload, load_tool, save_scan_bypass
 
 pytestmark = pytest.mark.classic
 
@@ -27,8 +37,7 @@ needs_weights_only_default = pytest.mark.skipif(
     reason=f'torch {torch.__version__} loads in full by default: mmengine\'s own loaders '
     f'(mmdet\'s and mmseg\'s tools) are unprotected there, as docs/checkpoints.md says')
 
-CONFIG = osp.join(REPO_ROOT, 'configs', 'detection', 'maskrcnn_biformer_t.py')
-OVERLAY = osp.join(REPO_ROOT, 'configs', 'detection', 'toy', 'maskrcnn_toy_coco.py')
+CONFIG = osp.join(REPO_ROOT, 'configs', 'detection', 'toy', 'maskrcnn_biformer_t_toy_coco.py')
 
 
 @pytest.fixture
@@ -111,9 +120,9 @@ def test_train_resume_and_test_py_refuse_the_payload_before_running(payload_chec
                                                                     tool, tmp_path):
     path, marker = payload_checkpoint
     if tool == 'train':
-        args = ['tools/train.py', CONFIG, '--overlay', OVERLAY, '--resume', path]
+        args = ['tools/train.py', CONFIG, '--resume', path]
     else:
-        args = ['tools/test.py', CONFIG, path, '--overlay', OVERLAY]
+        args = ['tools/test.py', CONFIG, path]
     proc = run_tool(*args, '--work-dir', str(tmp_path / 'work'), cwd=REPO_ROOT)
     assert proc.returncode != 0
     assert 'UnsafeCheckpointError' in proc.stderr and 'builtins.exec' in proc.stderr
@@ -123,7 +132,7 @@ def test_train_resume_and_test_py_refuse_the_payload_before_running(payload_chec
 
 def test_load_from_in_the_config_is_checked_too(payload_checkpoint, tmp_path):
     path, marker = payload_checkpoint
-    proc = run_tool('tools/train.py', CONFIG, '--overlay', OVERLAY, '--work-dir',
+    proc = run_tool('tools/train.py', CONFIG, '--work-dir',
                     str(tmp_path / 'work'), '--cfg-options', f'load_from={path}',
                     cwd=REPO_ROOT)
     assert proc.returncode != 0 and 'UnsafeCheckpointError' in proc.stderr
@@ -202,3 +211,120 @@ def test_training_checkpoints_of_our_tools_load_weights_only(trained_checkpoints
         assert line.startswith(
             "['message_hub', 'meta', 'optimizer', 'param_schedulers', 'state_dict']")
         assert ("'scale': 512.0" in line) == amp
+
+
+def test_the_scan_bypass_fixture_is_a_working_payload(tmp_path):
+    """What the tests below refuse really runs code when unpickled in full."""
+    marker = tmp_path / 'payload_ran'
+    with zipfile.ZipFile(save_scan_bypass(tmp_path / 'probe.pth', marker)) as archive:
+        data = next(archive.read(n) for n in archive.namelist() if n.endswith('/data.pkl'))
+    pickle.loads(data)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize('kind', ['payload', 'scan-bypass'])
+def test_infer_and_visualize_routing_refuse_the_payload_on_every_torch(
+        payload_checkpoint, kind, tmp_path):
+    """tools/infer.py and visualize_routing.py CONFIG --checkpoint read the checkpoint
+    weights-only (mmdet's inferencer alone unpickles in full before torch 2.6)."""
+    path, marker = payload_checkpoint
+    if kind == 'scan-bypass':
+        path = save_scan_bypass(tmp_path / 'bypass.pth', marker)
+    image = str(tmp_path / 'image.png')
+    cv2.imwrite(image, np.full((64, 64, 3), 90, dtype=np.uint8))
+    infer = load_tool('infer.py')
+    with pytest.raises(UnsafeCheckpointError, match=re.escape(f'trusted://{path}')) as error:
+        infer.main([image, CONFIG, path, '--out-dir', str(tmp_path / 'out'),
+                    '--device', 'cpu'])
+    assert kind == 'scan-bypass' or 'builtins.exec' in str(error.value)
+    visualize_routing = load_tool('analysis/visualize_routing.py')
+    with pytest.raises(UnsafeCheckpointError, match=re.escape(f'trusted://{path}')):
+        visualize_routing.main([image, CONFIG, '--checkpoint', path,
+                                '--out', str(tmp_path / 'routing.png')])
+    assert not marker.exists()
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """``{url: local file}`` that torch.hub's download serves, with no network; the
+    list of the URLs downloaded, in order."""
+    files, downloads = {}, []
+
+    def download(url, dst, *args, **kwargs):
+        downloads.append(url)
+        shutil.copy(files[url], dst)
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', download)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    return files, downloads
+
+
+def test_urls_with_the_same_file_name_are_different_files(served, tmp_path):
+    """The official BiFormer links all end in /root/content."""
+    files, downloads = served
+    urls = ['https://one.example/biformer/root/content',
+            'https://two.example/other/root/content']
+    for i, url in enumerate(urls):
+        files[url] = tmp_path / f'{i}.pth'
+        torch.save({'model': {'w': torch.tensor(float(i))}}, files[url])
+    assert [read_checkpoint(url)['model']['w'].item() for url in urls] == [0., 1.]
+    assert read_checkpoint(urls[0])['model']['w'].item() == 0.
+    assert downloads == urls, 'each URL is downloaded once'
+
+
+def test_test_py_and_infer_take_checkpoint_urls_and_read_them_weights_only(
+        served, coco_layout, tmp_path):
+    """As mmdet's own tools do, and weights-only: a payload behind a URL is refused by
+    the inferencer's load itself (nothing is read before it for a URL)."""
+    files, _ = served
+    url = 'https://models.example/maskrcnn/root/content'
+    files[url] = tmp_path / 'epoch_1.pth'
+    meta = {'dataset_meta': {'classes': ('ring', 'square')}}
+    torch.save({'state_dict': {}, 'meta': meta}, files[url])
+    cfg = cli.test_config(cli.test_parser().parse_args([CONFIG, url]))
+    assert cfg.load_from == WEIGHTS_ONLY_PREFIX + url
+    assert CheckpointLoader.load_checkpoint(cfg.load_from)['meta'] == meta
+    inferencer = build_inferencer(CONFIG, url, device='cpu')
+    assert inferencer.model.dataset_meta['classes'] == ('ring', 'square')
+
+    evil = 'https://models.example/evil/root/content'
+    marker = tmp_path / 'payload_ran'
+    files[evil] = save_scan_bypass(tmp_path / 'evil.pth', marker)
+    with pytest.raises(UnsafeCheckpointError, match=re.escape(f'trusted://{evil}')):
+        build_inferencer(CONFIG, evil, device='cpu')
+    assert not marker.exists()
+
+
+class MemoryBackend(fileio.BaseStorageBackend):
+    """An mmengine file backend (prefix ``memory://``) holding files in a dict."""
+    files: dict = {}
+
+    def get(self, filepath):
+        return self.files[filepath]
+
+    def get_text(self, filepath, encoding='utf-8'):
+        return self.get(filepath).decode(encoding)
+
+
+def test_test_py_takes_mmengine_backend_paths_and_reads_them_weights_only(coco_layout):
+    fileio.register_backend('biformer_test_memory', MemoryBackend, force=True,
+                            prefixes='memory')
+    buffer = io.BytesIO()
+    torch.save({'state_dict': {'w': torch.ones(2)}}, buffer)
+    MemoryBackend.files['memory://bucket/epoch_1.pth'] = buffer.getvalue()
+    cfg = cli.test_config(cli.test_parser().parse_args([CONFIG,
+                                                        'memory://bucket/epoch_1.pth']))
+    assert cfg.load_from == WEIGHTS_ONLY_PREFIX + 'memory://bucket/epoch_1.pth'
+    assert torch.equal(CheckpointLoader.load_checkpoint(cfg.load_from)['state_dict']['w'],
+                       torch.ones(2))
+
+
+@pytest.mark.skipif(digit_version(np.__version__) < digit_version('2.0.0'),
+                    reason='numpy 1 has no numpy._core.multiarray to pick')
+def test_numpy_versions_compare_as_versions(monkeypatch):
+    """numpy 10 is newer than 2 (a string comparison says otherwise): its multiarray is
+    numpy._core's, without numpy.core, which numpy 2 deprecated."""
+    monkeypatch.setattr(np, '__version__', '10.0.0')
+    monkeypatch.setattr(np, 'core', None)
+    assert (np._core.multiarray._reconstruct, 'numpy.core.multiarray._reconstruct') in \
+        training_checkpoint_globals()

@@ -32,8 +32,7 @@ def size(path: str) -> str:
     return config_id(path)[-1]
 
 
-def toy_overlay(path: str) -> str:
-    return osp.join(DET_DIR, 'toy', f'{family(path)}_toy_coco.py')
+TOY_CONFIGS = sorted(glob.glob(osp.join(DET_DIR, 'toy', '*_toy_coco.py')))
 
 
 def test_all_six_configs_exist():
@@ -126,17 +125,24 @@ def test_missing_imagenet_checkpoint_says_where_to_put_it(tmp_path, monkeypatch)
 
 
 @pytest.mark.classic
-@pytest.mark.parametrize('config', CONFIGS, ids=config_id)
-def test_toy_overlay_points_the_config_at_the_toy_data(config):
-    cfg = load_config(config, [toy_overlay(config)])
+@pytest.mark.parametrize('config', TOY_CONFIGS, ids=config_id)
+def test_toy_config_is_the_t_config_on_the_toy_data(config):
+    assert [config_id(c) for c in TOY_CONFIGS] == [
+        'maskrcnn_biformer_t_toy_coco', 'retinanet_biformer_t_toy_coco']
+    real = Config.fromfile(osp.join(DET_DIR, f'{family(config)}_biformer_t.py'))
+    cfg = load_config(config)
     assert cfg.train_dataloader.dataset.data_root == 'data/toy_coco/'
     assert cfg.train_dataloader.dataset.metainfo.classes == ('rectangle', 'ellipse',
                                                             'triangle')
     assert cfg.test_evaluator.ann_file == 'data/toy_coco/annotations/instances_val.json'
     assert cfg.model.backbone.init_cfg is None
     assert cfg.optim_wrapper.type == 'OptimWrapper' and 'loss_scale' not in cfg.optim_wrapper
-    # The architecture stays that of the config.
-    assert cfg.model.backbone.arch == ARCHS[size(config)]
+    # The model is that of the inherited config, but for the classes and the backbone's
+    # initialisation and BatchNorm mode.
+    assert cfg.model.backbone.arch == 'tiny'
+    assert {k: v for k, v in cfg.model.backbone.items() if k not in ('init_cfg', 'norm_eval')} \
+        == {k: v for k, v in real.model.backbone.items() if k not in ('init_cfg', 'norm_eval')}
+    assert cfg.model.neck == real.model.neck
     if family(config) == 'maskrcnn':
         assert cfg.model.roi_head.bbox_head.num_classes == 3
         assert cfg.model.roi_head.mask_head.num_classes == 3

@@ -6,7 +6,12 @@ import operator
 
 import pytest
 import torch
-from torch.export import Dim
+
+# torch.export's automatic dynamic dims (Dim.AUTO) came with torch 2.6; the classic stack
+# (torch 2.1) has neither them nor a stable torch.export.
+Dim = getattr(torch.export, 'Dim', None)
+if not hasattr(Dim, 'AUTO'):
+    pytest.skip('torch.export with Dim.AUTO needs torch >= 2.6', allow_module_level=True)
 
 from _export_cases import (EXPORT_SIZE, OTHER_SIZES, check_no_near_ties, image, max_errors,
                            tiny_backbone)

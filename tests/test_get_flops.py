@@ -17,7 +17,7 @@ from conftest import REPO_ROOT, load_tool, run
 get_flops = load_tool('analysis/get_flops.py')
 CONFIGS = osp.join(REPO_ROOT, 'configs')
 RETINANET = osp.join(CONFIGS, 'detection', 'retinanet_biformer_t.py')
-RETINANET_TOY = osp.join(CONFIGS, 'detection', 'toy', 'retinanet_toy_coco.py')
+RETINANET_TOY = osp.join(CONFIGS, 'detection', 'toy', 'retinanet_biformer_t_toy_coco.py')
 UPERNET = osp.join(CONFIGS, 'segmentation', 'upernet_biformer_t.py')
 # 4x4 regions: at the toy's 256x256 the routed attention is a sizeable share of the
 # count, so a count that misses it cannot pass for one that has it.
@@ -32,7 +32,7 @@ def backbone_of(cfg) -> BiFormer:
 
 
 @pytest.mark.parametrize('config,args,input_shape', [
-    (RETINANET, ['--overlay', RETINANET_TOY], [1, 3, 256, 256]),
+    (RETINANET_TOY, [], [1, 3, 256, 256]),
     (UPERNET, ['--shape', '100', '150'], [1, 3, 100, 150]),
 ], ids=['mmdet-retinanet-toy-test-size', 'mmseg-upernet-shape'])
 def test_json_reports_the_model_and_its_backbone(config, args, input_shape, capsys):
@@ -40,7 +40,7 @@ def test_json_reports_the_model_and_its_backbone(config, args, input_shape, caps
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == result
     assert result['input_shape'] == input_shape
-    cfg = load_config(config, args[1:2] if args[0] == '--overlay' else ())
+    cfg = load_config(config)
     backbone = count_complexity(backbone_of(cfg), (torch.randn(*input_shape), ))
     assert result['parts']['backbone'] == dict(flops=backbone['flops'],
                                                params=backbone['params'])
@@ -75,8 +75,9 @@ def test_arch_reproduces_the_paper_table(arch, capsys):
 @pytest.mark.parametrize('argv,message', [
     ([], 'give either CONFIG or --arch'),
     ([RETINANET, '--arch', 'tiny'], 'give either CONFIG or --arch'),
-    (['--arch', 'tiny', '--overlay', RETINANET_TOY], '--overlay and --cfg-options apply to CONFIG, not --arch'),
-], ids=['neither', 'both', 'overlay-with-arch'])
+    (['--arch', 'tiny', '--cfg-options', 'model.backbone.n_win=4'],
+     '--cfg-options applies to CONFIG, not --arch'),
+], ids=['neither', 'both', 'options-with-arch'])
 def test_arch_and_config_are_exclusive(argv, message, capsys):
     with pytest.raises(SystemExit):
         get_flops.main(argv)
@@ -106,7 +107,7 @@ def test_mmdet_get_flops_counts_our_attention(toy_coco_workdir, tmp_path):
     biformer_mm through custom_imports) gives our count, which the attention
     handles raise measurably."""
     config = tmp_path / 'retinanet_biformer_t_toy.py'
-    load_config(RETINANET, [RETINANET_TOY]).dump(str(config))
+    load_config(RETINANET_TOY).dump(str(config))
     tool = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'analysis_tools',
                     'get_flops.py')
     output = run([sys.executable, tool, str(config), '--num-images', '1'] + SMALL_REGIONS,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DET_CONFIG, DET_OVERLAY, SEG_CONFIG, SEG_OVERLAY, load_tool
+from conftest import DET_TOY, SEG_TOY, load_tool
 
 infer = load_tool('infer.py')
 SIZES = {'wide': (181, 263), 'tall': (300, 170)}  # (H, W); training used 256x256 / 128x128
@@ -33,8 +33,8 @@ def images(tmp_path_factory) -> str:
 
 def test_detector_draws_and_writes_mmdet_predictions(images, trained_det, tmp_path):
     out = str(tmp_path / 'out')
-    written = infer.main([images, DET_CONFIG, osp.join(trained_det['work_dir'], 'epoch_1.pth'),
-                          '--overlay', DET_OVERLAY, '--out-dir', out, '--device', 'cpu',
+    written = infer.main([images, DET_TOY, osp.join(trained_det['work_dir'], 'epoch_1.pth'),
+                          '--out-dir', out, '--device', 'cpu',
                           '--score-thr', '0'])
     assert [osp.basename(f['image']) for f in written] == ['tall.png', 'wide.png']
     for files, (height, width) in zip(written, (SIZES['tall'], SIZES['wide'])):
@@ -54,8 +54,8 @@ def test_detector_draws_and_writes_mmdet_predictions(images, trained_det, tmp_pa
 def test_segmentor_draws_and_writes_the_class_map(images, trained_seg, tmp_path):
     out = str(tmp_path / 'out')
     written = infer.main([osp.join(images, 'w*.png'), osp.join(images, 'tall.png'),
-                          SEG_CONFIG, osp.join(trained_seg, 'iter_1.pth'),
-                          '--overlay', SEG_OVERLAY, '--out-dir', out, '--device', 'cpu'])
+                          SEG_TOY, osp.join(trained_seg, 'iter_1.pth'),
+                          '--out-dir', out, '--device', 'cpu'])
     assert [osp.basename(f['image']) for f in written] == ['wide.png', 'tall.png']
     checkpoint = torch.load(osp.join(trained_seg, 'iter_1.pth'), weights_only=True)
     classes = checkpoint['meta']['dataset_meta']['classes']

@@ -24,7 +24,7 @@ from biformer_mm.analysis import build_tensor_mode
 from biformer_mm.engine import load_config
 from biformer_mm.engine.onnx_export import other_size_input
 from biformer_mm.ops import ATTN_IMPLS
-from conftest import DET_CONFIG, DET_OVERLAY, REPO_ROOT, SEG_CONFIG, SEG_OVERLAY, load_tool
+from conftest import DET_TOY, REPO_ROOT, SEG_TOY, load_tool
 
 TOL = 1e-4
 SIZES = (EXPORT_SIZE, ) + OTHER_SIZES
@@ -97,19 +97,19 @@ def test_dynamo_exporter_is_right_at_every_size(attn_impl, eager_outputs, tmp_pa
 
 
 export_onnx = load_tool('deploy/export_onnx.py')
-RETINANET = osp.join(REPO_ROOT, 'configs', 'detection', 'retinanet_biformer_t.py')
-RETINANET_OVERLAY = osp.join(REPO_ROOT, 'configs', 'detection', 'toy', 'retinanet_toy_coco.py')
+RETINANET_TOY = osp.join(REPO_ROOT, 'configs', 'detection', 'toy',
+                         'retinanet_biformer_t_toy_coco.py')
 TOOL_SHAPE = (128, 160)
 # 4x4 regions (as tests/test_get_flops.py): with 7x7 the random models route with near ties.
 SMALL_REGIONS = {'model.backbone.n_win': 4}
 
 
-def tool_model(config: str, overlay: str, photo: str, dynamic: bool, seed: int) -> str:
+def tool_model(config: str, photo: str, dynamic: bool, seed: int) -> str:
     """Write a checkpoint of the random weights of ``seed`` for ``config`` (with 4x4
     regions), checking that they route ``photo`` as ``--verify`` feeds it without a near
     tie; return its path."""
     torch.manual_seed(seed)
-    network, inputs = build_tensor_mode(load_config(config, [overlay], SMALL_REGIONS),
+    network, inputs = build_tensor_mode(load_config(config, SMALL_REGIONS),
                                         TOOL_SHAPE)
     verify_inputs, _ = export_onnx.verify_inputs(network, photo, inputs.shape[2:], dynamic)
     checked = [verify_inputs]
@@ -133,25 +133,25 @@ def photo(tmp_path) -> str:
     return path
 
 
-def run_tool(config, overlay, checkpoint, photo, *options) -> int:
+def run_tool(config, checkpoint, photo, *options) -> int:
     return export_onnx.main([
-        config, '--overlay', overlay, '--checkpoint', checkpoint, '--out',
+        config, '--checkpoint', checkpoint, '--out',
         osp.join(osp.dirname(photo), 'model.onnx'), '--shape', *map(str, TOOL_SHAPE),
         '--verify', photo, '--cfg-options', 'model.backbone.n_win=4', *options])
 
 
 @pytest.mark.classic
 def test_export_onnx_tool_verifies_a_dynamic_detector_at_another_size(photo, capsys):
-    checkpoint = tool_model(RETINANET, RETINANET_OVERLAY, photo, dynamic=True, seed=7)
-    assert run_tool(RETINANET, RETINANET_OVERLAY, checkpoint, photo, '--dynamic') == 0
+    checkpoint = tool_model(RETINANET_TOY, photo, dynamic=True, seed=7)
+    assert run_tool(RETINANET_TOY, checkpoint, photo, '--dynamic') == 0
     printed = capsys.readouterr().out
     assert 'dynamic height and width' in printed and 'at [1, 3, 96, 160]: max' in printed
 
 
 @pytest.mark.classic
 def test_export_onnx_tool_verifies_a_static_segmentor(photo, capsys):
-    checkpoint = tool_model(SEG_CONFIG, SEG_OVERLAY, photo, dynamic=False, seed=12)
-    assert run_tool(SEG_CONFIG, SEG_OVERLAY, checkpoint, photo) == 0
+    checkpoint = tool_model(SEG_TOY, photo, dynamic=False, seed=12)
+    assert run_tool(SEG_TOY, checkpoint, photo) == 0
     assert 'at [1, 3, 128, 160]: max difference' in capsys.readouterr().out
 
 
@@ -159,13 +159,13 @@ def test_export_onnx_tool_verifies_a_static_segmentor(photo, capsys):
 def test_export_onnx_tool_refuses_a_dynamic_graph_wrong_at_other_sizes(photo):
     # mmseg's Upsample in the Semantic FPN head computes its output size with int():
     # tracing fixes it at the export size.
-    checkpoint = tool_model(SEG_CONFIG, SEG_OVERLAY, photo, dynamic=True, seed=7)
+    checkpoint = tool_model(SEG_TOY, photo, dynamic=True, seed=7)
     with pytest.raises(ValueError, match='computes sizes in Python.*without --dynamic'):
-        run_tool(SEG_CONFIG, SEG_OVERLAY, checkpoint, photo, '--dynamic')
+        run_tool(SEG_TOY, checkpoint, photo, '--dynamic')
 
 
 @pytest.mark.classic
 def test_export_onnx_tool_refuses_two_stage_detectors(tmp_path):
     with pytest.raises(ValueError, match='two-stage detector.*mmdeploy'):
-        export_onnx.main([DET_CONFIG, '--overlay', DET_OVERLAY, '--shape', '128', '128',
+        export_onnx.main([DET_TOY, '--shape', '128', '128',
                           '--out', str(tmp_path / 'maskrcnn.onnx')])

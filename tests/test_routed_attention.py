@@ -2,6 +2,7 @@
 import importlib.metadata
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,13 +11,24 @@ import pytest
 import torch
 
 from biformer_mm.models.layers import BiLevelRoutingAttention
-from biformer_mm.ops import (ChunkedRoutedAttention, resolve_attn_impl, routed_attention,
-                             routed_attention_gather, routed_attention_sdpa,
-                             routed_attention_torch)
+from biformer_mm.ops import (OPERATOR, ChunkedRoutedAttention, resolve_algorithm,
+                             resolve_attn_impl, routed_attention, routed_attention_gather,
+                             routed_attention_sdpa, routed_attention_torch)
 
 pytestmark = pytest.mark.classic
 
+needs_operator = pytest.mark.skipif(
+    not OPERATOR, reason='torch.library.custom_op needs torch >= 2.4; older torch runs '
+    'the autograd Function, tested here too')
+
+
+def operator(q, k, v, r_idx, scale):
+    return torch.ops.biformer_mm.routed_attention(q, k, v, r_idx, scale)
+
+
 PURE_TORCH = [routed_attention_torch, routed_attention_sdpa]
+# The operator where this torch has it (its CPU kernel is the chunked algorithm).
+FAST = PURE_TORCH + [pytest.param(operator, marks=needs_operator, id='operator')]
 TRITON_MAJOR = (int(importlib.metadata.version('triton').split('.')[0])
                 if importlib.util.find_spec('triton') else None)
 
@@ -45,7 +57,7 @@ def oracle(q, k, v, r_idx, scale):
     return out
 
 
-@pytest.mark.parametrize('fn', [routed_attention_gather] + PURE_TORCH)
+@pytest.mark.parametrize('fn', [routed_attention_gather] + FAST)
 def test_implementation_matches_the_definition(fn):
     q, k, v, r_idx = random_problem(p=6, w=5, topk=3)
     torch.testing.assert_close(fn(q, k, v, r_idx, 0.125), oracle(q, k, v, r_idx, 0.125),
@@ -69,7 +81,7 @@ def assert_matches_original(fn, inputs):
 
 @pytest.mark.parametrize('m,p,w,topk', [(2, 9, 7, 4), (1, 4, 1, 4), (2, 16, 20, 1),
                                          (4, 25, 6, 16)])
-@pytest.mark.parametrize('ours', PURE_TORCH)
+@pytest.mark.parametrize('ours', FAST)
 def test_torch_matches_original_gather_in_outputs_and_gradients(ours, m, p, w, topk):
     assert_matches_original(ours, random_problem(m=m, p=p, w=w, topk=topk))
 
@@ -125,8 +137,9 @@ def test_torch_in_bfloat16_stays_close_to_float32():
 @pytest.mark.parametrize('size', [(23, 37), (16, 16), (5, 3)])
 def test_bra_module_is_identical_across_implementations(size):
     torch.manual_seed(0)
+    impls = ('gather', 'torch', 'auto', 'chunked', 'sdpa')
     modules = {impl: BiLevelRoutingAttention(64, num_heads=2, n_win=4, topk=5, attn_impl=impl)
-               for impl in ('gather', 'torch', 'auto')}
+               for impl in impls}
     for module in modules.values():
         module.load_state_dict(modules['gather'].state_dict())
     x = torch.randn(2, *size, 64)
@@ -136,7 +149,7 @@ def test_bra_module_is_identical_across_implementations(size):
         out = module(x_)
         out.square().sum().backward()
         results[impl] = [out, x_.grad] + [p.grad for p in module.parameters()]
-    for impl in ('torch', 'auto'):
+    for impl in impls[1:]:
         for ours, original in zip(results[impl], results['gather']):
             torch.testing.assert_close(ours, original, atol=1e-4, rtol=1e-4)
 
@@ -163,6 +176,96 @@ def test_auto_uses_torch_on_cpu_and_never_triton_without_cuda():
     q, k, v, r_idx = random_problem()
     assert resolve_attn_impl('auto', q, k, v, r_idx) == 'torch'
     assert resolve_attn_impl('gather', q, k, v, r_idx) == 'gather'
+
+
+def test_every_setting_names_the_algorithm_that_runs_on_the_cpu():
+    """'torch' and 'auto' are policies; logs and benchmark rows name the algorithm."""
+    problem = random_problem()
+    names = {impl: resolve_algorithm(impl, *problem)
+             for impl in ('auto', 'torch', 'chunked', 'sdpa', 'gather')}
+    assert names == dict(auto='chunked', torch='chunked', chunked='chunked', sdpa='sdpa',
+                         gather='gather')
+
+
+@needs_operator
+@pytest.mark.parametrize('impl', ['auto', 'torch', 'chunked'])
+def test_bra_module_calls_the_operator_on_cpu(impl):
+    """Tracing sees one operator node, not the chunk loop."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    module = BiLevelRoutingAttention(64, num_heads=2, n_win=4, topk=5, attn_impl=impl)
+    graph = str(make_fx(module)(torch.randn(1, 16, 16, 64)).graph)
+    assert graph.count('biformer_mm.routed_attention.default') == 1
+    assert 'index_add' not in graph and 'logsumexp' not in graph
+
+
+@needs_operator
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('requires_grad', [False, True], ids=['no-grad', 'grad'])
+def test_operator_passes_opcheck(dtype, requires_grad):
+    """Schema, autograd registration, fake (meta) implementation against the CPU
+    kernel, and AOT dispatch with dynamic shapes, forward and backward."""
+    q, k, v, r_idx = random_problem(n=1, p=6, w=5, d_qk=8, d_v=6, topk=3)
+    q, k, v = (t.to(dtype).requires_grad_(requires_grad) for t in (q, k, v))
+    torch.library.opcheck(torch.ops.biformer_mm.routed_attention.default,
+                          (q, k, v, r_idx, 0.3))
+
+
+@needs_operator
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_backward_operator_passes_opcheck(dtype):
+    q, k, v, r_idx = (t.to(dtype) if t.is_floating_point() else t
+                      for t in random_problem(n=1, p=6, w=5, d_qk=8, d_v=6, topk=3))
+    out = operator(q, k, v, r_idx, 0.3)
+    grad_out = torch.randn(out.shape, dtype=dtype)
+    torch.library.opcheck(torch.ops.biformer_mm.routed_attention_backward.default,
+                          (grad_out, q, k, v, r_idx, out, 0.3))
+
+
+def second_order_input_gradient(module, x):
+    """d/dx of |d(out.sum())/dx|^2: the gradient outputs do not require grad, the case in
+    which the chunked Function used to return zero second-order terms silently."""
+    x = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(module(x).sum(), x, create_graph=True)
+    return torch.autograd.grad(grad.square().sum(), x)[0]
+
+
+def bra_pair(impl):
+    """The issue 17 reproduction in float64 (1x14x14x32, n_win 7, top-k 3): a BRA with
+    ``attn_impl=impl``, the same weights with 'gather', and an input."""
+    torch.manual_seed(0)
+    ours, reference = (BiLevelRoutingAttention(32, num_heads=2, n_win=7, topk=3,
+                                               attn_impl=name).double()
+                       for name in (impl, 'gather'))
+    ours.load_state_dict(reference.state_dict())
+    return ours, reference, torch.randn(1, 14, 14, 32, dtype=torch.float64)
+
+
+@pytest.mark.parametrize('impl', ['auto', 'torch', 'chunked'])
+def test_chunked_second_order_gradients_raise_naming_gather(impl):
+    """They used to be silently wrong by up to 11 (first order is right)."""
+    module, _, x = bra_pair(impl)
+    with pytest.raises(RuntimeError, match="differentiate twice.*attn_impl='gather'"):
+        second_order_input_gradient(module, x)
+
+
+def test_sdpa_second_order_gradients_are_right_or_raise():
+    """Where torch runs SDPA's fused CPU kernel it raises its own error (no second
+    derivative); where it runs the math kernel (torch 2.1) the result is right."""
+    module, reference, x = bra_pair('sdpa')
+    try:
+        got = second_order_input_gradient(module, x)
+    except RuntimeError as e:
+        assert re.search('derivative for aten::_scaled_dot_product.*is not implemented',
+                         str(e)), e
+    else:
+        torch.testing.assert_close(got, second_order_input_gradient(reference, x))
+
+
+def test_gather_gives_second_order_gradients():
+    q, k, v, r_idx = random_problem(n=1, m=1, p=4, w=2, d_qk=3, d_v=2, topk=2)
+    assert torch.autograd.gradgradcheck(
+        lambda q, k, v: routed_attention_gather(q, k, v, r_idx, 0.3),
+        tuple(t.double().requires_grad_() for t in (q, k, v)))
 
 
 def test_asking_for_triton_on_cpu_says_why_and_what_to_use():

@@ -30,9 +30,9 @@ from conftest import REPO_ROOT, load_tool
 REPO = Path(REPO_ROOT)
 SEG_CONFIGS = REPO / 'configs' / 'segmentation'
 CONFIGS = sorted(p.name for p in SEG_CONFIGS.glob('*_biformer_*.py'))
-TOY_OVERLAYS = {
-    'fpn': SEG_CONFIGS / 'toy' / 'fpn_toy_ade20k.py',
-    'upernet': SEG_CONFIGS / 'toy' / 'upernet_toy_ade20k.py',
+TOY_CONFIGS = {
+    'fpn': SEG_CONFIGS / 'toy' / 'fpn_biformer_t_toy_ade20k.py',
+    'upernet': SEG_CONFIGS / 'toy' / 'upernet_biformer_t_toy_ade20k.py',
 }
 MAKE_TOY_ADE20K = REPO / 'tools' / 'dataset' / 'make_toy_ade20k.py'
 # ADE20K label values drawn by make_toy_ade20k.py (0 is "other").
@@ -234,12 +234,15 @@ def test_toy_dataset_command_line_is_deterministic_for_a_seed(toy_ade20k, tmp_pa
         assert not mismatch and not errors
 
 
-def test_toy_overlays_point_a_config_at_the_toy_data_with_bn_heads_and_fp32(toy_ade20k):
-    cfg = load_config(str(SEG_CONFIGS / 'upernet_biformer_b.py'), [str(TOY_OVERLAYS['upernet'])],
-                      toy_data_options(toy_ade20k))
+def test_toy_configs_are_the_t_configs_on_the_toy_data_with_bn_heads_and_fp32(toy_ade20k):
+    assert sorted(p.name for p in (SEG_CONFIGS / 'toy').glob('*.py')) == sorted(
+        p.name for p in TOY_CONFIGS.values())
+    cfg = load_config(str(TOY_CONFIGS['upernet']), toy_data_options(toy_ade20k))
     assert cfg.optim_wrapper.type == 'OptimWrapper' and 'loss_scale' not in cfg.optim_wrapper
     assert cfg.model.backbone.init_cfg is None
-    assert cfg.model.backbone.arch == 'base'
+    assert cfg.model.backbone.arch == 'tiny'
+    assert cfg.model.backbone.drop_path_rate == \
+        Config.fromfile(str(SEG_CONFIGS / 'upernet_biformer_t.py')).model.backbone.drop_path_rate
     assert cfg.model.data_preprocessor.size == (128, 128)
     assert cfg.train_cfg.max_iters == 500
     model = build_segmentor(cfg)
@@ -253,7 +256,7 @@ def test_toy_overlays_point_a_config_at_the_toy_data_with_bn_heads_and_fp32(toy_
     batch = model.data_preprocessor(pseudo_collate(samples), training=True)
     assert batch['inputs'].shape[2:] == (128, 128)
 
-    cfg = load_config(str(SEG_CONFIGS / 'fpn_biformer_s.py'), [str(TOY_OVERLAYS['fpn'])])
+    cfg = load_config(str(TOY_CONFIGS['fpn']))
     assert cfg.train_dataloader.dataset.data_root == 'data/toy_ade/ADEChallengeData2016'
     assert cfg.model.decode_head.norm_cfg.type == 'BN'
     assert 'auxiliary_head' not in cfg.model
@@ -261,8 +264,8 @@ def test_toy_overlays_point_a_config_at_the_toy_data_with_bn_heads_and_fp32(toy_
 
 @pytest.mark.classic
 def test_train_py_trains_resumes_and_test_py_reports_miou_on_toy_data(toy_ade20k, tmp_path):
-    config = str(SEG_CONFIGS / 'fpn_biformer_t.py')
-    common = ['--overlay', str(TOY_OVERLAYS['fpn']), '--work-dir', str(tmp_path)]
+    config = str(TOY_CONFIGS['fpn'])
+    common = ['--work-dir', str(tmp_path)]
     data = [f'{k}={v}' for k, v in toy_data_options(toy_ade20k).items()]
     # Validation is left to tools/test.py.
     schedule = ['train_cfg.val_begin=100', 'default_hooks.checkpoint.interval=1']

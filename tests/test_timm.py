@@ -51,6 +51,21 @@ def test_importing_biformer_mm_registers_the_three_classifiers():
     subprocess.run([sys.executable, '-c', code], check=True)
 
 
+def test_the_classifiers_need_neither_mmcv_nor_mmdet_nor_mmseg():
+    """A timm user installs torch, timm and what setup.py declares (mmengine): the
+    classifiers build, run and train without mmcv, mmdet or mmseg importable."""
+    code = ("import sys\n"
+            "for name in ('mmcv', 'mmdet', 'mmseg'):\n"
+            "    sys.modules[name] = None  # importing it raises ImportError\n"
+            "import timm, torch\n"
+            "import biformer_mm\n"
+            "model = timm.create_model('biformer_tiny', num_classes=5)\n"
+            "model(torch.randn(2, 3, 64, 64)).sum().backward()\n"
+            "assert not any(m.split('.')[0] in ('mmcv', 'mmdet', 'mmseg')\n"
+            "               for m, mod in sys.modules.items() if mod is not None)\n")
+    subprocess.run([sys.executable, '-c', code], check=True)
+
+
 @pytest.mark.parametrize('arch', ['tiny', 'small', 'base'])
 def test_named_models_have_the_official_keys_parameters_and_feature_info(arch):
     model = timm.create_model(f'biformer_{arch}')

@@ -2,6 +2,7 @@
 run as a user runs them: in subprocesses, on the toy COCO data, on the CPU."""
 import os
 import os.path as osp
+import re
 import shutil
 import socket
 import sys
@@ -10,9 +11,9 @@ import pytest
 import torch
 
 from biformer_mm.engine import cli
-from biformer_mm.safe_load import load_weights_only
+from biformer_mm.safe_load import read_checkpoint
 from conftest import DET_CONFIG as CONFIG
-from conftest import DET_OVERLAY as OVERLAY
+from conftest import DET_TOY as TOY
 from conftest import ONE_EPOCH, REPO_ROOT, TEST, TRAIN, copy_checkout, run
 
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
@@ -20,7 +21,7 @@ cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
 
 
 def checkpoint_meta(path: str) -> dict:
-    return load_weights_only(path)['meta']
+    return read_checkpoint(path, allowed=())['meta']
 
 
 def free_port() -> int:
@@ -35,7 +36,7 @@ def test_train_py_runs_two_iterations_and_saves_a_checkpoint(trained_det):
     checkpoint = osp.join(trained_det['work_dir'], 'epoch_1.pth')
     meta = checkpoint_meta(checkpoint)
     assert (meta['epoch'], meta['iter']) == (1, 2)
-    assert osp.isfile(osp.join(trained_det['work_dir'], 'maskrcnn_biformer_t.py')), \
+    assert osp.isfile(osp.join(trained_det['work_dir'], 'maskrcnn_biformer_t_toy_coco.py')), \
         'the merged config is saved next to the checkpoints'
 
 
@@ -54,9 +55,9 @@ def test_amp_falls_back_to_fp32_with_a_warning_without_gpu(trained_det, coco_lay
 def test_test_py_evaluates_the_checkpoint_with_coco_metric_and_draws(trained_det,
                                                                      toy_coco_workdir):
     vis_dir = osp.join(trained_det['work_dir'], 'vis')
-    output = run([sys.executable, TEST, CONFIG, osp.join(trained_det['work_dir'], 'epoch_1.pth'),
-                  '--overlay', OVERLAY, '--work-dir', trained_det['work_dir'], '--show-dir',
-                  vis_dir], cwd=toy_coco_workdir)
+    output = run([sys.executable, TEST, TOY, osp.join(trained_det['work_dir'], 'epoch_1.pth'),
+                  '--work-dir', trained_det['work_dir'], '--show-dir', vis_dir],
+                 cwd=toy_coco_workdir)
     assert 'coco/bbox_mAP:' in output and 'coco/segm_mAP:' in output
     assert 'Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all' in output
     assert sorted(os.listdir(vis_dir)) == ['000001.png', '000002.png']
@@ -69,8 +70,8 @@ def test_resume_continues_from_the_last_checkpoint(trained_det, toy_coco_workdir
     shutil.copytree(trained_det['work_dir'], work_dir)
     with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
         f.write(osp.join(work_dir, 'epoch_1.pth'))
-    output = run([sys.executable, TRAIN, CONFIG, '--overlay', OVERLAY, '--work-dir',
-                  work_dir, '--resume', '--cfg-options', 'train_cfg.max_epochs=2'],
+    output = run([sys.executable, TRAIN, TOY, '--work-dir', work_dir, '--resume',
+                  '--cfg-options', 'train_cfg.max_epochs=2'],
                  cwd=toy_coco_workdir)
     assert 'resumed epoch: 1, iter: 2' in output
     assert 'Epoch(train) [1]' not in output
@@ -81,7 +82,10 @@ def test_resume_continues_from_the_last_checkpoint(trained_det, toy_coco_workdir
 @pytest.mark.classic
 def test_resume_from_a_missing_file_names_the_problem():
     args = cli.train_parser().parse_args([CONFIG, '--resume', 'no/such/epoch_3.pth'])
-    with pytest.raises(FileNotFoundError, match='--resume no/such/epoch_3.pth'):
+    with pytest.raises(FileNotFoundError,
+                       match=re.escape(f'Checkpoint {os.getcwd()}/no/such/epoch_3.pth does '
+                                       f'not exist. Give --resume a checkpoint file, or no '
+                                       f'value')):
         cli.train_config(args)
 
 
@@ -106,7 +110,8 @@ def test_command_line_options_reach_the_config(tmp_path, coco_layout, imagenet_c
 @pytest.mark.classic
 def test_test_py_rejects_a_missing_checkpoint():
     args = cli.test_parser().parse_args([CONFIG, 'missing.pth'])
-    with pytest.raises(FileNotFoundError, match='Checkpoint missing.pth does not exist'):
+    with pytest.raises(FileNotFoundError,
+                       match=re.escape(f'Checkpoint {os.getcwd()}/missing.pth does not exist')):
         cli.test_config(args)
 
 
@@ -114,8 +119,8 @@ def test_test_py_rejects_a_missing_checkpoint():
 def test_dist_train_sh_trains_with_two_cpu_processes(toy_coco_workdir):
     work_dir = osp.join(toy_coco_workdir, 'work_dirs', 'dist')
     # Batch size 1 per process: the 4 images make 2 iterations on each of 2 processes.
-    output = run(['bash', osp.join(REPO_ROOT, 'tools', 'dist_train.sh'), CONFIG, '2',
-                  '--overlay', OVERLAY, '--work-dir', work_dir] + ONE_EPOCH +
+    output = run(['bash', osp.join(REPO_ROOT, 'tools', 'dist_train.sh'), TOY, '2',
+                  '--work-dir', work_dir] + ONE_EPOCH +
                  ['train_dataloader.batch_size=1'],
                  cwd=toy_coco_workdir,
                  env=dict(PYTHON=sys.executable, PORT=str(free_port())))
@@ -147,7 +152,7 @@ def test_wheel_ships_configs_tools_and_model_index_for_mim(installed_package):
                  'tools/dist_train.sh', 'configs/detection/maskrcnn_biformer_s.py',
                  'configs/detection/metafile.yml',
                  'configs/detection/_base_/maskrcnn_biformer_fpn_1x_coco.py',
-                 'configs/detection/toy/maskrcnn_toy_coco.py'):
+                 'configs/detection/toy/maskrcnn_biformer_t_toy_coco.py'):
         assert osp.isfile(osp.join(mim_dir, path)), path
         assert not osp.islink(osp.join(mim_dir, path)), 'a wheel must hold copies'
 
@@ -156,20 +161,20 @@ def test_mim_train_and_test(installed_package, toy_coco_workdir):
     mim = osp.join(osp.dirname(sys.executable), 'mim')
     work_dir = osp.join(toy_coco_workdir, 'work_dirs', 'mim')
     # mim finds the config inside the installed package by its name.
-    output = run([mim, 'train', 'biformer_mm', 'maskrcnn_biformer_t.py', '--overlay',
-                  OVERLAY, '--work-dir', work_dir] + ONE_EPOCH, cwd=toy_coco_workdir,
+    output = run([mim, 'train', 'biformer_mm', 'maskrcnn_biformer_t_toy_coco.py',
+                  '--work-dir', work_dir] + ONE_EPOCH, cwd=toy_coco_workdir,
                  pythonpath=installed_package)
     assert osp.join(installed_package, 'biformer_mm', '.mim', 'tools', 'train.py') in output
     assert 'Epoch(train) [1][2/2]' in output
     checkpoint = osp.join(work_dir, 'epoch_1.pth')
 
-    output = run([mim, 'test', 'biformer_mm', CONFIG, '--checkpoint', checkpoint,
-                  '--overlay', OVERLAY, '--work-dir', work_dir], cwd=toy_coco_workdir,
+    output = run([mim, 'test', 'biformer_mm', TOY, '--checkpoint', checkpoint,
+                  '--work-dir', work_dir], cwd=toy_coco_workdir,
                  pythonpath=installed_package)
     assert 'coco/bbox_mAP:' in output and 'coco/segm_mAP:' in output
 
-    # mmdet's own test.py with the config train.py saved (our config + toy overlay).
-    output = run([mim, 'test', 'mmdet', osp.join(work_dir, 'maskrcnn_biformer_t.py'),
+    # mmdet's own test.py with the config train.py saved.
+    output = run([mim, 'test', 'mmdet', osp.join(work_dir, 'maskrcnn_biformer_t_toy_coco.py'),
                   '--checkpoint', checkpoint, '--work-dir', work_dir],
                  cwd=toy_coco_workdir, pythonpath=installed_package)
     assert osp.join('mmdet', '.mim', 'tools', 'test.py') in output

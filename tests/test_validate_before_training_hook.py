@@ -4,7 +4,7 @@ import os
 import pytest
 
 from biformer_mm.engine import ValidateBeforeTrainingHook, build_runner, load_config
-from conftest import SEG_CONFIG, SEG_OVERLAY, load_tool
+from conftest import SEG_TOY, load_tool
 
 
 @pytest.fixture(scope='module')
@@ -16,7 +16,7 @@ def toy_ade20k(tmp_path_factory) -> str:
 
 
 def two_iteration_runner(toy_ade20k: str, work_dir: str, **options):
-    cfg = load_config(SEG_CONFIG, [SEG_OVERLAY], {
+    cfg = load_config(SEG_TOY, {
         **{f'{s}_dataloader.dataset.data_root': toy_ade20k for s in ('train', 'val', 'test')},
         'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2,
         'default_hooks.checkpoint.interval': 2, **options})

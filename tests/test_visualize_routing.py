@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from biformer_mm import BiFormer
-from conftest import DET_CONFIG, DET_OVERLAY, load_tool
+from conftest import DET_TOY, load_tool
 
 visualize_routing = load_tool('analysis/visualize_routing.py')
 
@@ -111,7 +111,7 @@ def test_config_mode_uses_a_trained_detector(trained_det, tmp_path):
     image = odd_image(str(tmp_path / 'odd.png'))
     out = tmp_path / 'routing.png'
     checkpoint = osp.join(trained_det['work_dir'], 'epoch_1.pth')
-    panels = visualize_routing.main([image, DET_CONFIG, '--checkpoint', checkpoint,
-                                     '--overlay', DET_OVERLAY, '--stage', '2', '--out', str(out)])
+    panels = visualize_routing.main([image, DET_TOY, '--checkpoint', checkpoint,
+                                     '--stage', '2', '--out', str(out)])
     check_panels(panels, [(131.5, 90.5)], [2])
     assert osp.getsize(out) > 0

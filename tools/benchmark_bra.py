@@ -22,9 +22,18 @@ make meaningless (see :mod:`biformer_mm.analysis.tensor_mode`). They report the 
 time per image (images/s) and the peak memory of one forward; BiFormer-S runs its
 default ``attn_impl``.
 
+Rows name the algorithm they ran (``'chunked'``, ``'sdpa'``, ``'triton'``, ``'gather'``;
+``auto: ALGORITHM`` where a model runs its default ``attn_impl``).
+
+``--mode compile`` instead compares BiFormer-S and mmdet's Swin-T backbones at one image
+(default 1x3x800x1216), eager and ``torch.compile`` (inductor), side by side: each row
+``--runs`` times in a fresh process, reporting the first step (compilation included)
+and the median step with the runs' spread.
+
 Example::
 
     python tools/benchmark_bra.py --device cpu --out work_dirs/benchmark_bra_cpu.json
+    python tools/benchmark_bra.py --device cpu --mode compile --runs 3
     python tools/benchmark_bra.py --device cuda --dtype bf16
 """
 import argparse
@@ -38,7 +47,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 # BiFormer-S routing stages: (channels, top-k).
 STAGES = {1: (64, 1), 2: (128, 4), 3: (256, 16)}
@@ -47,7 +56,8 @@ INPUTS = {
     'upernet': dict(batch=2, size=(512, 512), n_win=8),
     'cls': dict(batch=64, size=(224, 224), n_win=7),
 }
-IMPLS = ('gather', 'torch', 'triton')
+IMPLS = ('gather', 'chunked', 'sdpa', 'triton')
+"""The algorithms (``attn_impl`` values) rows can measure; each row names the one it ran."""
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = {
     ('maskrcnn', 'biformer_s'): str(REPO_ROOT / 'configs/detection/maskrcnn_biformer_s.py'),
@@ -214,6 +224,93 @@ def _measure(case: dict, impl: Optional[str], device: str, dtype: str, warmup: i
     return dict(fwd_ms=fwd, fwd_bwd_ms=fwd_bwd, peak_mb=peak / 2**20)
 
 
+def _measure_compile(case: dict, device: str, dtype: str, warmup: int,
+                     repeats: int) -> dict:
+    """Child process: one backbone (BiFormer-S with its default ``attn_impl``, or
+    mmdet's Swin-T), eager or ``torch.compile(backend=case['compile'])``: the first
+    step's time (for a compiled module: compilation included) and the median step after
+    warm-up. ``case['step']`` is ``'infer'`` (eval mode, ``torch.no_grad``) or
+    ``'train'`` (forward and backward)."""
+    import torch
+    biformer = case['model'] == 'biformer_s'
+    module, x = _build(dict(case, kind='backbone'), 'auto' if biformer else None, device)
+    train = case['step'] == 'train'
+    if not train:
+        module.eval()
+    if case['compile']:
+        module = torch.compile(module, backend=case['compile'])
+    amp = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == 'bf16')
+
+    def step():
+        with torch.set_grad_enabled(train), amp:
+            outs = module(x)
+        if train:
+            sum(o.float().mean() for o in outs).backward()
+        if device == 'cuda':
+            torch.cuda.synchronize()
+
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return dict(first_step_s=first, step_ms=statistics.median(times) * 1e3,
+                algorithm=auto_algorithm(device, dtype) if biformer else 'n/a')
+
+
+def compile_cases(size: Tuple[int, int], backend: str, step: str) -> List[dict]:
+    """BiFormer-S (n_win 16, as the detection configs) and mmdet's Swin-T backbones,
+    eager and compiled, at one image of ``size``."""
+    return [dict(kind='compile', model=model, batch=1, size=tuple(size), n_win=16,
+                 compile=compiled, step=step)
+            for model in ('biformer_s', 'swin_t') for compiled in (None, backend)]
+
+
+def compile_mode_name(case: dict) -> str:
+    return f"compile ({case['compile']})" if case['compile'] else 'eager'
+
+
+def run_compile_mode(args, rows: List[dict], save: Callable[[], None]) -> None:
+    """``--mode compile``: :func:`compile_cases`, each ``--runs`` times in a fresh
+    process, then a table of each row's median over the runs with the runs' spread."""
+    cases = compile_cases(args.size, args.compile_backend, args.compile_step)
+    for run in range(args.runs):
+        for case in cases:
+            result = run_in_fresh_process(
+                _measure_compile, (case, args.device, args.dtype, args.warmup, args.repeats),
+                args.timeout)
+            rows.append(dict(run=run, mode=compile_mode_name(case), **case, **result))
+            save()
+            print(f"run {run + 1}/{args.runs}: {case['model']} {compile_mode_name(case)}: "
+                  f"{result}", flush=True)
+    print(f"\n| backbone ({args.compile_step}, 1x3x{args.size[0]}x{args.size[1]}) | mode | "
+          f"algorithm | first step s (median) | ms / step (median of {args.runs} runs) | "
+          f"spread (min-max) | vs eager | vs Swin-T |")
+    print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |')
+    summary = {}
+    for case in cases:
+        mode = compile_mode_name(case)
+        done = [r for r in rows if r['model'] == case['model'] and r['mode'] == mode
+                and 'error' not in r]
+        if not done:
+            print(f"| {case['model']} | {mode} | failed: "
+                  f"{next(r for r in rows if r['model'] == case['model'])['error']} |")
+            continue
+        ms = [r['step_ms'] for r in done]
+        median = summary[case['model'], mode] = statistics.median(ms)
+        eager = summary.get((case['model'], 'eager'))
+        swin = summary.get(('swin_t', mode))
+        print(f"| {case['model']} | {mode} | {done[0]['algorithm']} | "
+              f"{statistics.median(r['first_step_s'] for r in done):.1f} | {median:.0f} | "
+              f"{min(ms):.0f}-{max(ms):.0f} | {eager / median:.2f}x | "
+              f"{f'{median / swin:.2f}x' if swin else ''} |")
+
+
 def _run_and_report(fn: Callable[..., dict], args: tuple, queue) -> None:
     try:
         queue.put(fn(*args))
@@ -264,8 +361,25 @@ def print_inference_table(rows: List[dict]) -> None:
 
 
 def available_impls(device: str) -> List[str]:
+    """The algorithms measured by default: the original and what ``attn_impl='torch'``
+    runs on the device (``'chunked'`` on the CPU, ``'sdpa'`` on CUDA), and Triton on
+    CUDA where it is installed."""
     from biformer_mm.ops.bra_triton import TRITON_AVAILABLE
-    return [i for i in IMPLS if i != 'triton' or (device == 'cuda' and TRITON_AVAILABLE)]
+    if device == 'cpu':
+        return ['gather', 'chunked']
+    return ['gather', 'sdpa'] + (['triton'] if TRITON_AVAILABLE else [])
+
+
+def auto_algorithm(device: str, dtype: str) -> str:
+    """The algorithm BiFormer-S's default ``attn_impl='auto'`` runs on ``device`` in
+    ``dtype`` (its head dim is 32)."""
+    import torch
+
+    from biformer_mm.ops import resolve_algorithm
+    dtype = torch.bfloat16 if dtype == 'bf16' else torch.float32
+    q = torch.zeros(1, 1, 4, 4, 32, device=device, dtype=dtype)
+    return resolve_algorithm('auto', q, q, q, torch.zeros(1, 4, 1, dtype=torch.long,
+                                                           device=device))
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
@@ -283,13 +397,26 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                              'more (default: 12 on CPU, 60 on CUDA)')
     parser.add_argument('--only', default=None, help='run cases whose name contains this')
     parser.add_argument('--out', default=None, help='JSON output path')
+    parser.add_argument('--mode', choices=['attention', 'compile'], default='attention',
+                        help='attention: the implementations side by side (default); '
+                             'compile: BiFormer-S and Swin-T backbones eager vs '
+                             'torch.compile')
+    parser.add_argument('--size', type=int, nargs=2, default=(800, 1216),
+                        help='--mode compile: input height and width (default 800 1216)')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help='--mode compile: torch.compile backend (default inductor)')
+    parser.add_argument('--compile-step', choices=['infer', 'train'], default='infer',
+                        help='--mode compile: inference (no_grad) or a training step')
+    parser.add_argument('--runs', type=int, default=3,
+                        help='--mode compile: fresh-process runs per row (default 3)')
     args = parser.parse_args(argv)
     cpu = args.device == 'cpu'
     args.dtype = args.dtype or ('fp32' if cpu else 'bf16')
     args.warmup = args.warmup if args.warmup is not None else (1 if cpu else 5)
     args.repeats = args.repeats or (3 if cpu else 20)
     args.max_gather_gb = args.max_gather_gb or (12 if cpu else 60)
-    args.out = args.out or f'work_dirs/benchmark_bra_{args.device}.json'
+    suffix = '_compile' if args.mode == 'compile' else ''
+    args.out = args.out or f'work_dirs/benchmark_bra_{args.device}{suffix}.json'
     import torch
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda needs a CUDA GPU; use --device cpu here.')
@@ -311,6 +438,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     def save() -> None:  # after every row: an interrupted run keeps what it measured
         Path(args.out).write_text(json.dumps(report, indent=2))
 
+    if args.mode == 'compile':
+        run_compile_mode(args, rows, save)
+        print(f'\nwrote {args.out}')
+        return report
+
     print('| case | impl | fwd ms | fwd+bwd ms | peak MB | fwd+bwd speed-up vs gather | '
           'peak memory vs gather |')
     print('| --- | --- | ---: | ---: | ---: | ---: | ---: |')
@@ -329,8 +461,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                                     f'{gather_bytes(case) / 2**30:.0f} GiB')
             else:
                 result = run_case(case, impl, args)
-            default = 'config' if case['kind'] == 'model' else 'mmdet'
-            row = dict(case=name, impl=impl or default, **case, **result)
+            if impl is None:  # as built: name the algorithm BiFormer-S's 'auto' runs
+                impl = (f"auto: {auto_algorithm(args.device, args.dtype)}"
+                        if 'biformer_s' in (case.get('model'), case.get('backbone')) else
+                        'config' if case['kind'] == 'model' else 'mmdet')
+            row = dict(case=name, impl=impl, **case, **result)
             rows.append(row)
             save()
             if impl == 'gather' and 'error' not in result:

@@ -1,7 +1,7 @@
 """Run a trained BiFormer detector or segmentor on your own images and draw the results.
 
     python tools/infer.py IMAGES [IMAGES ...] CONFIG CHECKPOINT --out-dir DIR
-        [--score-thr 0.3] [--device cpu] [--overlay OVERLAY] [--cfg-options KEY=VALUE ...]
+        [--score-thr 0.3] [--device cpu] [--cfg-options KEY=VALUE ...]
 
 IMAGES are image files, folders (their images) or quoted globs (``'photos/*.jpg'``), of
 any size: the config's test pipeline resizes them as in testing. Inference runs through
@@ -70,9 +70,9 @@ def segmentation_summary(label_map: np.ndarray, classes: Sequence[str],
 
 def infer(images: Sequence[str], config: str, checkpoint: str, out_dir: str,
           score_thr: float = 0.3, device: Optional[str] = None,
-          overlays: Sequence[str] = (), cfg_options: Optional[dict] = None) -> List[Dict]:
+          cfg_options: Optional[dict] = None) -> List[Dict]:
     """Predict, draw and save every image; return the written files per image."""
-    inferencer = build_inferencer(config, checkpoint, overlays, cfg_options, device)
+    inferencer = build_inferencer(config, checkpoint, cfg_options, device)
     detector = type(inferencer).__name__ == 'DetInferencer'
     os.makedirs(osp.join(out_dir, 'vis'), exist_ok=True)
     os.makedirs(osp.join(out_dir, 'preds'), exist_ok=True)
@@ -108,15 +108,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('images', nargs='+', metavar='IMAGES',
                         help='image files, folders or quoted glob patterns')
     parser.add_argument('config', help='detection or segmentation config')
-    parser.add_argument('checkpoint', help='trained checkpoint (trusted:// prefix to load a '
-                        'file you trust in full, docs/checkpoints.md)')
+    parser.add_argument('checkpoint', help='trained checkpoint: path, URL or mmengine '
+                        'backend path, read weights-only (trusted:// prefix to load a file '
+                        'you trust in full, docs/checkpoints.md)')
     parser.add_argument('--out-dir', required=True, help='folder for vis/ and preds/')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='detectors: draw predictions scoring at least this')
     parser.add_argument('--device', default=None, help="e.g. 'cpu' or 'cuda:0' (default: "
                         'a GPU when there is one)')
-    parser.add_argument('--overlay', action='append', default=[], metavar='OVERLAY',
-                        help='config file merged onto CONFIG (as tools/train.py); repeatable')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys')
     return parser.parse_args(argv)
@@ -125,7 +124,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
     args = parse_args(argv)
     written = infer(args.images, args.config, args.checkpoint, args.out_dir, args.score_thr,
-                    args.device, args.overlay, args.cfg_options)
+                    args.device, args.cfg_options)
     for files in written:
         print(f"{files['image']} -> {files['vis']}, {files['pred']}")
     return written

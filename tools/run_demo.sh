@@ -5,7 +5,7 @@
 #
 # 1. builds (or reuses) the environment with tools/setup_env.sh;
 # 2. writes the toy COCO dataset to data/toy_coco (tools/dataset/make_toy_coco.py);
-# 3. trains Mask R-CNN + BiFormer-T on it from scratch with tools/train.py (toy overlay:
+# 3. trains Mask R-CNN + BiFormer-T on it from scratch with tools/train.py (toy config:
 #    256x256, fp32, 8 epochs of 24 iterations with the lr x0.1 for the last 2; 273 s on 2
 #    idle cores, measured 2026-11-23);
 # 4. evaluates the last checkpoint with tools/test.py and mmdet's CocoMetric (bbox and
@@ -15,14 +15,13 @@
 # 5. runs tools/infer.py (mmdet's DetInferencer) on the validation images as on your own:
 #    drawings in work_dirs/demo/infer/vis/*.png, predictions in work_dirs/demo/infer/preds/.
 #
-# WORK_DIR (default work_dirs/demo) and EPOCHS (default: the overlay's 8; the lr drops x0.1
+# WORK_DIR (default work_dirs/demo) and EPOCHS (default: the toy config's 8; the lr drops x0.1
 # for the last 2) can be set.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 WORK_DIR=${WORK_DIR:-work_dirs/demo}
-CONFIG=configs/detection/maskrcnn_biformer_t.py
-OVERLAY=configs/detection/toy/maskrcnn_toy_coco.py
+CONFIG=configs/detection/toy/maskrcnn_biformer_t_toy_coco.py
 EXTRA=()
 if [ -n "${EPOCHS:-}" ]; then
   EXTRA=(--cfg-options "train_cfg.max_epochs=$EPOCHS" "train_cfg.val_interval=$EPOCHS"
@@ -38,19 +37,18 @@ PY="$ROOT/.venv/bin/python"
 say "2/5 toy COCO dataset -> data/toy_coco"
 "$PY" tools/dataset/make_toy_coco.py --out data/toy_coco
 
-say "3/5 training $CONFIG + $OVERLAY on the CPU -> $WORK_DIR"
+say "3/5 training $CONFIG on the CPU -> $WORK_DIR"
 START=$(date +%s)
-"$PY" tools/train.py "$CONFIG" --overlay "$OVERLAY" --work-dir "$WORK_DIR" "${EXTRA[@]}"
+"$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR" "${EXTRA[@]}"
 say "training took $(( $(date +%s) - START )) s"
 
 CHECKPOINT=$(cat "$WORK_DIR/last_checkpoint")
 say "4/5 evaluating $CHECKPOINT with CocoMetric, drawing predictions -> $WORK_DIR/vis"
 rm -rf "$WORK_DIR/vis"
-"$PY" tools/test.py "$CONFIG" "$CHECKPOINT" --overlay "$OVERLAY" --work-dir "$WORK_DIR" \
-  --show-dir "$WORK_DIR/vis"
+"$PY" tools/test.py "$CONFIG" "$CHECKPOINT" --work-dir "$WORK_DIR" --show-dir "$WORK_DIR/vis"
 
 say "5/5 tools/infer.py on the validation images -> $WORK_DIR/infer"
 rm -rf "$WORK_DIR/infer"
-"$PY" tools/infer.py data/toy_coco/val "$CONFIG" "$CHECKPOINT" --overlay "$OVERLAY" \
-  --out-dir "$WORK_DIR/infer" --score-thr 0.7
+"$PY" tools/infer.py data/toy_coco/val "$CONFIG" "$CHECKPOINT" --out-dir "$WORK_DIR/infer" \
+  --score-thr 0.7
 say "done: metrics above; ground truth | predictions in $WORK_DIR/vis/, predictions alone in $WORK_DIR/infer/vis/ ($(ls "$WORK_DIR/infer/vis" | wc -l) images)"

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint of a BiFormer detector or segmentor with mmengine's Runner.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR]
-        [--overlay OVERLAY] [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm}]
+        [--cfg-options KEY=VALUE ...] [--skip-data-check] [--launcher {none,pytorch,slurm}]
 
 The metrics are those of the config's ``test_evaluator``; see ``python tools/test.py -h``.
 """

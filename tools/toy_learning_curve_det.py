@@ -3,8 +3,9 @@ mmdet's CocoMetric on the validation split before and after training.
 
     python tools/toy_learning_curve_det.py [--epochs 6] [--work-dir DIR]
 
-By default this trains Mask R-CNN + BiFormer-T (configs/detection/maskrcnn_biformer_t.py
-with the toy overlay: 256x256 images, fp32, from scratch) on the CPU, writing the toy
+By default this trains Mask R-CNN + BiFormer-T on the toy data
+(configs/detection/toy/maskrcnn_biformer_t_toy_coco.py: 256x256 images, fp32, from
+scratch) on the CPU, writing the toy
 dataset first when it is missing. The untrained model is evaluated right before the first
 iteration, the trained one after the last epoch; both numbers come from the config's
 ``val_evaluator`` (``CocoMetric``, bbox and segm). The script exits with status 1 when
@@ -26,7 +27,7 @@ MAKE_TOY_COCO = osp.join(ROOT, 'tools', 'dataset', 'make_toy_coco.py')
 
 def set_schedule_length(cfg: Config, epochs: int) -> None:
     """Train for ``epochs`` epochs, validating and saving only at the end, with the
-    overlay's lr drop moved to the last 2 epochs (none for 2 epochs or fewer).
+    toy config's lr drop moved to the last 2 epochs (none for 2 epochs or fewer).
 
     Args:
         cfg (Config): Config changed in place.
@@ -46,11 +47,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Train a BiFormer detector on the toy COCO data on the CPU and report '
         'COCO AP before and after training.')
-    parser.add_argument('--config', default='configs/detection/maskrcnn_biformer_t.py',
-                        help='detection config (default: %(default)s)')
-    parser.add_argument('--overlay', default='configs/detection/toy/maskrcnn_toy_coco.py',
-                        help='toy overlay matching the config\'s detector '
-                        '(default: %(default)s)')
+    parser.add_argument('--config',
+                        default='configs/detection/toy/maskrcnn_biformer_t_toy_coco.py',
+                        help='detection config on the toy data (default: %(default)s)')
     parser.add_argument('--epochs', type=int, default=6,
                         help='training epochs (default: %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
@@ -61,7 +60,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = load_config(args.config, [args.overlay])
+    cfg = load_config(args.config)
     cfg.launcher = 'none'
     cfg.work_dir = args.work_dir
     cfg.randomness = dict(seed=args.seed)
@@ -80,7 +79,7 @@ def main() -> None:
     wall = time.perf_counter() - start
 
     before, after = recorder.history[0]['metrics'], recorder.history[-1]['metrics']
-    print(f'\n{args.config} + {args.overlay}: {args.epochs} epochs '
+    print(f'\n{args.config}: {args.epochs} epochs '
           f'({runner.iter} iterations), {wall / 60:.1f} min wall time (including both '
           f'evaluations)')
     for key in sorted(k for k in after if k.endswith(('_mAP', '_mAP_50'))):

@@ -3,12 +3,12 @@ mmseg's IoUMetric on the validation split before and after training.
 
     python tools/toy_learning_curve_seg.py [--iters 150] [--work-dir DIR]
 
-By default this trains Semantic FPN + BiFormer-T (configs/segmentation/fpn_biformer_t.py
-with the toy overlay: 128x128 crops, BN head, fp32, from scratch) on the CPU, writing the
-toy dataset first when it is missing. The untrained model is evaluated right before the
-first iteration, the trained one after the last; both numbers come from the config's
-``val_evaluator`` (``IoUMetric``). The script exits with status 1 when training did not
-raise the mIoU.
+By default this trains Semantic FPN + BiFormer-T on the toy data
+(configs/segmentation/toy/fpn_biformer_t_toy_ade20k.py: 128x128 crops, BN head, fp32,
+from scratch) on the CPU, writing the toy dataset first when it is missing. The untrained
+model is evaluated right before the first iteration, the trained one after the last;
+both numbers come from the config's ``val_evaluator`` (``IoUMetric``). The script exits
+with status 1 when training did not raise the mIoU.
 """
 import argparse
 import os.path as osp
@@ -45,11 +45,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Train a BiFormer segmentor on the toy ADE20K data on the CPU and '
         'report mIoU before and after training.')
-    parser.add_argument('--config', default='configs/segmentation/fpn_biformer_t.py',
-                        help='segmentation config (default: %(default)s)')
-    parser.add_argument('--overlay', default='configs/segmentation/toy/fpn_toy_ade20k.py',
-                        help='toy overlay matching the config\'s head '
-                        '(default: %(default)s)')
+    parser.add_argument('--config',
+                        default='configs/segmentation/toy/fpn_biformer_t_toy_ade20k.py',
+                        help='segmentation config on the toy data (default: %(default)s)')
     parser.add_argument('--iters', type=int, default=150,
                         help='training iterations (default: %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
@@ -60,7 +58,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = load_config(args.config, [args.overlay])
+    cfg = load_config(args.config)
     cfg.work_dir = args.work_dir
     cfg.randomness = dict(seed=args.seed)
     set_schedule_length(cfg, args.iters)
@@ -78,7 +76,7 @@ def main() -> None:
     wall = time.perf_counter() - start
 
     before, after = recorder.history[0], recorder.history[-1]
-    print(f'\n{args.config} + {args.overlay}: {args.iters} iterations, '
+    print(f'\n{args.config}: {args.iters} iterations, '
           f'{wall / 60:.1f} min wall time (including both evaluations)')
     for key in ('mIoU', 'mAcc', 'aAcc'):
         print(f'  {key:5s} before {before["metrics"][key]:6.2f}   '

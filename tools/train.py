@@ -1,7 +1,7 @@
 """Train a BiFormer detector or segmentor with mmengine's Runner.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp]
-        [--auto-scale-lr] [--overlay OVERLAY] [--cfg-options KEY=VALUE ...]
+        [--auto-scale-lr] [--cfg-options KEY=VALUE ...] [--skip-data-check]
         [--launcher {none,pytorch,slurm}]
 
 Detection and segmentation configs alike; see ``python tools/train.py -h``.

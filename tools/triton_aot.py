@@ -1,32 +1,17 @@
 """Ahead-of-time compilation of the fused routed attention kernels, without a GPU.
 
-Used by ``tools/gpu_check.py --compile-only``. The kernel launches are not written down
-by hand: :func:`record_routed_attention_calls` runs the real BiFormer backbone forward
-and backward on the ``meta`` device (no memory, no arithmetic) and records every call of
-the routed attention with the exact tensors it receives: shapes, strides, storage
-offsets (hence alignment) and dtype of q, k, v, the routing indices and the output
-gradient. :func:`kernel_launches` turns one call into the forward and backward
-:class:`~biformer_mm.ops.bra_triton.KernelLaunch` the package itself would launch (same
-code, same constexprs), and :func:`compile_for_target` has Triton compile one for an
-explicit GPU target (``GPUTarget('cuda', arch, 32)``) through the kernel's own
-``warmup``: Triton's JIT binder decides the specialisation (integers equal to 1,
-divisibility by 16, pointer alignment) exactly as at a real launch, and Triton's
-bundled ``ptxas`` produces the cubin.
-
-Triton compiles for the current device's target; with no GPU there is no current
-device, so :func:`target_driver` makes a stand-in driver active that names the target
-and answers the device and stream queries of the JIT. It supports Triton 3.x releases
-whose JIT asks the active driver for ``get_current_target``, ``get_current_device`` and
-``get_current_stream`` (all 3.x releases to date); anything else it is asked raises,
-so an incompatible Triton fails loudly.
+Used by ``tools/gpu_check.py --compile-only``. :func:`record_routed_attention_calls` runs
+the real BiFormer backbone forward and backward on the ``meta`` device (no memory, no
+arithmetic) and records every routed attention call with the tensors it receives
+(shapes, strides, storage offsets, dtypes of q, k, v, the routing indices and the output
+gradient). :func:`~biformer_mm.ops.bra_triton.kernel_launches` turns one call into the
+launches the package makes, and :func:`compile_launch` compiles one for an explicit GPU
+target through Triton's public ahead-of-time API (``triton.compile`` of an
+``ASTSource``, ``GPUTarget('cuda', arch, 32)``), specialised as Triton's JIT specialises
+that launch (:meth:`~biformer_mm.ops.bra_triton.KernelLaunch.key`); Triton's bundled
+``ptxas`` produces the cubin.
 """
-import contextlib
-import re
-import subprocess
-import tempfile
-import time
-from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 from unittest import mock
 
 import torch
@@ -35,8 +20,6 @@ from torch import Tensor
 from biformer_mm import BiFormer
 from biformer_mm.models.layers import bi_level_routing_attention
 from biformer_mm.ops import bra_triton
-from biformer_mm.ops.bra_triton import KernelLaunch
-from biformer_mm.ops.triton_self_check import self_check_problem
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 SMALLEST_SHARED_MEMORY = 99 * 1024
@@ -55,11 +38,10 @@ class RecordedCall(NamedTuple):
     grad_out: Optional[Tensor]
     scale: float
 
-    def signature(self) -> Tuple:
-        """Everything a kernel launch depends on, for deduplication."""
-        return (self.stage, self.scale) + tuple(
-            (tuple(t.shape), t.stride(), t.storage_offset(), t.dtype)
-            for t in (self.q, self.k, self.v, self.r_idx, self.grad_out))
+    def launches(self) -> Tuple[bra_triton.KernelLaunch, bra_triton.KernelLaunch]:
+        """The forward and backward kernel launches of this call."""
+        return bra_triton.kernel_launches(self.q, self.k, self.v, self.r_idx, self.grad_out,
+                                          self.scale, torch.device('meta'))
 
 
 class _Recorder(torch.autograd.Function):
@@ -67,38 +49,28 @@ class _Recorder(torch.autograd.Function):
     the output gradient) and returns an output laid out as the kernels' is."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, calls: list,
-                stage: int, scale: float) -> Tensor:
-        ctx.index = len(calls)
-        ctx.calls = calls
+    def forward(ctx, q, k, v, r_idx, calls: list, stage: int, scale: float) -> Tensor:
+        ctx.index, ctx.calls = len(calls), calls
         calls.append(RecordedCall(stage, q, k, v, r_idx, None, scale))
         return torch.empty(v.shape, dtype=v.dtype, device=v.device)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
         ctx.calls[ctx.index] = ctx.calls[ctx.index]._replace(grad_out=grad_out)
-        return (None,) * 7
+        return (None, ) * 7
 
 
 def build_meta_backbone(arch: Any, n_win: int, dtype: torch.dtype) -> BiFormer:
-    """The BiFormer backbone (``attn_impl='triton'``) with its parameters on the meta
-    device in ``dtype``, in training mode."""
+    """The BiFormer backbone with its parameters on the meta device in ``dtype``, in
+    training mode."""
     return BiFormer(arch=arch, n_win=n_win, attn_impl='triton').to('meta', dtype).train()
 
 
-def record_routed_attention_calls(model: BiFormer, batch: int, size: Tuple[int, int]
-                                  ) -> List[RecordedCall]:
+def record_routed_attention_calls(model: BiFormer, batch: int,
+                                  size: Tuple[int, int]) -> List[RecordedCall]:
     """Run ``model`` forward and backward on a meta input and record its routed
-    attention calls, one per distinct layout (blocks of a stage share theirs).
-
-    Args:
-        model (BiFormer): A backbone from :func:`build_meta_backbone`.
-        batch (int): Images per batch.
-        size (Tuple[int, int]): Input height and width.
-
-    Returns:
-        List[RecordedCall]: The distinct calls, in stage order.
-    """
+    attention calls, one per distinct pair of launches (blocks of a stage share theirs),
+    in stage order."""
     calls: List[RecordedCall] = []
     stage = [0]
     hooks = [block.register_forward_pre_hook(lambda *_, i=i: stage.__setitem__(0, i))
@@ -118,141 +90,46 @@ def record_routed_attention_calls(model: BiFormer, batch: int, size: Tuple[int, 
             hook.remove()
     unique = {}
     for call in calls:
-        unique.setdefault(call.signature(), call)
+        unique.setdefault((call.stage, ) + tuple(launch.key() for launch in call.launches()),
+                          call)
     return list(unique.values())
 
 
-def kernel_launches(call: RecordedCall) -> Tuple[KernelLaunch, KernelLaunch]:
-    """The forward and backward kernel launches of one call, built by the package's own
-    launch code (heads-first inputs, as BiLevelRoutingAttention passes them)."""
-    layout = bra_triton.input_layout(call.q, call.k, call.v, call.r_idx, None)
-    forward, out, lse = bra_triton.forward_launch(call.q, call.k, call.v, call.r_idx, layout,
-                                                  call.scale)
-    backward = bra_triton.backward_launch(call.q, call.k, call.v, call.r_idx, out, lse,
-                                          call.grad_out, layout, call.scale)[0]
-    return forward, backward
-
-
-def self_check_launches(call: RecordedCall) -> Tuple[KernelLaunch, KernelLaunch]:
-    """The forward and backward launches of the first-use self-check that ``'auto'``
-    runs before ``call`` (same dtype, head dims, tokens per region, top-k and regions)."""
-    q, k, v, grad_out, r_idx = self_check_problem(call.q.dtype, call.q.shape[-1],
-                                                  call.v.shape[-1], call.q.shape[-2],
-                                                  *call.r_idx.shape[1:][::-1])
-    return kernel_launches(RecordedCall(call.stage, q, k, v, r_idx, grad_out,
-                                        q.shape[-1] ** -0.5))
-
-
-class _TargetDriver:
-    """The part of a Triton driver the JIT uses to compile (no launch): the target and
-    a device/stream key of its own."""
-
-    def __init__(self, target) -> None:
-        self.target = target
-
-    def get_current_target(self):
-        return self.target
-
-    def get_current_device(self) -> str:
-        return f'compile-only:{self.target.backend}:{self.target.arch}'
-
-    def get_current_stream(self, device: Any = None) -> int:
-        return 0
-
-    def __getattr__(self, name: str):
-        raise RuntimeError(
-            f'compile-only: this Triton ({bra_triton.TRITON_VERSION}) asked the driver for '
-            f'{name!r}, which a compile without a GPU cannot answer; tools/triton_aot.py '
-            f'needs updating for this Triton version.')
-
-
-@contextlib.contextmanager
-def target_driver(arch: int) -> Iterator[None]:
-    """Make Triton's JIT compile for ``GPUTarget('cuda', arch, 32)`` inside the block.
-
-    On a machine with a GPU, the real driver is active again afterwards; on one
-    without, there is none to go back to and the stand-in stays (such a process only
-    compiles).
-    """
-    from triton.backends.compiler import GPUTarget
-    from triton.runtime import driver
-    driver.set_active(_TargetDriver(GPUTarget('cuda', arch, 32)))
-    try:
-        yield
-    finally:
-        try:
-            driver.reset_active()
-        except RuntimeError:  # "0 active drivers": no GPU here
-            pass
-
-
-class CompiledLaunch(NamedTuple):
-    """One launch compiled for one target.
-
-    ``binary`` is Triton's hash of the compiled kernel: launches with equal hashes share
-    one compilation. ``new`` says whether this launch caused a compilation in this
-    process (``seconds`` is its time). ``registers`` and ``local_bytes`` (per thread;
-    non-zero means register spills or a stack) come from ``cuobjdump -res-usage`` and
-    are ``None`` where it is unavailable.
-    """
-    binary: str
-    new: bool
-    seconds: float
-    shared_bytes: int
-    registers: Optional[int]
-    local_bytes: Optional[int]
-
-
-def _resource_usage(cubin: bytes) -> Tuple[Optional[int], Optional[int]]:
-    """Registers and local (spill + stack) bytes per thread, from Triton's bundled
-    ``cuobjdump``; ``(None, None)`` if it is not there."""
-    import triton
-    knobs = getattr(triton, 'knobs', None)
-    tool = Path(knobs.nvidia.cuobjdump.path if knobs is not None else
-                Path(triton.__file__).parent / 'backends' / 'nvidia' / 'bin' / 'cuobjdump')
-    if not tool.is_file():
-        return None, None
-    with tempfile.NamedTemporaryFile(suffix='.cubin') as f:
-        f.write(cubin)
-        f.flush()
-        text = subprocess.run([str(tool), '-res-usage', f.name], capture_output=True,
-                              text=True, check=True).stdout
-    found = {key: int(value) for key, value in re.findall(r'\b(REG|STACK|LOCAL):(\d+)', text)}
-    return found.get('REG'), found.get('STACK', 0) + found.get('LOCAL', 0)
-
-
-def compile_for_target(launch: KernelLaunch, arch: int, seen: Dict[str, Any]
-                       ) -> CompiledLaunch:
-    """Compile ``launch`` for ``sm_<arch>`` through the kernel's JIT, as a real launch
-    on such a GPU would, without running it.
-
-    Args:
-        launch (KernelLaunch): From :func:`kernel_launches`.
-        arch (int): CUDA compute capability as an int, e.g. 80 or 90.
-        seen (Dict[str, Any]): Binaries already compiled in this process (updated).
+def compile_launch(launch: bra_triton.KernelLaunch, arch: int):
+    """Compile ``launch`` for ``sm_<arch>`` as Triton's JIT would before launching it.
 
     Returns:
-        CompiledLaunch: What was compiled.
+        triton.compiler.CompiledKernel: The kernel (``hash``, ``metadata.shared``, ``asm``).
 
     Raises:
         Exception: Triton's compilation error, or ``RuntimeError`` when the kernel needs
             more shared memory than :data:`SMALLEST_SHARED_MEMORY`.
     """
-    start = time.perf_counter()
-    with target_driver(arch):
-        compiled = launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.kwargs)
-    seconds = time.perf_counter() - start
-    binary = compiled.hash
-    new = binary not in seen
-    if new:
-        seen[binary] = _resource_usage(compiled.asm['cubin'])
-    shared = int(compiled.metadata.shared)
-    if shared > SMALLEST_SHARED_MEMORY:
-        raise RuntimeError(f'{launch.kernel.__name__} needs {shared} bytes of shared '
-                           f'memory, more than the {SMALLEST_SHARED_MEMORY} of sm_86/89')
-    registers, local_bytes = seen[binary]
-    return CompiledLaunch(binary[:12], new, seconds if new else 0.0, shared, registers,
-                          local_bytes)
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    # Triton's JIT lists every specialisable argument in attrs (empty where nothing is
+    # known); doing the same makes the binary's hash the one a launch would produce.
+    names = launch.kernel.arg_names
+    signature, constexprs, attrs = {}, {}, {}
+    for i, (name, (kind, divisible)) in enumerate(zip(names, launch.key()[2])):
+        signature[name] = kind
+        if kind == 'constexpr':  # an integer 1
+            constexprs[name] = divisible
+        if kind != 'fp32' and name not in bra_triton.NOT_SPECIALISED:
+            attrs[(i, )] = [['tt.divisibility', 16]] if divisible is True else []
+    for name, value in launch.kwargs.items():
+        if name != 'num_warps':
+            signature[name], constexprs[name] = 'constexpr', value
+            attrs[(names.index(name), )] = []
+    compiled = triton.compile(ASTSource(launch.kernel, signature, constexprs, attrs),
+                              target=GPUTarget('cuda', arch, 32),
+                              options=dict(num_warps=launch.kwargs['num_warps']))
+    if compiled.metadata.shared > SMALLEST_SHARED_MEMORY:
+        raise RuntimeError(f'{launch.kernel.__name__} needs {compiled.metadata.shared} bytes '
+                           f'of shared memory, more than the {SMALLEST_SHARED_MEMORY} of '
+                           f'sm_86/89')
+    return compiled
 
 
 def multiscale_batch_sizes(scale: Tuple[int, int] = (1333, 800), divisor: int = 32,

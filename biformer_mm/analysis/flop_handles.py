@@ -5,9 +5,10 @@ and mmseg's ``tools/analysis_tools/get_flops.py``) traces the model with ``torch
 and counts every node whose op name has a handle in its table. By default it misses
 BiFormer's attention:
 
-- the routed attention of ``attn_impl='torch'`` on the CPU and of ``'triton'`` runs
-  inside ``torch.autograd.Function`` subclasses, which the trace records as one node
-  named ``prim::PythonOp.<class name>``;
+- the routed attention runs inside the operator ``biformer_mm::routed_attention``
+  (``'chunked'`` on the CPU with torch >= 2.4) or ``torch.autograd.Function`` subclasses
+  (``'chunked'`` on older torch, ``'triton'``), which the trace records as one node named
+  ``biformer_mm::routed_attention`` or ``prim::PythonOp.<class name>``;
 - the ``'torch'`` strategy on GPUs and the global attention of the last stage call
   ``aten::scaled_dot_product_attention``, which mmengine 0.10.7 has no handle for.
 
@@ -45,7 +46,7 @@ def _shape(value: Any) -> List[int]:
 
 
 def routed_attention_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """FLOPs of one call of a routed attention autograd Function.
+    """FLOPs of one call of the routed attention operator or autograd Functions.
 
     The tensor inputs are ``q, k, v, r_idx``, in either layout of the ops:
     heads-first ``(N, heads, P, W, D)`` or channel-packed ``(N, P, W, heads * D)``. Each
@@ -70,6 +71,7 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
 
 
 FLOP_HANDLES: Dict[str, Callable[[List[Any], List[Any]], int]] = {
+    'biformer_mm::routed_attention': routed_attention_flop_jit,
     python_op_name(ChunkedRoutedAttention): routed_attention_flop_jit,
     python_op_name(TritonRoutedAttention): routed_attention_flop_jit,
     SDPA_OP: sdpa_flop_jit,

@@ -2,26 +2,27 @@
 
 Both tools serve detection and segmentation configs alike: the registry scope comes from
 the config's ``default_scope``, and everything here only touches keys that mmengine's
-Runner defines. Before the Runner is built, the config's dataset files are checked
-(:mod:`biformer_mm.engine.dataset_check`) and every checkpoint is checked and handed to
-the Runner as a weights-only path (:func:`biformer_mm.safe_load.weights_only_path`).
+Runner defines. Before the Runner is built, the config's data is checked
+(:mod:`biformer_mm.engine.dataset_check`, unless ``--skip-data-check``) and every
+checkpoint is checked and handed to the Runner as a weights-only path (:func:`biformer_mm.safe_load.weights_only_path`).
 """
 import argparse
+import logging
 import os
 import os.path as osp
 from typing import Callable, List, Optional
 
 from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from ..models import BiFormer
-from ..safe_load import (UnsafeCheckpointError, check_checkpoint_argument, strip_trusted,
-                         weights_only_path)
+from ..models.backbones.biformer import PRETRAINED_HINT
+from ..safe_load import UnsafeCheckpointError, local_checkpoint, weights_only_path
 from .amp import enable_amp, fall_back_to_fp32
-from .dataset_check import check_dataset_files
+from .dataset_check import DatasetMismatchError, check_dataset
 from .distributed import LAUNCHERS, setup_cpu_distributed
-from .overlay import load_config
 from .visualization import enable_visualization
 
 
@@ -30,13 +31,13 @@ def _add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--work-dir', help='directory for logs and checkpoints '
                         '(default: the config\'s work_dir, else ./work_dirs/CONFIG_NAME)')
     parser.add_argument(
-        '--overlay', action='append', default=[], metavar='OVERLAY',
-        help='config file merged onto CONFIG as if it inherited from it, e.g. '
-        'configs/detection/toy/maskrcnn_toy_coco.py; may be repeated')
-    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config keys, e.g. train_cfg.max_epochs=1 '
-        '"model.backbone.init_cfg=None"; applied after the overlays')
+        '"model.backbone.init_cfg=None"')
+    parser.add_argument(
+        '--skip-data-check', action='store_true',
+        help='do not check the dataset before the Runner starts (files, classes, '
+        'num_classes, label values, schedule; biformer_mm/engine/dataset_check.py)')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
                         help='job launcher (pytorch: torchrun; slurm: srun)')
     # torch.distributed.launch passes --local-rank (torch>=2.0) or --local_rank.
@@ -67,8 +68,9 @@ def test_parser() -> argparse.ArgumentParser:
         description='Evaluate a checkpoint with the test dataloader and evaluator '
         'of a config.')
     parser.add_argument('config', help='config file path')
-    parser.add_argument('checkpoint', help='checkpoint file; prefix it with trusted:// to '
-                        'load a file you trust in full (docs/checkpoints.md)')
+    parser.add_argument('checkpoint', help='checkpoint: path, URL or mmengine backend path, '
+                        'read weights-only; prefix it with trusted:// to load a file you '
+                        'trust in full (docs/checkpoints.md)')
     _add_common_args(parser)
     parser.add_argument('--show-dir', help='save images with drawn predictions here')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
@@ -77,10 +79,35 @@ def test_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_config(config: str, cfg_options: Optional[dict] = None) -> Config:
+    """Load ``config`` and apply ``cfg_options`` (``--cfg-options`` style overrides,
+    ``{'a.b': value}``).
+
+    Raises:
+        FileNotFoundError: If ``config`` does not exist.
+    """
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'Config {config} does not exist (relative paths start at '
+                                f'{osp.abspath(".")}).')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def _check_data(args: argparse.Namespace, cfg: Config, parts: List[str]) -> None:
+    """The dataset check of ``parts``, unless ``--skip-data-check``."""
+    if args.skip_data_check:
+        print_log('--skip-data-check: the dataset is not checked before the Runner starts.',
+                  logger='current', level=logging.WARNING)
+    else:
+        check_dataset(cfg, args.config, parts)
+
+
 def _common_config(args: argparse.Namespace) -> Config:
-    """Load the config with overlays and options, and set launcher and work dir."""
+    """Load the config with options, and set launcher and work dir."""
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    cfg = load_config(args.config, args.overlay, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -92,7 +119,7 @@ def _common_config(args: argparse.Namespace) -> Config:
 def train_config(args: argparse.Namespace) -> Config:
     """Runner config for ``tools/train.py`` from its parsed arguments.
 
-    Applies, in order: overlays and ``--cfg-options``, launcher and work dir, ``--amp``,
+    Applies, in order: ``--cfg-options``, launcher and work dir, ``--amp``,
     ``--auto-scale-lr``, ``--resume`` (the latest checkpoint of the work dir is found
     here, so that it is loaded weights-only too), the weights-only path of the
     checkpoint to load, the dataset check of the training (and validation) data, the
@@ -119,21 +146,20 @@ def train_config(args: argparse.Namespace) -> Config:
         cfg.resume = True
         cfg.load_from = find_latest_checkpoint(cfg.work_dir)
     elif args.resume is not None:
-        if not osp.isfile(strip_trusted(args.resume)):
-            raise FileNotFoundError(
-                f'--resume {args.resume}: no such checkpoint file. Pass a .pth file, or '
-                f'--resume without a value to continue from the latest checkpoint in the '
-                f'work dir.')
+        local_checkpoint(args.resume, hint='Give --resume a checkpoint file, or no value '
+                         'to continue from the latest checkpoint in the work dir.')
         cfg.resume = True
         cfg.load_from = args.resume
     cfg.load_from = weights_only_path(cfg.get('load_from'),
                                       where='the --resume or load_from path')
     parts = ['train_dataloader'] + (['val_dataloader', 'val_evaluator']
                                     if cfg.get('val_cfg') else [])
-    check_dataset_files(cfg, args.config, parts)
+    _check_data(args, cfg, parts)
     backbone = cfg.model.get('backbone') or {}
-    if str(backbone.get('type', '')).split('.')[-1] == 'BiFormer':
-        BiFormer.check_pretrained_file(backbone.get('init_cfg'))
+    pretrained = BiFormer.pretrained_entry(backbone.get('init_cfg')) \
+        if str(backbone.get('type', '')).split('.')[-1] == 'BiFormer' else None
+    if pretrained is not None:
+        local_checkpoint(pretrained['checkpoint'], hint=PRETRAINED_HINT)
     fall_back_to_fp32(cfg)
     return cfg
 
@@ -147,10 +173,9 @@ def test_config(args: argparse.Namespace) -> Config:
     Returns:
         Config: The config to build the Runner from.
     """
-    check_checkpoint_argument(args.checkpoint)
     cfg = _common_config(args)
     cfg.load_from = weights_only_path(args.checkpoint, where='the CHECKPOINT argument')
-    check_dataset_files(cfg, args.config, ['test_dataloader', 'test_evaluator'])
+    _check_data(args, cfg, ['test_dataloader', 'test_evaluator'])
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     return cfg
@@ -172,9 +197,10 @@ def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg)
 
 
-SETUP_ERRORS = (FileNotFoundError, UnsafeCheckpointError)
+SETUP_ERRORS = (FileNotFoundError, DatasetMismatchError, UnsafeCheckpointError)
 """Errors of :func:`train_config`/:func:`test_config` that name the user's fix (a missing
-config, dataset or checkpoint, a checkpoint beyond the allow-list)."""
+config, dataset or checkpoint, a config that does not fit its data, a checkpoint beyond
+the allow-list)."""
 
 
 def config_or_exit(parser: argparse.ArgumentParser,

@@ -1,11 +1,11 @@
 """The OpenMMLab inferencer of a trained detector or segmentor config."""
 import importlib
-from typing import Optional, Sequence
+from typing import Optional
 
 from mmengine.infer import BaseInferencer
 
-from ..safe_load import check_checkpoint_argument, check_loadable
-from .overlay import load_config
+from ..safe_load import weights_only_path
+from .cli import load_config
 
 INFERENCERS = {'mmdet': ('mmdet.apis', 'DetInferencer'),
                'mmseg': ('mmseg.apis', 'MMSegInferencer')}
@@ -14,7 +14,6 @@ INFERENCERS = {'mmdet': ('mmdet.apis', 'DetInferencer'),
 
 def build_inferencer(config: str,
                      checkpoint: str,
-                     overlays: Sequence[str] = (),
                      cfg_options: Optional[dict] = None,
                      device: Optional[str] = None) -> BaseInferencer:
     """mmdet's ``DetInferencer`` or mmseg's ``MMSegInferencer`` for ``config`` with the
@@ -24,9 +23,9 @@ def build_inferencer(config: str,
     Args:
         config (str): Detection or segmentation config; its ``default_scope`` picks the
             library.
-        checkpoint (str): Checkpoint written by training (``trusted://`` prefix to load
-            a file you trust in full).
-        overlays (Sequence[str]): Config files merged onto ``config``. Defaults to ().
+        checkpoint (str): Checkpoint written by training: a local path, a URL or an
+            mmengine backend path, read weights-only (``trusted://`` prefix to load a
+            file you trust in full).
         cfg_options (dict, optional): ``--cfg-options`` overrides. Defaults to None.
         device (str, optional): ``'cpu'``, ``'cuda'``, ...; the inferencer's choice (a
             GPU when there is one) by default.
@@ -35,16 +34,17 @@ def build_inferencer(config: str,
         BaseInferencer: ``DetInferencer`` or ``MMSegInferencer``.
 
     Raises:
-        FileNotFoundError: If the checkpoint does not exist.
+        FileNotFoundError: If a local checkpoint does not exist.
+        biformer_mm.safe_load.UnsafeCheckpointError: If the checkpoint holds more than
+            a weights-only load accepts.
         ValueError: If the config's ``default_scope`` is neither mmdet nor mmseg.
     """
-    check_checkpoint_argument(checkpoint)
-    check_loadable(checkpoint, where='the CHECKPOINT argument')
-    cfg = load_config(config, overlays, cfg_options)
+    weights = weights_only_path(checkpoint)
+    cfg = load_config(config, cfg_options)
     scope = cfg.get('default_scope')
     if scope not in INFERENCERS:
         raise ValueError(f'{config} has default_scope={scope!r}: inference supports '
                          f'{sorted(INFERENCERS)} (detection and segmentation configs).')
     module, name = INFERENCERS[scope]
     inferencer_type = getattr(importlib.import_module(module), name)
-    return inferencer_type(model=cfg, weights=checkpoint, device=device)
+    return inferencer_type(model=cfg, weights=weights, device=device)

@@ -1,10 +1,9 @@
 """The part of BiFormer that its dense backbone and its ImageNet classifier share."""
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.fx
 import torch.nn as nn
-from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
@@ -43,9 +42,16 @@ class BiFormerTrunk(BaseModule):
     and a linear head.
 
     Args (keyword-only; the defaults are the subclasses'): ``arch``, ``in_channels``,
-    ``n_win``, ``auto_pad``, ``drop_path_rate``, ``with_cp``, ``attn_impl``,
-    ``norm_cfg``, ``act_cfg`` and ``init_cfg``, documented with
-    :class:`biformer_mm.BiFormer`.
+    ``n_win``, ``auto_pad``, ``drop_path_rate``, ``with_cp``, ``attn_impl`` and
+    ``init_cfg``, documented with :class:`biformer_mm.BiFormer`, and
+
+    - ``norm_layer`` (Callable[[int], nn.Module]): builds the norm of the stem and the
+      downsampling layers for a channel count;
+    - ``act_layer`` (Callable[[], nn.Module]): builds the activation of the stem and
+      the MLPs.
+
+    The trunk itself needs only torch, timm and mmengine: the mm backbone builds these
+    two from mmcv's ``norm_cfg``/``act_cfg``, the timm classifier passes torch layers.
     """
 
     arch_zoo: Dict[str, dict] = {
@@ -62,7 +68,7 @@ class BiFormerTrunk(BaseModule):
 
     def __init__(self, *, arch: Union[str, dict], in_channels: int, n_win: int,
                  auto_pad: bool, drop_path_rate: float, with_cp: bool, attn_impl: str,
-                 norm_cfg: dict, act_cfg: dict,
+                 norm_layer: Callable[[int], nn.Module], act_layer: Callable[[], nn.Module],
                  init_cfg: Union[dict, List[dict], None] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         arch = self._parse_arch(arch)
@@ -76,12 +82,11 @@ class BiFormerTrunk(BaseModule):
 
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, dims[0] // 2, 3, stride=2, padding=1),
-            build_norm_layer(norm_cfg, dims[0] // 2)[1], build_activation_layer(act_cfg),
-            nn.Conv2d(dims[0] // 2, dims[0], 3, stride=2, padding=1),
-            build_norm_layer(norm_cfg, dims[0])[1])
+            norm_layer(dims[0] // 2), act_layer(),
+            nn.Conv2d(dims[0] // 2, dims[0], 3, stride=2, padding=1), norm_layer(dims[0]))
         self.downsamples = nn.ModuleList(
             nn.Sequential(nn.Conv2d(dims[i], dims[i + 1], 3, stride=2, padding=1),
-                          build_norm_layer(norm_cfg, dims[i + 1])[1])
+                          norm_layer(dims[i + 1]))
             for i in range(len(dims) - 1))
         drop_rates = torch.linspace(0, drop_path_rate, sum(arch['depths'])).tolist()
         self.stages = nn.ModuleList()
@@ -92,7 +97,7 @@ class BiFormerTrunk(BaseModule):
                 topk=arch['topks'][i], qk_dims=arch['qk_dims'][i],
                 mlp_ratio=arch['mlp_ratios'][i], drop_path=drop_rates[first + j],
                 side_dwconv=arch['side_dwconv'], auto_pad=auto_pad, attn_impl=attn_impl,
-                act_cfg=act_cfg)
+                act_layer=act_layer)
                 for j in range(depth))))
         self.with_cp = with_cp
 

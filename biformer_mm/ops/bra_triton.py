@@ -17,22 +17,21 @@ Key blocks are flattened over the routed regions, so a block may span several sm
 regions (``W < 16`` or ``W`` not a multiple of the block size) without padding waste.
 
 Every tensor is addressed through explicit strides, so strided views (slices of a packed
-qkv/kv tensor) are read in place, and both channel-packed ``(N, P, W, heads * D)``
-(:func:`routed_attention_triton`) and heads-first ``(N, heads, P, W, D)``
-(:func:`routed_attention_triton_heads_first`) layouts are supported without copies.
+qkv tensor, a permuted channel-packed map) are read in place.
 
 The module imports without Triton or CUDA; :func:`unsupported_reason` says whether and why
 not the kernels can run on given tensors. With ``TRITON_INTERPRET=1`` set before this
-module is imported, the kernels run in Triton's CPU interpreter.
+module is imported, an explicit call runs the kernels in Triton's CPU interpreter (for
+tests); ``attn_impl='auto'`` never does.
 """
 import contextlib
+import functools
 import math
 import os
 from typing import Any, ContextManager, Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 try:
     import triton
@@ -77,6 +76,10 @@ sm_80 on, and bf16 arithmetic is native from sm_80."""
 MAX_HEAD_DIM = 128
 """Largest query/key or value head dim the launch configuration covers."""
 _LOG2E = math.log2(math.e)
+NOT_SPECIALISED = ('P', 'W', 'NUM_HEADS')
+"""Integer kernel arguments Triton compiles no separate kernel for (``do_not_specialize``)."""
+_TRITON_TYPES = {torch.float32: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16',
+                 torch.int64: 'i64', torch.int32: 'i32'}
 
 if TRITON_AVAILABLE:
 
@@ -108,13 +111,12 @@ if TRITON_AVAILABLE:
         region = tl.load(R_row + t * stride_rk, mask=valid_n, other=0).to(tl.int64)
         return region, offs_n - t * W, valid_n
 
-    # Triton specialises integer arguments on == 1 and on divisibility by 16, and compiles
-    # once per combination. W (tokens per region) changes with every input size; W, P
-    # and NUM_HEADS only split program ids and bound loops, where that buys nothing but
-    # compilations (W also addresses the log-sum-exp, a negligible share of the traffic).
-    # The strides keep their specialisation: a channel stride of 1 and 16-divisible row
-    # strides let the compiler vectorise the loads.
-    @triton.jit(do_not_specialize=['P', 'W', 'NUM_HEADS'])
+    # W (tokens per region) changes with every input size; W, P and NUM_HEADS only split
+    # program ids and bound loops, where specialising them buys nothing but compilations
+    # (W also addresses the log-sum-exp, a negligible share of the traffic). The strides
+    # keep their specialisation: a channel stride of 1 and 16-divisible row strides let
+    # the compiler vectorise the loads.
+    @triton.jit(do_not_specialize=NOT_SPECIALISED)
     def _bra_fwd_kernel(
         Q, K, V, R, O, LSE,
         stride_qn, stride_qp, stride_qw, stride_qh, stride_qc,
@@ -131,7 +133,7 @@ if TRITON_AVAILABLE:
         """Forward of the routed attention; grid ``(N * P * heads, cdiv(W, BLOCK_M))``.
 
         Every tensor is addressed through five strides (image, region, token, head,
-        channel), so channel-packed and heads-first layouts are both read in place.
+        channel), so strided views are read in place.
 
         ``qk_scale`` is the logit scale times ``log2(e)`` (softmax in base 2). ``LSE`` is
         a contiguous ``(N, P, heads, W)`` fp32 buffer receiving the base-2 log-sum-exp.
@@ -184,7 +186,7 @@ if TRITON_AVAILABLE:
         tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=valid_m[:, None] & mask_dv[None, :])
         tl.store(LSE + pid_nph.to(tl.int64) * W + offs_m, m_i + tl.math.log2(l_i), mask=valid_m)
 
-    @triton.jit(do_not_specialize=['P', 'W', 'NUM_HEADS'])
+    @triton.jit(do_not_specialize=NOT_SPECIALISED)
     def _bra_bwd_kernel(
         Q, K, V, R, O, DO, LSE, DQ, DK, DV,
         stride_qn, stride_qp, stride_qw, stride_qh, stride_qc,
@@ -273,8 +275,8 @@ if TRITON_AVAILABLE:
                  dq.to(DQ.dtype.element_ty), mask=mask_mq)
 
 
-def unsupported_reason(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
-                       num_heads: Optional[int] = None) -> Optional[str]:
+def unsupported_reason(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, *,
+                       interpreter: bool = False) -> Optional[str]:
     """Why the fused kernels cannot run on these inputs here, or ``None`` if they can.
 
     This is the one place that decides where the kernels may run; ``attn_impl='auto'``
@@ -283,20 +285,22 @@ def unsupported_reason(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
 
     - fp32, fp16 or bf16 ``q``/``k``/``v`` and an int32/int64 ``r_idx``;
     - Triton >= 3.0 (:data:`TRITON_UNAVAILABLE`);
-    - all tensors on one device, a CUDA device of an NVIDIA GPU (any device in Triton's
-      CPU interpreter) whose compute capability supports the dtype
-      (:data:`MIN_CAPABILITY`);
+    - all tensors on one device, a CUDA device of an NVIDIA GPU whose compute capability
+      supports the dtype (:data:`MIN_CAPABILITY`);
+    - no ``TRITON_INTERPRET=1``, unless ``interpreter`` (an explicit call, as tests make):
+      Triton's CPU interpreter then runs the kernels on any device, orders of magnitude
+      slower, and ``'auto'`` never picks it;
     - head dims of at most :data:`MAX_HEAD_DIM`;
     - no ``torch.use_deterministic_algorithms(True)`` when a gradient will be computed:
       the backward adds key/value gradients with atomics, in no fixed order.
 
     Args:
-        q (Tensor): Queries.
-        k (Tensor): Keys.
-        v (Tensor): Values.
+        q (Tensor): Queries ``(N, heads, P, W, Dqk)``.
+        k (Tensor): Keys ``(N, heads, P, W, Dqk)``.
+        v (Tensor): Values ``(N, heads, P, W, Dv)``.
         r_idx (Tensor): Routed key regions ``(N, P, K)``.
-        num_heads (Optional[int]): Heads of channel-packed ``(N, P, W, C)`` inputs;
-            ``None`` for heads-first ``(N, heads, P, W, D)`` inputs.
+        interpreter (bool): Accept Triton's CPU interpreter when ``TRITON_INTERPRET=1``
+            is set. Defaults to False.
 
     Returns:
         Optional[str]: A human-readable reason, or ``None`` when supported.
@@ -312,6 +316,10 @@ def unsupported_reason(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     devices = {t.device for t in tensors}
     if len(devices) > 1:
         return f'the tensors are on several devices ({", ".join(sorted(map(str, devices)))})'
+    if INTERPRETER and not interpreter:
+        return ("TRITON_INTERPRET=1 is set, so the kernels would run in Triton's CPU "
+                "interpreter, orders of magnitude slower; attn_impl='auto' never picks it "
+                "(attn_impl='triton' runs it)")
     if not INTERPRETER:
         if not q.is_cuda:
             return f'the tensors are on {q.device}, not a CUDA device'
@@ -322,9 +330,8 @@ def unsupported_reason(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
         if tuple(capability) < needed:
             return (f'{q.device} has compute capability {capability[0]}.{capability[1]}; '
                     f'{q.dtype} needs {needed[0]}.{needed[1]} or newer')
-    head_dims = (q.shape[-1] // (num_heads or 1), v.shape[-1] // (num_heads or 1))
-    if max(head_dims) > MAX_HEAD_DIM:
-        return (f'head dims {head_dims[0]} (qk) / {head_dims[1]} (v) exceed {MAX_HEAD_DIM}, '
+    if max(q.shape[-1], v.shape[-1]) > MAX_HEAD_DIM:
+        return (f'head dims {q.shape[-1]} (qk) / {v.shape[-1]} (v) exceed {MAX_HEAD_DIM}, '
                 f'the largest the launch configuration covers')
     if (torch.are_deterministic_algorithms_enabled() and torch.is_grad_enabled()
             and any(t.requires_grad for t in tensors[:3])):
@@ -334,109 +341,47 @@ def unsupported_reason(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
 
 
 class Layout(NamedTuple):
-    """Problem sizes and memory layout of one call.
-
-    ``heads_first`` layouts are ``(N, heads, P, W, D)``; the others are channel-packed
-    ``(N, P, W, heads * D)`` with channels split head-major.
-    """
+    """Problem sizes of one call on heads-first ``(N, heads, P, W, D)`` tensors."""
     n: int
     p: int
     w: int
     heads: int
     head_dq: int
     head_dv: int
-    heads_first: bool
 
-    def strides(self, x: Tensor) -> Tuple[int, int, int, int, int]:
-        """Element strides of a tensor in this layout.
-
-        Args:
-            x (Tensor): A q, k, v, output or gradient tensor laid out as ``self``.
-
-        Returns:
-            Tuple[int, int, int, int, int]: Strides along image, region, token, head and
-            channel-within-head.
-        """
-        if self.heads_first:
-            s_n, s_h, s_p, s_w, s_c = x.stride()
-            return s_n, s_p, s_w, s_h, s_c
-        s_n, s_p, s_w, s_c = x.stride()
-        return s_n, s_p, s_w, (int(x.shape[-1]) // self.heads) * s_c, s_c
+    @staticmethod
+    def strides(x: Tensor) -> Tuple[int, int, int, int, int]:
+        """Element strides of a heads-first tensor along image, region, token, head and
+        channel, the order the kernels take them in."""
+        s_n, s_h, s_p, s_w, s_c = x.stride()
+        return s_n, s_p, s_w, s_h, s_c
 
     def empty(self, head_dim: int, dtype: torch.dtype, device: torch.device,
               zero: bool = False) -> Tensor:
-        """A new contiguous tensor in this layout.
-
-        Args:
-            head_dim (int): Channels per head.
-            dtype (torch.dtype): Element type.
-            device (torch.device): Device.
-            zero (bool): Fill with zeros instead of leaving it uninitialised.
-
-        Returns:
-            Tensor: ``(N, heads, P, W, head_dim)`` or ``(N, P, W, heads * head_dim)``.
-        """
-        if self.heads_first:
-            shape = (self.n, self.heads, self.p, self.w, head_dim)
-        else:
-            shape = (self.n, self.p, self.w, self.heads * head_dim)
+        """A new contiguous ``(N, heads, P, W, head_dim)`` tensor (zeros if ``zero``)."""
+        shape = (self.n, self.heads, self.p, self.w, head_dim)
         return (torch.zeros if zero else torch.empty)(shape, dtype=dtype, device=device)
 
 
-def input_layout(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
-                 num_heads: Optional[int]) -> Layout:
-    """Validate the shapes of the inputs and describe their layout.
-
-    Args:
-        q (Tensor): Queries.
-        k (Tensor): Keys.
-        v (Tensor): Values.
-        r_idx (Tensor): Routed key regions ``(N, P, K)``.
-        num_heads (Optional[int]): Number of heads of channel-packed ``(N, P, W, C)``
-            inputs; ``None`` for heads-first ``(N, heads, P, W, D)`` inputs.
-
-    Returns:
-        Layout: The problem sizes and layout.
+def input_layout(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> Layout:
+    """Validate the shapes of heads-first inputs and return the problem sizes.
 
     Raises:
-        ValueError: If the shapes, dtypes or ``num_heads`` are inconsistent.
+        ValueError: If the shapes or dtypes are inconsistent.
     """
     if not q.dtype == k.dtype == v.dtype:
         raise ValueError(f'q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
-    heads_first = num_heads is None
-    dims = 5 if heads_first else 4
-    if q.dim() != dims or k.shape != q.shape or v.dim() != dims or v.shape[:-1] != q.shape[:-1]:
-        expected = '(N, heads, P, W, D)' if heads_first else '(N, P, W, C)'
-        raise ValueError(f'expected q, k, v of shape {expected} (v may differ in the last '
-                         f'dim), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}')
-    if heads_first:
-        n, num_heads, p, w, head_dq = q.shape
-        head_dv = v.shape[-1]
-    else:
-        n, p, w, c_qk = q.shape
-        if num_heads < 1 or c_qk % num_heads or v.shape[-1] % num_heads:
-            raise ValueError(f'channels {c_qk} (qk) and {v.shape[-1]} (v) must be '
-                             f'divisible by num_heads={num_heads}')
-        head_dq, head_dv = c_qk // num_heads, v.shape[-1] // num_heads
+    if q.dim() != 5 or k.shape != q.shape or v.dim() != 5 or v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(f'expected q, k, v of shape (N, heads, P, W, D) (v may differ in '
+                         f'the last dim), got {tuple(q.shape)}, {tuple(k.shape)}, '
+                         f'{tuple(v.shape)}')
+    n, heads, p, w, head_dq = q.shape
     if r_idx.dim() != 3 or tuple(r_idx.shape[:2]) != (n, p) or r_idx.is_floating_point():
         raise ValueError(f'expected an integer r_idx of shape (N, P, K) = ({n}, {p}, K), '
                          f'got {tuple(r_idx.shape)} {r_idx.dtype}')
     # Plain ints: under torch.jit tracing the sizes are tensors, which Triton would
     # take for pointers.
-    return Layout(*(int(size) for size in (n, p, w, num_heads, head_dq, head_dv)),
-                  heads_first)
-
-
-def _check_inputs(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
-                  num_heads: Optional[int]) -> Layout:
-    """:func:`input_layout`, then raise ``RuntimeError`` with the
-    :func:`unsupported_reason` if the kernels cannot run on these inputs."""
-    layout = input_layout(q, k, v, r_idx, num_heads)
-    reason = unsupported_reason(q, k, v, r_idx, num_heads)
-    if reason is not None:
-        raise RuntimeError(f"routed_attention_triton cannot run here: {reason}. "
-                           "Use attn_impl='torch' instead.")
-    return layout
+    return Layout(*(int(size) for size in (n, p, w, heads, head_dq, v.shape[-1])))
 
 
 def launch_config(w: int, topk: int, head_dq: int, head_dv: int, dtype: torch.dtype,
@@ -481,6 +426,25 @@ def launch_config(w: int, topk: int, head_dq: int, head_dv: int, dtype: torch.dt
         num_warps=4 if block_d <= 32 else 8)
 
 
+def specialisation(value: Any, specialise: bool = True) -> Tuple[str, Any]:
+    """How Triton 3's JIT sees one non-constexpr kernel argument: its type and whether it
+    is divisible by 16 (a tensor: its address), or ``('constexpr', 1)`` for an integer 1.
+
+    Launches that agree on this for every argument, and on the constexprs and warps,
+    share one compiled kernel; any difference compiles another. ``specialise=False`` is
+    for the ``do_not_specialize`` integers (:data:`NOT_SPECIALISED`), which keep only
+    their width.
+    """
+    if isinstance(value, Tensor):
+        return '*' + _TRITON_TYPES[value.dtype], value.data_ptr() % 16 == 0
+    if isinstance(value, float):
+        return 'fp32', False
+    width = 'i32' if -2**31 <= value < 2**31 else 'i64'
+    if specialise and value == 1:
+        return 'constexpr', 1
+    return width, specialise and value % 16 == 0
+
+
 class KernelLaunch(NamedTuple):
     """One launch of a fused kernel, as Triton sees it: the ``@triton.jit`` function,
     the grid, the positional arguments (tensors and ints, which Triton specialises on)
@@ -494,19 +458,19 @@ class KernelLaunch(NamedTuple):
         """Launch on the current CUDA device and stream (or in the interpreter)."""
         self.kernel[self.grid](*self.args, **self.kwargs)
 
+    def key(self) -> Tuple:
+        """What selects the compiled kernel of this launch: the kernel, its constexprs
+        and warps, and the :func:`specialisation` of every other argument."""
+        return (self.kernel.__name__, tuple(sorted(self.kwargs.items())),
+                tuple(specialisation(value, name not in NOT_SPECIALISED)
+                      for name, value in zip(self.kernel.arg_names, self.args)))
 
-def forward_launch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, layout: Layout,
-                   scale: float) -> Tuple[KernelLaunch, Tensor, Tensor]:
-    """The forward kernel's launch, with its new output and base-2 log-sum-exp buffers.
 
-    Returns:
-        Tuple[KernelLaunch, Tensor, Tensor]: The launch, ``out`` (``layout``, input
-        dtype) and ``lse`` (``(N, P, heads, W)`` fp32), both on ``q``'s device.
-    """
+def forward_launch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, out: Tensor, lse: Tensor,
+                   layout: Layout, scale: float) -> KernelLaunch:
+    """The forward kernel's launch, writing ``out`` (heads-first, input dtype) and ``lse``
+    (the base-2 log-sum-exp, contiguous ``(N, P, heads, W)`` fp32)."""
     topk = int(r_idx.shape[-1])
-    out = layout.empty(layout.head_dv, q.dtype, q.device)
-    lse = torch.empty((layout.n, layout.p, layout.heads, layout.w), dtype=torch.float32,
-                      device=q.device)
     cfg = launch_config(layout.w, topk, layout.head_dq, layout.head_dv, q.dtype,
                         backward=False)
     grid = (layout.n * layout.p * layout.heads, triton.cdiv(layout.w, cfg['BLOCK_M']))
@@ -514,22 +478,15 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, layout: Layou
             *layout.strides(q), *layout.strides(k), *layout.strides(v), *r_idx.stride(),
             *layout.strides(out),
             layout.p, layout.w, topk, layout.heads, scale * _LOG2E)
-    return KernelLaunch(_bra_fwd_kernel, grid, args, cfg), out, lse
+    return KernelLaunch(_bra_fwd_kernel, grid, args, cfg)
 
 
 def backward_launch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, out: Tensor, lse: Tensor,
-                    grad_out: Tensor, layout: Layout,
-                    scale: float) -> Tuple[KernelLaunch, Tensor, Tensor, Tensor]:
-    """The backward kernel's launch, with its new gradient buffers.
-
-    Returns:
-        Tuple[KernelLaunch, Tensor, Tensor, Tensor]: The launch, ``dq`` (input dtype) and
-        the zeroed fp32 accumulators ``dk``, ``dv``, all in ``layout`` on ``q``'s device.
-    """
+                    grad_out: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, layout: Layout,
+                    scale: float) -> KernelLaunch:
+    """The backward kernel's launch, writing ``dq`` (input dtype) and adding to the zeroed
+    fp32 accumulators ``dk``, ``dv`` (all heads-first)."""
     topk = int(r_idx.shape[-1])
-    dq = layout.empty(layout.head_dq, q.dtype, q.device)
-    dk = layout.empty(layout.head_dq, torch.float32, q.device, zero=True)
-    dv = layout.empty(layout.head_dv, torch.float32, q.device, zero=True)
     cfg = launch_config(layout.w, topk, layout.head_dq, layout.head_dv, q.dtype,
                         backward=True)
     grid = (layout.n * layout.p * layout.heads, triton.cdiv(layout.w, cfg['BLOCK_M']))
@@ -538,7 +495,55 @@ def backward_launch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, out: Tensor,
             *layout.strides(out), *layout.strides(grad_out), *layout.strides(dq),
             *layout.strides(dk), *layout.strides(dv),
             layout.p, layout.w, topk, layout.heads, scale, scale * _LOG2E)
-    return KernelLaunch(_bra_bwd_kernel, grid, args, cfg), dq, dk, dv
+    return KernelLaunch(_bra_bwd_kernel, grid, args, cfg)
+
+
+def _lse_buffer(layout: Layout, device: torch.device) -> Tensor:
+    return torch.empty((layout.n, layout.p, layout.heads, layout.w), dtype=torch.float32,
+                       device=device)
+
+
+def kernel_launches(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, grad_out: Tensor,
+                    scale: float, device: torch.device) -> Tuple[KernelLaunch, KernelLaunch]:
+    """The forward and backward launches of a call, with new output and gradient buffers
+    on ``device`` (``'meta'``: for their keys or an ahead-of-time compile, no memory)."""
+    layout = input_layout(q, k, v, r_idx)
+    out = layout.empty(layout.head_dv, q.dtype, device)
+    lse = _lse_buffer(layout, device)
+    dq = layout.empty(layout.head_dq, q.dtype, device)
+    dk, dv = (layout.empty(d, torch.float32, device, zero=True)
+              for d in (layout.head_dq, layout.head_dv))
+    return (forward_launch(q, k, v, r_idx, out, lse, layout, scale),
+            backward_launch(q, k, v, r_idx, out, lse, grad_out, dq, dk, dv, layout, scale))
+
+
+def kernel_key(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> Tuple:
+    """What selects the compiled forward and backward kernels of a call on these inputs:
+    the device and the :meth:`KernelLaunch.key` of both launches.
+
+    The output gradient is not known before the backward; it is taken to be laid out
+    as the output (contiguous), as the gradient BiFormer's blocks pass back is.
+    """
+    return _kernel_key(str(q.device), tuple(
+        (t.dtype, tuple(t.shape), t.stride(), t.data_ptr() % 16 // t.element_size())
+        for t in (q, k, v, r_idx)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _kernel_key(device: str, inputs: Tuple) -> Tuple:
+    """:func:`kernel_key` from the inputs' dtypes, shapes, strides and addresses modulo
+    16 bytes (in elements), computed on meta-device stand-ins; cached, as it runs per
+    call."""
+    meta = torch.device('meta')
+    stand_ins = []
+    for dtype, shape, stride, offset in inputs:
+        span = 1 + sum((n - 1) * s for n, s in zip(shape, stride))
+        stand_ins.append(torch.empty(offset + span, dtype=dtype, device=meta).as_strided(
+            shape, stride, offset))
+    layout = input_layout(*stand_ins)
+    grad_out = layout.empty(layout.head_dv, stand_ins[0].dtype, meta)
+    forward, backward = kernel_launches(*stand_ins, grad_out, 1.0, meta)
+    return device, forward.key(), backward.key()
 
 
 def on_device(device: torch.device) -> ContextManager:
@@ -547,74 +552,58 @@ def on_device(device: torch.device) -> ContextManager:
     return torch.cuda.device(device) if device.type == 'cuda' else contextlib.nullcontext()
 
 
+DOUBLE_BACKWARD_ERROR = (
+    "the fused Triton routed attention (attn_impl='triton', or 'auto' on a GPU) is "
+    "differentiable once: its backward is a kernel, so the gradients it returns have no "
+    "graph and second-order terms through it would silently be zero. Use "
+    "attn_impl='gather' for double backward (create_graph=True).")
+
+
 class TritonRoutedAttention(torch.autograd.Function):
     """Autograd wrapper of the fused kernels; ``r_idx`` receives no gradient.
 
-    Forward arguments: ``q``, ``k``, ``v``, ``r_idx``, a :class:`Layout` and ``scale``.
-    Every launch runs under the inputs' device. Differentiable once: the backward is a
-    kernel, not a graph of differentiable operations.
+    Forward arguments: heads-first ``q``, ``k``, ``v``, ``r_idx``, a :class:`Layout` and
+    ``scale``. Every launch runs under the inputs' device. Differentiable once: the
+    backward is a kernel, not a graph of differentiable operations, so a backward that
+    would build a graph (``create_graph=True``) raises :data:`DOUBLE_BACKWARD_ERROR`.
     """
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, layout: Layout,
                 scale: float) -> Tensor:
-        launch, out, lse = forward_launch(q, k, v, r_idx, layout, scale)
+        out = layout.empty(layout.head_dv, q.dtype, q.device)
+        lse = _lse_buffer(layout, q.device)
         with on_device(q.device):
-            launch()
+            forward_launch(q, k, v, r_idx, out, lse, layout, scale)()
         ctx.save_for_backward(q, k, v, r_idx, out, lse)
         ctx.layout = layout
         ctx.scale = scale
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
+        # Grad mode is on in a backward exactly when it builds a graph for a second one.
+        if torch.is_grad_enabled():
+            raise RuntimeError(DOUBLE_BACKWARD_ERROR)
         q, k, v, r_idx, out, lse = ctx.saved_tensors
-        launch, dq, dk, dv = backward_launch(q, k, v, r_idx, out, lse, grad_out, ctx.layout,
-                                             ctx.scale)
+        layout = ctx.layout
+        dq = layout.empty(layout.head_dq, q.dtype, q.device)
+        dk = layout.empty(layout.head_dq, torch.float32, q.device, zero=True)
+        dv = layout.empty(layout.head_dv, torch.float32, q.device, zero=True)
         with on_device(q.device):
-            launch()
+            backward_launch(q, k, v, r_idx, out, lse, grad_out, dq, dk, dv, layout,
+                            ctx.scale)()
         return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None
-
-
-def routed_attention_triton(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int,
-                            scale: float) -> Tensor:
-    """Routed token attention of BRA with fused Triton kernels (forward and backward).
-
-    For query token ``i`` of region ``p`` of image ``n`` and head ``h``, the output is the
-    softmax over all tokens ``j`` of the key regions ``r_idx[n, p]`` of
-    ``scale * q[n, p, i, h] . k[n, r, j, h]``, weighting ``v[n, r, j, h]``. Channels are
-    split head-major into ``num_heads`` heads.
-
-    Args:
-        q (Tensor): Queries ``(N, P, W, Cqk)``; may be a strided view.
-        k (Tensor): Keys ``(N, P, W, Cqk)``; may be a strided view (e.g. a slice of a
-            packed key/value tensor), it is read in place.
-        v (Tensor): Values ``(N, P, W, Cv)``; may be a strided view.
-        r_idx (Tensor): ``(N, P, K)`` int64 (or int32) indices of the key regions routed to
-            each query region. Receives no gradient.
-        num_heads (int): Number of heads; must divide ``Cqk`` and ``Cv``.
-        scale (float): Logit scale.
-
-    Returns:
-        Tensor: ``(N, P, W, Cv)`` in the dtype of ``q``.
-
-    Raises:
-        RuntimeError: If the kernels cannot run on these inputs (the message gives
-            :func:`unsupported_reason`); ``attn_impl='torch'`` is the portable fallback.
-        ValueError: If the shapes, dtypes or ``num_heads`` are inconsistent.
-    """
-    layout = _check_inputs(q, k, v, r_idx, num_heads)
-    return TritonRoutedAttention.apply(q, k, v, r_idx, layout, float(scale))
 
 
 def routed_attention_triton_heads_first(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
                                         scale: float) -> Tensor:
-    """:func:`routed_attention_triton` for heads-first inputs.
+    """Routed token attention of BRA with fused Triton kernels (forward and backward).
 
-    Same computation, with the heads as a separate dimension after the images. Strided
-    views (e.g. slices of one packed tensor or a permuted channel-packed tensor) are read
-    in place.
+    For query token ``i`` of region ``p`` of image ``n`` and head ``h``, the output is the
+    softmax over all tokens ``j`` of the key regions ``r_idx[n, p]`` of
+    ``scale * q[n, h, p, i] . k[n, h, r, j]``, weighting ``v[n, h, r, j]``. Strided views
+    (slices of one packed tensor, a permuted channel-packed map) are read in place.
 
     Args:
         q (Tensor): Queries ``(N, heads, P, W, Dqk)``.
@@ -632,5 +621,9 @@ def routed_attention_triton_heads_first(q: Tensor, k: Tensor, v: Tensor, r_idx: 
             :func:`unsupported_reason`); ``attn_impl='torch'`` is the portable fallback.
         ValueError: If the shapes or dtypes are inconsistent.
     """
-    layout = _check_inputs(q, k, v, r_idx, None)
+    layout = input_layout(q, k, v, r_idx)
+    reason = unsupported_reason(q, k, v, r_idx, interpreter=True)
+    if reason is not None:
+        raise RuntimeError(f"routed_attention_triton cannot run here: {reason}. "
+                           "Use attn_impl='torch' instead.")
     return TritonRoutedAttention.apply(q, k, v, r_idx, layout, float(scale))

@@ -1,24 +1,36 @@
-"""Routed attention in cache-sized chunks: the CPU strategy of ``attn_impl='torch'``.
+"""Routed attention in cache-sized chunks: the CPU algorithm (``attn_impl='chunked'``,
+which ``'torch'`` and ``'auto'`` run on the CPU).
 
 Routing makes each key region serve many query regions, so gathering the routed
 key/values for every query region at once writes a ``topk``-fold copy of the key/value
 map (16x at BiFormer's third stage), and its gradient another. On a CPU that traffic,
 and the page faults of allocating it afresh at every block, cost more than the
 attention itself. Here the ``(image, head, region)`` query rows are processed in
-contiguous chunks whose gathered key/values fit in a few MiB of cache. The forward keeps
-only the per-token log-sum-exp, the backward recomputes the probabilities chunk by chunk
-and adds the key/value gradients into map-sized buffers with ``index_add_``: no
-``topk``-fold tensor ever exists. Arithmetic runs in float32 (float64 for float64
-inputs), whatever the input dtype.
+contiguous chunks whose gathered key/values fit in a few MiB of cache, writing into
+preallocated buffers. The backward recomputes each chunk's probabilities (one softmax of
+the chunk's logits) and adds the key/value gradients into map-sized buffers with
+``index_add_``: no ``topk``-fold tensor ever exists, and the backward needs only the
+inputs and the output. Arithmetic runs in float32 (float64 for float64 inputs), whatever the
+input dtype.
+
+:func:`chunked_forward` and :func:`chunked_backward` are the two kernels; the operator
+``torch.ops.biformer_mm.routed_attention`` (:mod:`.routed_attention_op`, torch >= 2.4)
+runs them on the CPU, and :class:`ChunkedRoutedAttention` is their autograd Function
+for torch versions without ``torch.library.custom_op``.
 """
 from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 CHUNK_BYTES = 4 * 2**20
 """Bytes of gathered keys and values per chunk."""
+
+DOUBLE_BACKWARD_ERROR = (
+    'the chunked and Triton routed attentions are differentiable once, so they cannot '
+    'differentiate twice (their backward writes into preallocated buffers); for '
+    "higher-order gradients use attn_impl='gather', the plain-PyTorch algorithm.")
+"""The error of every attempt to differentiate the fast routed attentions twice."""
 
 
 def routed_rows(r_idx: Tensor, num_heads: int) -> Tensor:
@@ -37,6 +49,16 @@ def routed_rows(r_idx: Tensor, num_heads: int) -> Tensor:
     return (blocks * p + r_idx.reshape(n, 1, p * topk)).reshape(-1)
 
 
+def _accumulator(q: Tensor) -> torch.dtype:
+    return torch.promote_types(q.dtype, torch.float32)
+
+
+def _rows_per_chunk(q: Tensor, v: Tensor, topk: int, chunk_bytes: int) -> int:
+    w, d_qk, d_v = q.shape[-2], q.shape[-1], v.shape[-1]
+    item_bytes = torch.finfo(_accumulator(q)).bits // 8
+    return max(1, chunk_bytes // (topk * w * (d_qk + d_v) * item_bytes))
+
+
 def _chunks(num_rows: int, rows_per_chunk: int) -> Iterator[Tuple[int, int]]:
     for start in range(0, num_rows, rows_per_chunk):
         yield start, min(start + rows_per_chunk, num_rows)
@@ -51,63 +73,112 @@ def _routed_kv(k: Tensor, v: Tensor, sel: Tensor, num_rows: int,
     return k_sel, v_sel
 
 
+def chunked_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float,
+                    chunk_bytes: int = CHUNK_BYTES) -> Tensor:
+    """Routed attention over heads-first inputs, chunk by chunk.
+
+    Args:
+        q (Tensor): Queries ``(N, M, P, W, Dqk)``.
+        k (Tensor): Keys ``(N, M, P, W, Dqk)``.
+        v (Tensor): Values ``(N, M, P, W, Dv)``.
+        r_idx (Tensor): Routed key regions ``(N, P, K)``.
+        scale (float): Logit scale.
+        chunk_bytes (int): Bytes of gathered keys and values per chunk.
+
+    Returns:
+        Tensor: Contiguous ``(N, M, P, W, Dv)`` in the dtype of ``q``.
+    """
+    n, m, p, w, _ = q.shape
+    d_v = v.shape[-1]
+    topk = r_idx.shape[-1]
+    acc = _accumulator(q)
+    rows = routed_rows(r_idx, m)
+    q2, k2, v2 = (t.reshape(-1, w, t.shape[-1]) for t in (q, k, v))
+    out = torch.empty(n * m * p, w, d_v, dtype=acc, device=q.device)
+    lse = torch.empty(_rows_per_chunk(q, v, topk, chunk_bytes), w, 1, dtype=acc,
+                      device=q.device)
+    # The arithmetic dtype is chosen here: autocast must not lower it.
+    with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
+        for r0, r1 in _chunks(n * m * p, lse.shape[0]):
+            k_sel, v_sel = _routed_kv(k2, v2, rows[r0 * topk:r1 * topk], r1 - r0, acc)
+            logits = torch.bmm(q2[r0:r1].to(acc) * scale, k_sel.transpose(1, 2))
+            chunk_lse = torch.logsumexp(logits, dim=-1, keepdim=True, out=lse[:r1 - r0])
+            torch.bmm(logits.sub_(chunk_lse).exp_(), v_sel, out=out[r0:r1])
+    return out.to(q.dtype).view(n, m, p, w, d_v)
+
+
+def chunked_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
+                     out: Tensor, scale: float, chunk_bytes: int = CHUNK_BYTES
+                     ) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gradients of :func:`chunked_forward` with respect to ``q``, ``k`` and ``v``.
+
+    Each chunk's probabilities are recomputed (one softmax of its logits: the forward
+    keeps no log-sum-exp, so that the output is the operator's only result); the softmax
+    backward's row term ``sum_j p_ij dp_ij`` is ``grad_out . out`` per query token.
+
+    Args:
+        grad_out (Tensor): Gradient of the output ``(N, M, P, W, Dv)``.
+        out (Tensor): The output of :func:`chunked_forward` on these inputs.
+        q, k, v, r_idx, scale, chunk_bytes: As :func:`chunked_forward`.
+
+    Returns:
+        Tuple[Tensor, Tensor, Tensor]: Contiguous gradients shaped and typed like
+        ``q``, ``k`` and ``v``.
+    """
+    w, d_qk, d_v = q.shape[-2], q.shape[-1], v.shape[-1]
+    topk = r_idx.shape[-1]
+    acc = _accumulator(q)
+    rows = routed_rows(r_idx, q.shape[1])
+    q2, k2, v2 = (t.reshape(-1, w, t.shape[-1]) for t in (q, k, v))
+    grad_out = grad_out.reshape(-1, w, d_v).to(acc)
+    delta = (grad_out * out.reshape(-1, w, d_v).to(acc)).sum(-1, keepdim=True)
+    grad_q = torch.empty(q2.shape, dtype=acc, device=q.device)
+    grad_k = torch.zeros(k2.shape, dtype=acc, device=k.device)
+    grad_v = torch.zeros(v2.shape, dtype=acc, device=v.device)
+    with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
+        for r0, r1 in _chunks(q2.shape[0], _rows_per_chunk(q, v, topk, chunk_bytes)):
+            sel = rows[r0 * topk:r1 * topk]
+            k_sel, v_sel = _routed_kv(k2, v2, sel, r1 - r0, acc)
+            q_scaled = q2[r0:r1].to(acc) * scale
+            dout = grad_out[r0:r1]
+            probs = torch.bmm(q_scaled, k_sel.transpose(1, 2)).softmax(dim=-1)
+            grad_v.index_add_(0, sel, torch.bmm(probs.transpose(1, 2), dout).view(-1, w, d_v))
+            # d softmax: dlogits = probs * (dprobs - rowsum(probs * dprobs)).
+            grad_logits = torch.bmm(dout, v_sel.transpose(1, 2))
+            grad_logits.sub_(delta[r0:r1]).mul_(probs)
+            torch.bmm(grad_logits, k_sel, out=grad_q[r0:r1]).mul_(scale)
+            grad_k.index_add_(
+                0, sel, torch.bmm(grad_logits.transpose(1, 2), q_scaled).view(-1, w, d_qk))
+    return (grad_q.to(q.dtype).view(q.shape), grad_k.to(k.dtype).view(k.shape),
+            grad_v.to(v.dtype).view(v.shape))
+
+
 class ChunkedRoutedAttention(torch.autograd.Function):
-    """Routed attention over heads-first ``(N, M, P, W, D)`` inputs, chunk by chunk.
+    """:func:`chunked_forward` and :func:`chunked_backward` as an autograd Function.
 
     Forward arguments: ``q``, ``k``, ``v``, ``r_idx`` ``(N, P, K)``, ``scale`` and
     ``chunk_bytes`` (bytes of gathered keys and values per chunk). Differentiable once:
-    the backward writes into preallocated buffers, which autograd cannot differentiate.
+    a backward that is asked to build a graph (``create_graph=True``, for higher-order
+    gradients) raises :data:`DOUBLE_BACKWARD_ERROR` instead of returning gradients whose
+    own derivatives would silently be zero.
     """
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float,
                 chunk_bytes: int = CHUNK_BYTES) -> Tensor:
-        n, m, p, w, d_qk = q.shape
-        d_v = v.shape[-1]
-        topk = r_idx.shape[-1]
-        acc = torch.promote_types(q.dtype, torch.float32)
-        rows = routed_rows(r_idx, m)
-        q2, k2, v2 = (t.reshape(-1, w, t.shape[-1]) for t in (q, k, v))
-        out = torch.empty(n * m * p, w, d_v, dtype=acc, device=q.device)
-        lse = torch.empty(n * m * p, w, 1, dtype=acc, device=q.device)
-        step = max(1, chunk_bytes // (topk * w * (d_qk + d_v) * (torch.finfo(acc).bits // 8)))
-        # The arithmetic dtype is chosen here: autocast must not lower it.
-        with torch.autocast(q.device.type, enabled=False):
-            for r0, r1 in _chunks(n * m * p, step):
-                k_sel, v_sel = _routed_kv(k2, v2, rows[r0 * topk:r1 * topk], r1 - r0, acc)
-                logits = torch.bmm(q2[r0:r1].to(acc) * scale, k_sel.transpose(1, 2))
-                torch.logsumexp(logits, dim=-1, keepdim=True, out=lse[r0:r1])
-                torch.bmm(logits.sub_(lse[r0:r1]).exp_(), v_sel, out=out[r0:r1])
-        ctx.save_for_backward(q, k, v, rows, out, lse)
-        ctx.scale, ctx.step, ctx.topk = scale, step, topk
-        return out.to(v.dtype).view(n, m, p, w, d_v)
+        out = chunked_forward(q, k, v, r_idx, scale, chunk_bytes)
+        ctx.save_for_backward(q, k, v, out)
+        # An attribute: r_idx receives no gradient, and it may be an inference-mode
+        # tensor (the Triton self-check runs under its caller's inference_mode), which
+        # save_for_backward refuses.
+        ctx.r_idx, ctx.scale, ctx.chunk_bytes = r_idx, scale, chunk_bytes
+        return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
-        q, k, v, rows, out, lse = ctx.saved_tensors
-        scale, step, topk = ctx.scale, ctx.step, ctx.topk
-        w, d_qk, d_v = q.shape[-2], q.shape[-1], v.shape[-1]
-        acc = out.dtype
-        q2, k2, v2 = (t.reshape(-1, w, t.shape[-1]) for t in (q, k, v))
-        grad_out = grad_out.reshape(out.shape).to(acc)
-        # d softmax: dlogits = probs * (dprobs - rowsum(dout * out)).
-        delta = (grad_out * out).sum(-1, keepdim=True)
-        grad_q = torch.empty(q2.shape, dtype=acc, device=q.device)
-        grad_k = torch.zeros(k2.shape, dtype=acc, device=k.device)
-        grad_v = torch.zeros(v2.shape, dtype=acc, device=v.device)
-        with torch.autocast(q.device.type, enabled=False):
-            for r0, r1 in _chunks(q2.shape[0], step):
-                sel = rows[r0 * topk:r1 * topk]
-                k_sel, v_sel = _routed_kv(k2, v2, sel, r1 - r0, acc)
-                q_scaled = q2[r0:r1].to(acc) * scale
-                dout = grad_out[r0:r1]
-                probs = torch.bmm(q_scaled, k_sel.transpose(1, 2)).sub_(lse[r0:r1]).exp_()
-                grad_v.index_add_(0, sel, torch.bmm(probs.transpose(1, 2), dout).view(-1, w, d_v))
-                grad_logits = torch.bmm(dout, v_sel.transpose(1, 2))
-                grad_logits.sub_(delta[r0:r1]).mul_(probs)
-                torch.bmm(grad_logits, k_sel, out=grad_q[r0:r1]).mul_(scale)
-                grad_k.index_add_(
-                    0, sel, torch.bmm(grad_logits.transpose(1, 2), q_scaled).view(-1, w, d_qk))
-        return (grad_q.to(q.dtype).view_as(q), grad_k.to(k.dtype).view_as(k),
-                grad_v.to(v.dtype).view_as(v), None, None, None)
+        if torch.is_grad_enabled():
+            raise RuntimeError(f'ChunkedRoutedAttention: {DOUBLE_BACKWARD_ERROR}')
+        q, k, v, out = ctx.saved_tensors
+        grads = chunked_backward(grad_out, q, k, v, ctx.r_idx, out, ctx.scale,
+                                 ctx.chunk_bytes)
+        return grads + (None, None, None)

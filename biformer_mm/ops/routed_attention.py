@@ -10,6 +10,15 @@ Layouts shared by all implementations (heads first, then regions, then tokens):
 - ``k``: ``(N, M, P, W, Dqk)`` and ``v``: ``(N, M, P, W, Dv)``.
 - ``r_idx``: ``(N, P, K)`` int64 indices of the key regions routed to each query region.
 - The result is ``(N, M, P, W, Dv)``.
+
+Algorithms (the names logs and benchmark rows use): ``'gather'`` (the original
+expand-and-gather, plain PyTorch ops: the reference, and the one that supports
+higher-order gradients), ``'chunked'`` (:mod:`.chunked_routed_attention`, the CPU
+algorithm), ``'sdpa'`` (row selection + ``scaled_dot_product_attention``, the portable
+GPU algorithm) and ``'triton'`` (:mod:`.bra_triton`, fused CUDA kernels). ``attn_impl``
+takes these names and two policies: ``'torch'`` (plain PyTorch: ``'chunked'`` on the CPU,
+``'sdpa'`` elsewhere) and ``'auto'`` (``'triton'`` where it can run, ``'torch'``
+otherwise).
 """
 import logging
 from typing import Callable, Dict, Optional, Set, Tuple
@@ -24,7 +33,14 @@ from .chunked_routed_attention import ChunkedRoutedAttention, routed_rows
 from .export_path import is_exporting, routed_attention_export
 from .triton_self_check import triton_self_check
 
-ATTN_IMPLS = ('auto', 'torch', 'triton', 'gather')
+ALGORITHMS = ('chunked', 'sdpa', 'triton', 'gather')
+"""The algorithms; each computes the same function (see the module docstring)."""
+ATTN_IMPLS = ('auto', 'torch') + ALGORITHMS
+"""Accepted ``attn_impl`` values: the policies ``'auto'`` and ``'torch'``, and the
+algorithms."""
+OPERATOR = hasattr(torch.library, 'custom_op')
+"""Whether ``torch.ops.biformer_mm.routed_attention`` exists (torch >= 2.4, registered by
+:mod:`.routed_attention_op`)."""
 
 
 def routed_attention_gather(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
@@ -70,11 +86,14 @@ def routed_attention_sdpa(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
                           scale: float) -> Tensor:
     """Routed attention as one row selection per tensor and one
     :func:`torch.nn.functional.scaled_dot_product_attention` call: the GPU strategy of
-    ``attn_impl='torch'``.
+    ``attn_impl='torch'`` (the ``'sdpa'`` algorithm).
 
     The selection copies the routed key/values ``topk`` times but never ``P`` times (its
     backward sums into a map-sized buffer), and the fused SDPA kernels of a GPU never
-    store the attention matrix. Arguments and result as :func:`routed_attention_torch`.
+    store the attention matrix. Those kernels (the CPU's flash kernel included) are
+    differentiable once: a second-order gradient raises torch's "derivative for
+    aten::_scaled_dot_product_..._backward is not implemented"; ``'gather'`` has them.
+    Arguments and result as :func:`routed_attention_torch`.
     """
     n, m, p, w, d_qk = q.shape
     d_v = v.shape[-1]
@@ -92,11 +111,13 @@ def routed_attention_sdpa(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
 
 def routed_attention_torch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
                            scale: float) -> Tensor:
-    """Pure PyTorch routed attention without the expand-and-gather copy.
+    """Pure PyTorch routed attention without the expand-and-gather copy
+    (``attn_impl='torch'``).
 
-    On the CPU, :class:`~.chunked_routed_attention.ChunkedRoutedAttention` processes
-    the query regions in cache-sized chunks, so no ``topk``-fold copy of the key/values
-    exists in the forward or the backward; elsewhere :func:`routed_attention_sdpa`.
+    On the CPU the ``'chunked'`` algorithm
+    (:class:`~.chunked_routed_attention.ChunkedRoutedAttention`) processes the query
+    regions in cache-sized chunks, so no ``topk``-fold copy of the key/values exists in
+    the forward or the backward; elsewhere ``'sdpa'`` (:func:`routed_attention_sdpa`).
 
     Args:
         q (Tensor): Queries ``(N, M, P, W, Dqk)``.
@@ -119,8 +140,16 @@ def check_attn_impl(attn_impl: str) -> None:
         raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}.')
 
 
-_IMPLS: Dict[str, Callable[..., Tensor]] = {
-    'torch': routed_attention_torch,
+def routed_attention_chunked(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
+                             scale: float) -> Tensor:
+    """The ``'chunked'`` algorithm on any device, through its autograd Function.
+    Arguments and result as :func:`routed_attention_torch`."""
+    return ChunkedRoutedAttention.apply(q, k, v, r_idx, scale)
+
+
+_ALGORITHMS: Dict[str, Callable[..., Tensor]] = {
+    'chunked': routed_attention_chunked,
+    'sdpa': routed_attention_sdpa,
     'triton': routed_attention_triton_heads_first,
     'gather': routed_attention_gather,
 }
@@ -136,43 +165,73 @@ def _log_choice(device: torch.device, dtype: torch.dtype, impl: str,
     if key in _logged_choices:
         return
     _logged_choices.add(key)
-    because = ': the fused Triton kernels' if reason is None else f', because {reason}'
+    because = (': the fused Triton kernels' if reason is None else
+               f", because {reason}: the '{torch_algorithm(device)}' algorithm")
     print_log(f"routed attention on {device} ({dtype}): attn_impl='auto' uses "
               f"'{impl}'{because}.", logger='current', level=logging.INFO)
 
 
+def torch_algorithm(device: torch.device) -> str:
+    """The algorithm ``attn_impl='torch'`` runs on ``device``: ``'chunked'`` on the CPU,
+    ``'sdpa'`` elsewhere."""
+    return 'chunked' if torch.device(device).type == 'cpu' else 'sdpa'
+
+
 def resolve_attn_impl(attn_impl: str, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> str:
-    """Pick the implementation for ``attn_impl`` and the given inputs.
+    """Resolve the ``'auto'`` policy for the given inputs.
 
     ``'auto'`` is ``'triton'`` where :func:`~.bra_triton.unsupported_reason` finds
     nothing against the fused kernels (CUDA tensors on one NVIDIA GPU of a sufficient
     compute capability, Triton >= 3.0, head dims the kernels cover, no deterministic
     mode while training) and the first-use self-check
-    (:func:`~.triton_self_check.triton_self_check`) passed for this device, dtype and
-    head dims; ``'torch'`` everywhere else. The choice is logged once per device, dtype
-    and outcome (INFO, through mmengine's current logger). Other values are returned as
-    they are: an explicit ``'triton'`` raises where it cannot run, when called.
+    (:func:`~.triton_self_check.triton_self_check`) passed for the compiled kernels the
+    call selects; ``'torch'`` everywhere else. The choice is logged once per device, dtype
+    and outcome (INFO, through mmengine's current logger), with the algorithm ``'torch'``
+    runs there. Other values are returned as they are: an explicit ``'triton'`` raises
+    where it cannot run, when called. :func:`resolve_algorithm` names the algorithm.
 
     Args:
-        attn_impl (str): One of ``'auto'``, ``'torch'``, ``'triton'``, ``'gather'``.
+        attn_impl (str): One of :data:`ATTN_IMPLS`.
         q (Tensor): Queries ``(N, M, P, W, Dqk)``.
         k (Tensor): Keys ``(N, M, P, W, Dqk)``.
         v (Tensor): Values ``(N, M, P, W, Dv)``.
         r_idx (Tensor): Routed key regions ``(N, P, K)``.
 
     Returns:
-        str: A concrete implementation name.
+        str: ``attn_impl``, or for ``'auto'`` ``'triton'`` or ``'torch'``.
     """
     check_attn_impl(attn_impl)
     if attn_impl != 'auto':
         return attn_impl
     reason = unsupported_reason(q, k, v, r_idx)
     if reason is None:
-        reason = triton_self_check(q.device, q.dtype, q.shape[-1], v.shape[-1], q.shape[-2],
-                                   r_idx.shape[-1], r_idx.shape[1])
+        reason = triton_self_check(q, k, v, r_idx)
     impl = 'triton' if reason is None else 'torch'
     _log_choice(q.device, q.dtype, impl, reason)
     return impl
+
+
+def resolve_algorithm(attn_impl: str, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor
+                      ) -> str:
+    """The algorithm (one of :data:`ALGORITHMS`) that ``attn_impl`` runs on these inputs:
+    what logs and benchmark rows name. Arguments as :func:`resolve_attn_impl`."""
+    impl = resolve_attn_impl(attn_impl, q, k, v, r_idx)
+    return torch_algorithm(q.device) if impl == 'torch' else impl
+
+
+def _runs_operator(attn_impl: str, q: Tensor) -> bool:
+    """Whether :func:`routed_attention` calls ``torch.ops.biformer_mm.routed_attention``.
+
+    On the CPU the operator runs ``'chunked'`` (for ``'auto'``, ``'torch'`` and
+    ``'chunked'``) at the Function's speed. On CUDA it serves ``'auto'`` under
+    ``torch.compile`` only: its backward recomputes the forward, where the eager
+    Functions keep what their backward needs (see :mod:`.routed_attention_op`).
+    """
+    if not OPERATOR or attn_impl not in ('auto', 'torch', 'chunked'):
+        return False
+    if q.device.type == 'cpu':
+        return True
+    return attn_impl == 'auto' and torch.compiler.is_compiling()
 
 
 def routed_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float,
@@ -183,14 +242,18 @@ def routed_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: floa
     ``attn_impl`` records :func:`~.export_path.routed_attention_export`, the same
     function in standard operators.
 
+    Where torch has ``torch.library.custom_op`` (>= 2.4), ``'auto'``, ``'torch'`` and
+    ``'chunked'`` on the CPU, and ``'auto'`` under ``torch.compile`` on CUDA, call the
+    operator ``torch.ops.biformer_mm.routed_attention`` (:mod:`.routed_attention_op`),
+    which tracing sees as one node; everything else calls the algorithm's function.
+
     Args:
         q (Tensor): Queries ``(N, M, P, W, Dqk)``.
         k (Tensor): Keys ``(N, M, P, W, Dqk)``.
         v (Tensor): Values ``(N, M, P, W, Dv)``.
         r_idx (Tensor): Routed key regions ``(N, P, K)``.
         scale (float): Logit scale.
-        attn_impl (str): ``'auto'``, ``'torch'``, ``'triton'`` or ``'gather'``.
-            Defaults to ``'auto'``.
+        attn_impl (str): One of :data:`ATTN_IMPLS`. Defaults to ``'auto'``.
 
     Returns:
         Tensor: ``(N, M, P, W, Dv)``.
@@ -198,5 +261,6 @@ def routed_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: floa
     if is_exporting():
         check_attn_impl(attn_impl)
         return routed_attention_export(q, k, v, r_idx, scale)
-    impl = resolve_attn_impl(attn_impl, q, k, v, r_idx)
-    return _IMPLS[impl](q, k, v, r_idx, scale)
+    if _runs_operator(attn_impl, q):
+        return torch.ops.biformer_mm.routed_attention(q, k, v, r_idx, float(scale))
+    return _ALGORITHMS[resolve_algorithm(attn_impl, q, k, v, r_idx)](q, k, v, r_idx, scale)

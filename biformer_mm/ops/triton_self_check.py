@@ -1,25 +1,28 @@
-"""A self-check of the fused Triton kernels on first use.
+"""A self-check of the fused Triton kernels before each compiled kernel's first use.
 
-The first time ``attn_impl='auto'`` would run the kernels for a (device, dtype, head dims)
-combination, :func:`triton_self_check` runs them forward and backward once on a small
-routed problem and compares output and q/k/v gradients with the ``'torch'``
-implementation, evaluated in float64 on the CPU from the same inputs. A compile error, a
-launch error or a mismatch is warned about once, with the error, and ``'auto'`` uses
-``'torch'`` for that combination from then on. The small problem has the real call's
-region size ``W`` and top-k, so it runs the kernel configuration (and compilation) the
-real call uses (see :func:`self_check_problem`).
+Triton compiles one kernel per combination of constexprs (block sizes, head dims, warps)
+and of the properties it specialises the other arguments on (dtypes, 16-byte alignment,
+integers equal to 1 or divisible by 16); BiFormer's stages differ in region size and
+top-k, so each stage runs kernels of its own. Before ``attn_impl='auto'`` first runs a
+call whose kernels (:func:`~.bra_triton.kernel_key`) have not been checked,
+:func:`triton_self_check` runs them forward and backward once on one image of random
+values laid out exactly as the call's inputs (so Triton selects the same compiled
+kernels), and compares output and q/k/v gradients with the ``'torch'`` implementation,
+evaluated in float64 on the CPU from the same inputs. A compile error, a launch error or
+a mismatch is warned about once, with the error, and ``'auto'`` uses ``'torch'`` for
+calls with that kernel configuration from then on.
 
 Set the environment variable ``BIFORMER_MM_TRITON_SELF_CHECK=0`` to skip it.
 """
 import os
 import time
 import warnings
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Hashable, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .bra_triton import TritonRoutedAttention, input_layout
+from .bra_triton import TritonRoutedAttention, input_layout, kernel_key
 from .chunked_routed_attention import ChunkedRoutedAttention
 
 SELF_CHECK_ENV = 'BIFORMER_MM_TRITON_SELF_CHECK'
@@ -43,7 +46,7 @@ class SelfCheckResult(NamedTuple):
     max_errors: Dict[str, float]
 
 
-_results: Dict[Tuple[str, torch.dtype, int, int], SelfCheckResult] = {}
+_results: Dict[Hashable, SelfCheckResult] = {}
 
 
 def self_check_enabled() -> bool:
@@ -52,74 +55,70 @@ def self_check_enabled() -> bool:
     return os.environ.get(SELF_CHECK_ENV, '1') != '0'
 
 
-def self_check_problem(dtype: torch.dtype, head_dq: int, head_dv: int, w: int, topk: int,
-                       regions: int) -> Tuple[Tensor, ...]:
-    """The self-check's inputs, on the CPU: heads-first ``q, k, v`` and an output
-    gradient of 1 image, 2 heads and ``regions`` regions of ``w`` tokens in ``dtype``,
-    and contiguous routing indices ``(1, regions, topk)`` (distinct regions per row).
+def _laid_out_like(t: Tensor, values: Tensor) -> Tensor:
+    """``values`` (one image of ``t``) in a new tensor on ``t``'s device with ``t``'s
+    dtype, strides and address modulo 16 bytes."""
+    size = (1, ) + tuple(t.shape[1:])
+    offset = t.data_ptr() % 16 // t.element_size()
+    span = 1 + sum((n - 1) * s for n, s in zip(size, t.stride()))
+    out = torch.empty(offset + span, dtype=t.dtype, device=t.device)
+    return out.as_strided(size, t.stride(), offset).copy_(values)
 
-    With the model call's ``regions``, ``w`` and ``topk`` every integer the kernels
-    specialise on has the divisibility it has in the model, so the self-check compiles
-    nothing that call would not (``tools/gpu_check.py --compile-only`` checks this for
-    BiFormer-T/S/B).
-    """
+
+def self_check_problem(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> Tuple[Tensor, ...]:
+    """The self-check's inputs for a call on ``q, k, v, r_idx``: one image of random
+    ``q, k, v`` laid out as the call's (:func:`~.bra_triton.kernel_key` is the same),
+    distinct random routing indices per row and a contiguous output gradient, all on
+    the call's device."""
     gen = torch.Generator().manual_seed(0)
-    q, k = (torch.randn(1, 2, regions, w, head_dq, generator=gen) for _ in range(2))
-    v = torch.randn(1, 2, regions, w, head_dv, generator=gen)
-    r_idx = torch.rand(1, regions, regions, generator=gen).argsort(-1)[..., :topk]
-    grad_out = torch.randn(1, 2, regions, w, head_dv, generator=gen)
-    return tuple(t.to(dtype) for t in (q, k, v, grad_out)) + (r_idx.contiguous(),)
+    n, heads, p, w, _ = q.shape
+    qkv = tuple(_laid_out_like(t, torch.randn(1, *t.shape[1:], generator=gen))
+                for t in (q, k, v))
+    routes = torch.rand(1, p, p, generator=gen).argsort(-1)[..., :r_idx.shape[-1]]
+    grad_out = torch.randn(1, *v.shape[1:], generator=gen).to(v.device, v.dtype)
+    return qkv + (_laid_out_like(r_idx, routes), grad_out)
 
 
 def _output_and_gradients(attention, q: Tensor, k: Tensor, v: Tensor, grad_out: Tensor
                           ) -> Dict[str, Tensor]:
-    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    leaves = [t.detach().requires_grad_() for t in (q, k, v)]  # keeps the strides
     out = attention(*leaves)
     out.backward(grad_out)
     return {name: t.detach().cpu().double()
             for name, t in zip(('out', 'dq', 'dk', 'dv'), [out] + [t.grad for t in leaves])}
 
 
-def run_self_check(device: torch.device, dtype: torch.dtype, head_dq: int, head_dv: int,
-                   w: int = 20, topk: int = 4, regions: int = 16) -> SelfCheckResult:
-    """Run the kernels forward and backward once on a small routed problem on ``device``
-    and compare with the ``'torch'`` implementation in float64 on the CPU.
+def run_self_check(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> SelfCheckResult:
+    """Run the kernels a call on ``q, k, v, r_idx`` uses forward and backward once on
+    :func:`self_check_problem` and compare with the ``'torch'`` implementation in
+    float64 on the CPU.
 
     Not cached: :func:`triton_self_check` is the cached entry point of ``'auto'``.
-
-    Args:
-        device (torch.device): Where the kernels run (CUDA, or CPU in the interpreter).
-        dtype (torch.dtype): Input dtype.
-        head_dq (int): Query/key channels per head.
-        head_dv (int): Value channels per head.
-        w (int): Tokens per region. Defaults to 20 (Mask R-CNN stage 3).
-        topk (int): Routed regions per query region. Defaults to 4.
-        regions (int): Regions per image. Defaults to 16.
 
     Returns:
         SelfCheckResult: The error (``None`` if the kernels agree), the time taken and the
         largest differences.
     """
     start = time.perf_counter()
-    q, k, v, grad_out, r_idx = self_check_problem(dtype, head_dq, head_dv, w, topk, regions)
-    scale = head_dq ** -0.5
-    layout = input_layout(q, k, v, r_idx, None)
     try:
         # Gradients even when the model runs under no_grad / inference_mode, in the
         # inputs' dtype whatever autocast says.
         with torch.inference_mode(False), torch.enable_grad(), \
-                torch.autocast(device.type, enabled=False):
+                torch.autocast(q.device.type, enabled=False):
+            q, k, v, r_idx, grad_out = self_check_problem(q, k, v, r_idx)
+            scale = q.shape[-1]**-0.5
+            layout = input_layout(q, k, v, r_idx)
             got = _output_and_gradients(
-                lambda q_, k_, v_: TritonRoutedAttention.apply(q_, k_, v_, r_idx.to(device),
-                                                               layout, scale),
-                *(t.to(device) for t in (q, k, v, grad_out)))
+                lambda *qkv: TritonRoutedAttention.apply(*qkv, r_idx, layout, scale),
+                q, k, v, grad_out)
+            r_idx = r_idx.cpu()
             expected = _output_and_gradients(
-                lambda q_, k_, v_: ChunkedRoutedAttention.apply(q_, k_, v_, r_idx, scale),
-                *(t.double() for t in (q, k, v, grad_out)))
+                lambda *qkv: ChunkedRoutedAttention.apply(*qkv, r_idx, scale),
+                *(t.detach().cpu().double() for t in (q, k, v, grad_out)))
     except Exception as e:  # a compile or launch error is the finding itself
         message = f'{type(e).__name__}: {e}'.strip().splitlines()
         return SelfCheckResult(' / '.join(message[:3])[:500], time.perf_counter() - start, {})
-    atol, rtol = TOLERANCES[dtype]
+    atol, rtol = TOLERANCES[q.dtype]
     max_errors, error = {}, None
     for name, ref in expected.items():
         diff = (got[name] - ref).abs()
@@ -131,39 +130,36 @@ def run_self_check(device: torch.device, dtype: torch.dtype, head_dq: int, head_
     return SelfCheckResult(error, time.perf_counter() - start, max_errors)
 
 
-def triton_self_check(device: torch.device, dtype: torch.dtype, head_dq: int, head_dv: int,
-                      w: int, topk: int, regions: int) -> Optional[str]:
-    """Why the kernels must not be used for this (device, dtype, head dims), or ``None``.
+def triton_self_check(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> Optional[str]:
+    """Why the kernels must not be used for a call on these inputs, or ``None``.
 
-    Runs :func:`run_self_check` once per combination (with the first call's ``w``,
-    ``topk`` and ``regions``) and remembers the outcome; a failure is warned about once. ``None`` without
-    running anything when ``BIFORMER_MM_TRITON_SELF_CHECK=0``.
+    Runs :func:`run_self_check` once per compiled kernel configuration
+    (:func:`~.bra_triton.kernel_key`: device, dtype, block sizes, head dims, warps and
+    the argument specialisation of the forward and backward kernels) and remembers the
+    outcome; a failure is warned about once. ``None`` without running anything when
+    ``BIFORMER_MM_TRITON_SELF_CHECK=0``.
 
     Args:
-        device (torch.device): The inputs' device.
-        dtype (torch.dtype): The inputs' dtype.
-        head_dq (int): Query/key channels per head.
-        head_dv (int): Value channels per head.
-        w (int): Tokens per region of the call.
-        topk (int): Routed regions per query region of the call.
-        regions (int): Regions per image of the call.
+        q (Tensor): Queries ``(N, heads, P, W, Dqk)`` of the call.
+        k (Tensor): Keys ``(N, heads, P, W, Dqk)`` of the call.
+        v (Tensor): Values ``(N, heads, P, W, Dv)`` of the call.
+        r_idx (Tensor): Routed key regions ``(N, P, K)`` of the call.
 
     Returns:
         Optional[str]: ``'the first-use self-check failed: ...'``, or ``None``.
     """
     if not self_check_enabled():
         return None
-    key = (str(device), dtype, head_dq, head_dv)
+    key = kernel_key(q, k, v, r_idx)
     if key not in _results:
-        result = _results[key] = run_self_check(device, dtype, head_dq, head_dv, w, topk,
-                                                regions)
+        result = _results[key] = run_self_check(q, k, v, r_idx)
         if result.error is not None:
             warnings.warn(
                 f'biformer_mm: the fused Triton routed attention failed its first-use '
-                f'self-check on {device} ({dtype}, head dims {head_dq}/{head_dv}): '
-                f"{result.error.rstrip('.')}. attn_impl='auto' uses 'torch' there from "
-                f"now on. "
-                f'Please report this with the output of tools/gpu_check.py.',
-                RuntimeWarning, stacklevel=2)
+                f'self-check on {q.device} ({q.dtype}, head dims {q.shape[-1]}/'
+                f'{v.shape[-1]}, {q.shape[-2]} tokens per region, top-{r_idx.shape[-1]}): '
+                f"{result.error.rstrip('.')}. attn_impl='auto' uses 'torch' for calls "
+                f"with these kernels from now on. Please report this with the output "
+                f"of tools/gpu_check.py.", RuntimeWarning, stacklevel=2)
     error = _results[key].error
     return None if error is None else f'the first-use self-check failed: {error}'

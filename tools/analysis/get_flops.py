@@ -4,7 +4,7 @@ element-wise operations, softmax and top-k are not counted), with mmengine's
 FlopAnalyzer and the attention handles biformer_mm registers.
 
     python tools/analysis/get_flops.py CONFIG [--shape H W] [--json]
-        [--overlay OVERLAY] [--cfg-options KEY=VALUE ...]
+        [--cfg-options KEY=VALUE ...]
     python tools/analysis/get_flops.py --arch tiny|small|base [--shape H W] [--json]
 
 ``--arch`` counts the ImageNet classifier (timm's ``biformer_<arch>``, 1000-class head
@@ -97,15 +97,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='image size (default: the test pipeline\'s Resize scale)')
     parser.add_argument('--json', action='store_true',
                         help='print one JSON line (flops, params, parts, input_shape, ...)')
-    parser.add_argument('--overlay', action='append', default=[], metavar='OVERLAY',
-                        help='config file merged onto CONFIG (as tools/train.py); repeatable')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. model.backbone.n_win=8')
     args = parser.parse_args(argv)
     if (args.config is None) == (args.arch is None):
         parser.error('give either CONFIG or --arch')
-    if args.arch and (args.overlay or args.cfg_options):
-        parser.error('--overlay and --cfg-options apply to CONFIG, not --arch')
+    if args.arch and args.cfg_options:
+        parser.error('--cfg-options applies to CONFIG, not --arch')
     return args
 
 
@@ -115,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     if args.arch:
         result = classifier_complexity(args.arch, shape or (224, 224))
     else:
-        cfg = load_config(args.config, args.overlay, args.cfg_options)
+        cfg = load_config(args.config, args.cfg_options)
         result = config_complexity(cfg, shape)
     if args.json:
         print(json.dumps(result))

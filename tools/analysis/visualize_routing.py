@@ -4,7 +4,7 @@ routed to, and the token attention over them.
     python tools/analysis/visualize_routing.py IMAGE --arch {tiny,small,base}
         [--checkpoint IMAGENET.pth] [--n-win 7] [--size 224] [options]
     python tools/analysis/visualize_routing.py IMAGE CONFIG --checkpoint CHECKPOINT
-        [--overlay OVERLAY] [--cfg-options ...] [options]
+        [--cfg-options ...] [options]
 
 options: ``--points X,Y [X,Y ...]`` (query points in image pixels, default: the image
 centre), ``--stage S [S ...]`` (routed stages 1-3, default: every routed stage),
@@ -224,12 +224,12 @@ def arch_inputs(image_bgr: np.ndarray, size: int) -> Tuple[Tensor, Tuple[float, 
             (new_w / width, new_h / height))
 
 
-def config_inputs(image: str, config: str, checkpoint: str, overlays: Sequence[str],
-                  cfg_options: Optional[dict]) -> Tuple[BiFormer, Tensor, Tuple[float, float]]:
+def config_inputs(image: str, config: str, checkpoint: str, cfg_options: Optional[dict]
+                  ) -> Tuple[BiFormer, Tensor, Tuple[float, float]]:
     """A trained model's backbone, and the image as its test pipeline and data
     preprocessor make it (through mmdet's/mmseg's inferencer)."""
     from biformer_mm.engine.inference import build_inferencer
-    inferencer = build_inferencer(config, checkpoint, overlays, cfg_options, device='cpu')
+    inferencer = build_inferencer(config, checkpoint, cfg_options, device='cpu')
     data = inferencer.model.data_preprocessor(
         inferencer.collate_fn([inferencer.pipeline(image)]), False)
     meta = data['data_samples'][0].metainfo
@@ -253,7 +253,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--arch', choices=sorted(BiFormer.arch_zoo),
                         help='a BiFormer backbone instead of a config')
     parser.add_argument('--checkpoint', help='trained checkpoint of CONFIG, or official '
-                        'ImageNet weights for --arch (default with --arch: random weights)')
+                        'ImageNet weights for --arch (default with --arch: random weights); '
+                        'read weights-only (docs/checkpoints.md)')
     parser.add_argument('--n-win', type=int, default=7, help='--arch: regions per side')
     parser.add_argument('--size', type=int, default=224,
                         help='--arch: shorter image side fed to the backbone')
@@ -263,8 +264,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='routed stages to draw (default: all)')
     parser.add_argument('--block', type=int, default=-1,
                         help='block index in each stage (default: the last)')
-    parser.add_argument('--overlay', action='append', default=[], metavar='OVERLAY',
-                        help='config file merged onto CONFIG; repeatable')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys')
     parser.add_argument('--out', default='routing.png', help='output PNG')
@@ -289,7 +288,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[List[Panel]]:
         inputs, scale_xy = arch_inputs(image_bgr, args.size)
     else:
         backbone, inputs, scale_xy = config_inputs(args.image, args.config, args.checkpoint,
-                                                   args.overlay, args.cfg_options)
+                                                   args.cfg_options)
     backbone.eval()
     available = routed_stages(backbone)
     stages = args.stage or available

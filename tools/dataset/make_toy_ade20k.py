@@ -16,14 +16,22 @@ and cars drawn in class-specific colours and textures, plus clutter labelled
 0. Images are drawn from a generator seeded per split and index, so the same
 arguments always give the same files.
 
+``--classes`` writes a stand-in for one's own data in the same folder layout instead:
+label value ``v`` is the ``v``-th name (0-based). The first name labels the noisy
+background, the next one to three names label filled shapes (a rectangle, an ellipse, a
+triangle in that order, in random colours), as the label maps of a custom dataset usually
+are (configs/segmentation/custom/).
+
 Example::
 
     python tools/dataset/make_toy_ade20k.py                 # default location
     python tools/dataset/make_toy_ade20k.py --out /tmp/toy --num-train 20
+    python tools/dataset/make_toy_ade20k.py --out data/my_seg \\
+        --classes background,coin,bolt,nut
 """
 import argparse
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -220,10 +228,55 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     return image, label
 
 
+#: Shapes of the ``--classes`` data, one per class after the background.
+MAX_SHAPE_CLASSES = 3
+
+
+def render_shapes(rng: np.random.Generator, height: int, width: int,
+                  num_classes: int) -> Scene:
+    """Draw one image of the ``--classes`` data: filled shapes on noise.
+
+    Args:
+        rng (np.random.Generator): Source of all randomness of the image.
+        height (int): Image height in pixels.
+        width (int): Image width in pixels.
+        num_classes (int): Label values used: 0 (the background) to
+            ``num_classes - 1``; value ``v`` > 0 is drawn as shape ``v - 1``
+            (rectangle, ellipse, triangle).
+
+    Returns:
+        tuple[np.ndarray, np.ndarray]: A ``(height, width, 3)`` BGR uint8
+        image and the ``(height, width)`` uint8 label map.
+    """
+    background = rng.integers(20, 90, size=3)
+    image = np.clip(background + rng.normal(0., 8., (height, width, 3)), 0,
+                    255).astype(np.uint8)
+    label = np.zeros((height, width), np.uint8)
+    for _ in range(int(rng.integers(1, 5))):
+        value = int(rng.integers(1, num_classes))
+        w = int(rng.integers(width // 6, width // 2))
+        h = int(rng.integers(height // 6, height // 2))
+        x0, y0 = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+        mask = np.zeros(label.shape, np.uint8)
+        if value == 1:
+            cv2.rectangle(mask, (x0, y0), (x0 + w, y0 + h), 1, -1)
+        elif value == 2:
+            cv2.ellipse(mask, (x0 + w // 2, y0 + h // 2), (w // 2, h // 2), 0, 0,
+                        360, 1, -1)
+        else:
+            apex = int(rng.integers(x0, x0 + w + 1))
+            cv2.fillPoly(mask, [np.array([[apex, y0], [x0 + w, y0 + h],
+                                          [x0, y0 + h]], np.int32)], 1)
+        colour = np.array([int(c) for c in rng.integers(110, 256, size=3)])
+        _paint(image, label, mask.astype(bool), colour, value)
+    return image, label
+
+
 def make_toy_ade20k(out_dir: str = DEFAULT_OUT,
                     num_train: int = 200,
                     num_val: int = 40,
-                    seed: int = 0) -> Path:
+                    seed: int = 0,
+                    classes: Optional[Sequence[str]] = None) -> Path:
     """Write the toy dataset in the ADE20K layout.
 
     Args:
@@ -233,6 +286,10 @@ def make_toy_ade20k(out_dir: str = DEFAULT_OUT,
         num_val (int): Number of validation images. Defaults to 40.
         seed (int): Seed of the generator; the same seed gives the same
             files. Defaults to 0.
+        classes (tuple[str], optional): Write the shapes data of
+            :func:`render_shapes` with these classes (the first one the
+            background, then one to three shapes) instead of street scenes
+            with ADE20K labels. Defaults to None (street scenes).
 
     Returns:
         Path: ``out_dir``.
@@ -240,6 +297,9 @@ def make_toy_ade20k(out_dir: str = DEFAULT_OUT,
     if num_train < 1 or num_val < 1:
         raise ValueError('num_train and num_val must be at least 1, got '
                          f'{num_train} and {num_val}.')
+    if classes is not None and not 2 <= len(classes) <= MAX_SHAPE_CLASSES + 1:
+        raise ValueError('classes must name the background and 1 to '
+                         f'{MAX_SHAPE_CLASSES} shape classes, got {tuple(classes)}.')
     root = Path(out_dir)
     counts = {'training': num_train, 'validation': num_val}
     for split_id, (split, prefix) in enumerate(SPLITS.items()):
@@ -251,7 +311,10 @@ def make_toy_ade20k(out_dir: str = DEFAULT_OUT,
             rng = np.random.default_rng((seed, split_id, index))
             height = int(rng.integers(128, 177))
             width = int(rng.integers(160, 225))
-            image, label = render_scene(rng, height, width)
+            if classes is None:
+                image, label = render_scene(rng, height, width)
+            else:
+                image, label = render_shapes(rng, height, width, len(classes))
             name = f'ADE_{prefix}_{index:08d}'
             cv2.imwrite(str(img_dir / f'{name}.jpg'), image,
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -272,15 +335,28 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--num-val', type=int, default=40, help='validation images')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
+    parser.add_argument(
+        '--classes',
+        help='comma-separated class names: write shapes on a background '
+        'instead of street scenes; the first name is the background (label '
+        f'0), the next 1 to {MAX_SHAPE_CLASSES} the shapes (labels 1, 2, ...)')
     args = parser.parse_args()
     if args.num_train < 1 or args.num_val < 1:
         parser.error('--num-train and --num-val must be at least 1.')
+    if args.classes is not None:
+        args.classes = tuple(name.strip() for name in args.classes.split(','))
+        if not 2 <= len(args.classes) <= MAX_SHAPE_CLASSES + 1 or not all(
+                args.classes) or len(set(args.classes)) != len(args.classes):
+            parser.error('--classes takes the background and 1 to '
+                         f'{MAX_SHAPE_CLASSES} more distinct non-empty names, '
+                         f'got {args.classes}.')
     return args
 
 
 def main() -> None:
     args = parse_args()
-    root = make_toy_ade20k(args.out, args.num_train, args.num_val, args.seed)
+    root = make_toy_ade20k(args.out, args.num_train, args.num_val, args.seed,
+                           args.classes)
     print(f'wrote {args.num_train} training and {args.num_val} validation '
           f'images to {root}')
 

@@ -5,6 +5,11 @@ category (``rectangle``, ``ellipse``, ``triangle``) and the colour is random. Ev
 instance has a polygon mask that matches the drawn pixels, a tight box and its area.
 Shapes never overlap, so masks and boxes are exact.
 
+``--classes`` renames the categories (one to three names, given to the shape kinds in
+that order), to stand in for one's own data; ``--size MIN MAX`` draws each image's height
+and width between MIN and MAX pixels instead of square images. The defaults write the toy
+dataset of configs/detection/toy/.
+
 Layout written under ``--out`` (default ``data/toy_coco``)::
 
     annotations/instances_train.json
@@ -14,12 +19,14 @@ Layout written under ``--out`` (default ``data/toy_coco``)::
 
 Example:
     python tools/dataset/make_toy_coco.py --out data/toy_coco --num-train 48 --num-val 16
+    python tools/dataset/make_toy_coco.py --out data/my_coco --classes coin,bolt,nut \
+        --num-train 40 --num-val 10 --size 300 640
 """
 import argparse
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -33,14 +40,29 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', default='data/toy_coco', help='output directory')
     parser.add_argument('--num-train', type=int, default=48, help='training images')
     parser.add_argument('--num-val', type=int, default=16, help='validation images')
-    parser.add_argument('--size', type=int, default=256, help='image side in pixels')
+    parser.add_argument(
+        '--classes', default=','.join(CATEGORIES),
+        help='comma-separated category names, one to three, given to the shape kinds '
+        f'{", ".join(CATEGORIES)} in this order (default: the shape kinds)')
+    parser.add_argument(
+        '--size', type=int, nargs='+', default=[256], metavar='PIXELS',
+        help='image side in pixels (default 256), or MIN MAX: each image\'s height and '
+        'width are drawn between MIN and MAX')
     parser.add_argument('--max-shapes', type=int, default=4, help='shapes per image (at most)')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     args = parser.parse_args(argv)
     if args.num_train < 1 or args.num_val < 1:
         parser.error('--num-train and --num-val must be at least 1.')
-    if args.size < 64:
-        parser.error(f'--size must be at least 64 pixels, got {args.size}.')
+    args.classes = tuple(name.strip() for name in args.classes.split(','))
+    if not 1 <= len(args.classes) <= len(CATEGORIES) or not all(args.classes) \
+            or len(set(args.classes)) != len(args.classes):
+        parser.error(f'--classes takes 1 to {len(CATEGORIES)} distinct non-empty names, '
+                     f'got {args.classes}.')
+    if len(args.size) == 1:
+        args.size = args.size * 2
+    if len(args.size) != 2 or not 64 <= args.size[0] <= args.size[1]:
+        parser.error(f'--size takes one side or MIN MAX, each at least 64 pixels and '
+                     f'MIN <= MAX, got {args.size}.')
     if args.max_shapes < 1:
         parser.error(f'--max-shapes must be at least 1, got {args.max_shapes}.')
     return args
@@ -77,33 +99,35 @@ def overlaps(box: Box, others: List[Box], margin: int = 4) -> bool:
                and oy1 < y2 + margin for ox1, oy1, ox2, oy2 in others)
 
 
-def make_image(rng: np.random.Generator, size: int,
-               max_shapes: int) -> Tuple[np.ndarray, List[Dict]]:
+def make_image(rng: np.random.Generator, height: int, width: int, max_shapes: int,
+               num_classes: int = len(CATEGORIES)) -> Tuple[np.ndarray, List[Dict]]:
     """Draw one image and return it with its instances.
 
     Args:
         rng (np.random.Generator): Random source.
-        size (int): Image side in pixels.
+        height (int): Image height in pixels.
+        width (int): Image width in pixels.
         max_shapes (int): Upper bound on the number of shapes.
+        num_classes (int): Categories drawn: the first ``num_classes`` shape kinds.
 
     Returns:
         tuple: The BGR image and a list of ``dict(category, polygon)`` instances.
     """
     background = rng.integers(20, 90, size=3)
-    noise = rng.normal(0, 8, size=(size, size, 3))
+    noise = rng.normal(0, 8, size=(height, width, 3))
     image = np.clip(background + noise, 0, 255).astype(np.uint8)
     placed: List[Box] = []
     instances = []
     for _ in range(int(rng.integers(1, max_shapes + 1))):
         for _attempt in range(20):
-            w, h = rng.integers(size // 8, size * 3 // 8, size=2)
-            x1, y1 = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
+            w, h = rng.integers((width // 8, height // 8), (width * 3 // 8, height * 3 // 8))
+            x1, y1 = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
             box = (x1, y1, x1 + int(w), y1 + int(h))
             if not overlaps(box, placed):
                 break
         else:
             continue
-        category = int(rng.integers(len(CATEGORIES)))
+        category = int(rng.integers(num_classes))
         polygon = shape_polygon(CATEGORIES[category], box, rng)
         colour = tuple(int(c) for c in rng.integers(110, 256, size=3))
         cv2.fillPoly(image, [polygon], colour)
@@ -129,29 +153,36 @@ def coco_annotation(polygon: np.ndarray, category: int, image_id: int,
         iscrowd=0)
 
 
-def make_split(out_dir: str, split: str, num_images: int, size: int, max_shapes: int,
-               seed: int) -> Dict:
+def make_split(out_dir: str, split: str, num_images: int, size: Union[int, Sequence[int]],
+               max_shapes: int, seed: int, classes: Sequence[str] = CATEGORIES) -> Dict:
     """Write the images of one split and return its COCO annotation dict.
 
     Args:
         out_dir (str): Dataset root; images go to ``out_dir/split/``.
         split (str): ``'train'`` or ``'val'``.
         num_images (int): Number of images.
-        size (int): Image side in pixels.
+        size (int | tuple[int, int]): Image side in pixels, or ``(min, max)``: each
+            image's height and width are drawn from that range.
         max_shapes (int): Upper bound on shapes per image.
         seed (int): Seed of this split.
+        classes (tuple[str]): Category names, given to the first ``len(classes)``
+            shape kinds.
 
     Returns:
         dict: The COCO ``instances`` json content.
     """
+    min_size, max_size = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
     os.makedirs(osp.join(out_dir, split), exist_ok=True)
     images, annotations = [], []
     for image_id in range(1, num_images + 1):
-        image, instances = make_image(rng, size, max_shapes)
+        # Square images draw nothing here, so the default files stay what they were.
+        height, width = (min_size, min_size) if min_size == max_size else (
+            int(side) for side in rng.integers(min_size, max_size + 1, size=2))
+        image, instances = make_image(rng, height, width, max_shapes, len(classes))
         file_name = f'{image_id:06d}.png'
         cv2.imwrite(osp.join(out_dir, split, file_name), image)
-        images.append(dict(id=image_id, file_name=file_name, width=size, height=size))
+        images.append(dict(id=image_id, file_name=file_name, width=width, height=height))
         for instance in instances:
             annotations.append(
                 coco_annotation(instance['polygon'], instance['category'], image_id,
@@ -162,22 +193,28 @@ def make_split(out_dir: str, split: str, num_images: int, size: int, max_shapes:
         images=images,
         annotations=annotations,
         categories=[dict(id=i + 1, name=name, supercategory='shape')
-                    for i, name in enumerate(CATEGORIES)])
+                    for i, name in enumerate(classes)])
 
 
-def make_toy_coco(out_dir: str, num_train: int = 48, num_val: int = 16, size: int = 256,
-                  max_shapes: int = 4, seed: int = 0) -> Dict[str, str]:
+def make_toy_coco(out_dir: str, num_train: int = 48, num_val: int = 16,
+                  size: Union[int, Sequence[int]] = 256, max_shapes: int = 4, seed: int = 0,
+                  classes: Sequence[str] = CATEGORIES) -> Dict[str, str]:
     """Generate the train and val splits under ``out_dir``.
 
-    The same arguments always give the same files.
+    The same arguments always give the same files; see :func:`make_split` for ``size``
+    and ``classes``.
 
     Returns:
         dict[str, str]: Annotation file of each split.
     """
+    if not 1 <= len(classes) <= len(CATEGORIES):
+        raise ValueError(f'classes must name 1 to {len(CATEGORIES)} categories (the shape '
+                         f'kinds {CATEGORIES}), got {tuple(classes)}.')
     os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
     ann_files = {}
     for offset, (split, num_images) in enumerate((('train', num_train), ('val', num_val))):
-        coco = make_split(out_dir, split, num_images, size, max_shapes, seed * 2 + offset)
+        coco = make_split(out_dir, split, num_images, size, max_shapes, seed * 2 + offset,
+                          classes)
         ann_files[split] = osp.join(out_dir, 'annotations', f'instances_{split}.json')
         with open(ann_files[split], 'w') as f:
             json.dump(coco, f)
@@ -187,7 +224,7 @@ def make_toy_coco(out_dir: str, num_train: int = 48, num_val: int = 16, size: in
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     ann_files = make_toy_coco(args.out, args.num_train, args.num_val, args.size,
-                              args.max_shapes, args.seed)
+                              args.max_shapes, args.seed, args.classes)
     for split, ann_file in ann_files.items():
         with open(ann_file) as f:
             coco = json.load(f)

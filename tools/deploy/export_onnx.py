@@ -3,7 +3,7 @@ onnxruntime against PyTorch.
 
     python tools/deploy/export_onnx.py CONFIG --out FILE [--checkpoint C] [--shape H W]
         [--dynamic] [--verify IMAGE] [--tolerance 1e-4] [--opset 17] [--dynamo]
-        [--overlay OVERLAY] [--cfg-options KEY=VALUE ...]
+        [--cfg-options KEY=VALUE ...]
 
 The graph is the network in mmdet's/mmseg's ``tensor`` mode: its input is the image as
 the config's data preprocessor makes it (resized to ``--shape``, by default the test
@@ -60,8 +60,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--opset', type=int, default=17, help='ONNX opset (default 17)')
     parser.add_argument('--dynamo', action='store_true',
                         help='torch.onnx\'s dynamo exporter instead of the legacy one')
-    parser.add_argument('--overlay', action='append', default=[], metavar='OVERLAY',
-                        help='config file merged onto CONFIG (as tools/train.py); repeatable')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. model.backbone.n_win=8')
     return parser.parse_args(argv)
@@ -82,7 +80,7 @@ def verify_inputs(network: TensorMode, image: str, shape: Sequence[int],
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.overlay, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     network, inputs = build_tensor_mode(cfg, tuple(args.shape) if args.shape else None,
                                         args.checkpoint)
     names = export_onnx(network, inputs, args.out, dynamic=args.dynamic, opset=args.opset,

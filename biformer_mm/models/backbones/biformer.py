@@ -1,4 +1,5 @@
 import logging
+from functools import partial
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -8,9 +9,9 @@ from mmengine.model import initialize
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...checkpoint import (OFFICIAL_WEIGHTS, convert_official_state_dict,
+from ...checkpoint import (DOWNLOAD_OFFICIAL_WEIGHTS, convert_official_state_dict,
                            load_converted_state_dict, select_prefix)
-from ...safe_load import check_local_file, read_checkpoint
+from ...safe_load import read_checkpoint
 from ..biformer_trunk import BiFormerTrunk
 
 PRETRAINED_KEYS = ('type', 'checkpoint', 'prefix', 'map_location', 'strict')
@@ -22,13 +23,10 @@ def _is_output_norm(key: str) -> bool:
     return key.startswith('out_norms.') or key.endswith('.num_batches_tracked')
 
 
-def _missing_weights(error: FileNotFoundError) -> FileNotFoundError:
-    """``error`` about a missing pretrained checkpoint, with where to get the weights."""
-    return FileNotFoundError(
-        f'{error} Download the official ImageNet-1k weights '
-        f'(biformer_{{tiny,small,base}}_best.pth, linked from {OFFICIAL_WEIGHTS}) '
-        f'and put them there, set model.backbone.init_cfg.checkpoint to their path, '
-        f'or set model.backbone.init_cfg=None to train from scratch.')
+PRETRAINED_HINT = (f'{DOWNLOAD_OFFICIAL_WEIGHTS} and put them there, set '
+                   f'model.backbone.init_cfg.checkpoint to their path, or set '
+                   f'model.backbone.init_cfg=None to train from scratch.')
+"""What to do about a missing ``Pretrained`` checkpoint."""
 
 
 class BiFormer(BiFormerTrunk):
@@ -65,9 +63,10 @@ class BiFormer(BiFormerTrunk):
         with_cp (bool): Activation checkpointing per block while gradients are
             enabled, trading compute for memory. Defaults to False.
         attn_impl (str): Routed attention implementation: ``'auto'`` (fused Triton
-            kernel on CUDA when available, else ``'torch'``), ``'torch'``,
-            ``'triton'`` or ``'gather'`` (the original algorithm). Defaults to
-            ``'auto'``.
+            kernel on CUDA when available, else ``'torch'``), ``'torch'`` (``'chunked'``
+            on the CPU, ``'sdpa'`` elsewhere), or an algorithm: ``'chunked'``,
+            ``'sdpa'``, ``'triton'`` or ``'gather'`` (the original algorithm). Defaults
+            to ``'auto'``.
         norm_cfg (dict): Norm layer of the stem and the downsampling layers, built
             with mmcv's ``build_norm_layer``; ``dict(type='SyncBN')`` as the official
             segmentation models. Defaults to ``dict(type='BN')``.
@@ -118,10 +117,15 @@ class BiFormer(BiFormerTrunk):
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f'frozen_stages={frozen_stages} must be in [-1, {num_stages}] '
                              f'(-1: none, 0: stem, k: stem and the first k stages).')
-        self._parse_init_cfg(init_cfg)  # fail at construction, not at the start of training
+        self.pretrained_entry(init_cfg)  # fail at construction, not at the start of training
+        # mmcv builds the layers of the mm backbone only: `import biformer_mm` and the timm
+        # classifiers must work without mmcv (it is not a requirement of the package).
+        from mmcv.cnn import build_activation_layer, build_norm_layer
         super().__init__(arch=arch, in_channels=in_channels, n_win=n_win, auto_pad=auto_pad,
                          drop_path_rate=drop_path_rate, with_cp=with_cp, attn_impl=attn_impl,
-                         norm_cfg=norm_cfg, act_cfg=act_cfg, init_cfg=init_cfg)
+                         norm_layer=lambda channels: build_norm_layer(norm_cfg, channels)[1],
+                         act_layer=partial(build_activation_layer, act_cfg),
+                         init_cfg=init_cfg)
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -157,7 +161,7 @@ class BiFormer(BiFormerTrunk):
         return self
 
     @staticmethod
-    def _parse_init_cfg(init_cfg: Union[dict, List[dict], None]) -> Optional[dict]:
+    def pretrained_entry(init_cfg: Union[dict, List[dict], None]) -> Optional[dict]:
         """Validate the ``Pretrained`` entry of ``init_cfg`` (a dict or a list) and
         return it, or None."""
         cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
@@ -173,27 +177,6 @@ class BiFormer(BiFormerTrunk):
             raise ValueError(f'init_cfg Pretrained entry {cfg} needs checkpoint and takes '
                              f'only {PRETRAINED_KEYS}; unknown keys: {unknown}.')
         return cfg
-
-    @classmethod
-    def check_pretrained_file(cls, init_cfg: Union[dict, List[dict], None]) -> None:
-        """Raise now the error :meth:`init_weights` would raise for a local
-        ``Pretrained`` checkpoint that does not exist (``tools/train.py`` calls this
-        before building the Runner).
-
-        Args:
-            init_cfg (dict | list[dict], optional): The backbone's ``init_cfg``.
-
-        Raises:
-            FileNotFoundError: Naming the path, where the official weights are and
-                ``init_cfg=None``.
-        """
-        pretrained = cls._parse_init_cfg(init_cfg)
-        if pretrained is None:
-            return
-        try:
-            check_local_file(pretrained['checkpoint'])
-        except FileNotFoundError as error:
-            raise _missing_weights(error) from error
 
     def init_weights(self) -> None:
         """Initialise the weights, once.
@@ -219,7 +202,7 @@ class BiFormer(BiFormerTrunk):
         others = [c for c in cfgs if c is not None and c.get('type') != 'Pretrained']
         if others:
             initialize(self, others)
-        pretrained = self._parse_init_cfg(self.init_cfg)
+        pretrained = self.pretrained_entry(self.init_cfg)
         if pretrained is not None:
             self._load_pretrained(**{k: v for k, v in pretrained.items() if k != 'type'})
         self._is_init = True
@@ -230,11 +213,8 @@ class BiFormer(BiFormerTrunk):
                          map_location: Union[str, torch.device, None] = 'cpu',
                          strict: bool = True) -> None:
         """Load an official BiFormer checkpoint (or one of ours) into the backbone."""
-        try:
-            loaded = read_checkpoint(checkpoint, map_location,
-                                     where='model.backbone.init_cfg.checkpoint')
-        except FileNotFoundError as error:
-            raise _missing_weights(error) from error
+        loaded = read_checkpoint(checkpoint, map_location, hint=PRETRAINED_HINT,
+                                 where='model.backbone.init_cfg.checkpoint')
         if prefix:
             loaded = select_prefix(loaded, prefix)
         load_converted_state_dict(

@@ -31,8 +31,8 @@ from timm.models import (PretrainedCfg, build_model_with_cfg, generate_default_c
 from timm.models._features import feature_take_indices
 from torch import Tensor
 
-from ...checkpoint import (OFFICIAL_WEIGHTS, check_converted_state_dict,
-                           convert_official_state_dict)
+from ...checkpoint import (DOWNLOAD_OFFICIAL_WEIGHTS, OFFICIAL_WEIGHTS,
+                           convert_official_state_dict, load_converted_state_dict)
 from ...safe_load import read_checkpoint
 from ..biformer_trunk import BiFormerTrunk
 from ..layers import BiLevelRoutingAttention, GlobalAttentionLePE
@@ -82,7 +82,7 @@ class BiFormerClassifier(BiFormerTrunk):
                  attn_impl: str = 'auto') -> None:
         super().__init__(arch=arch, in_channels=in_chans, n_win=n_win, auto_pad=auto_pad,
                          drop_path_rate=drop_path_rate, with_cp=False, attn_impl=attn_impl,
-                         norm_cfg=dict(type='BN'), act_cfg=dict(type='GELU'))
+                         norm_layer=nn.BatchNorm2d, act_layer=nn.GELU)
         self.num_classes = num_classes
         self.num_features = self.embed_dims[-1]
         self.feature_info = [dict(num_chs=dim, reduction=4 * 2**i, module=f'stages.{i}')
@@ -206,9 +206,9 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any],
         ValueError: If the checkpoint is not a BiFormer classifier of this arch.
     """
     converted = convert_official_state_dict(state_dict, keep_classifier=True)
-    check_converted_state_dict(
+    load_converted_state_dict(
         model, {k: v for k, v in converted.items() if not _adapted_by_timm(k)},
-        source='The pretrained checkpoint', optional=_adapted_by_timm,
+        source='The pretrained checkpoint', optional=_adapted_by_timm, check_only=True,
         fix=f'Give the official ImageNet classification checkpoint of this arch '
             f'(biformer_{{tiny,small,base}}_best.pth, linked from {OFFICIAL_WEIGHTS}; '
             f'{model.arch["depths"]} blocks, {model.embed_dims} channels).')
@@ -251,13 +251,9 @@ def _read_weights(cfg: PretrainedCfg) -> PretrainedCfg:
             f'{OFFICIAL_WEIGHTS}) and pass pretrained_cfg_overlay=dict(file=PATH), or '
             f'use pretrained=False.')
     where = "pretrained_cfg_overlay['file']"
-    try:
-        checkpoint = read_checkpoint(location, map_location='cpu', where=where)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(
-            f'{error} Download the official ImageNet-1k weights '
-            f'(biformer_{{tiny,small,base}}_best.pth, linked from {OFFICIAL_WEIGHTS}) and '
-            f'pass their path as {where}.') from error
+    checkpoint = read_checkpoint(
+        location, map_location='cpu', where=where,
+        hint=f'{DOWNLOAD_OFFICIAL_WEIGHTS} and pass their path as {where}.')
     return dataclasses.replace(cfg, state_dict=checkpoint)
 
 

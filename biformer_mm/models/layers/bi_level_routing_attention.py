@@ -60,7 +60,8 @@ class BiLevelRoutingAttention(BaseModule):
         auto_pad (bool): Pad the map to a multiple of ``n_win`` and crop the output
             back. Without it the map must divide by ``n_win``. Defaults to True.
         attn_impl (str): Routed attention implementation: ``'auto'``, ``'torch'``,
-            ``'triton'`` or ``'gather'`` (the original algorithm, for reference).
+            ``'chunked'``, ``'sdpa'``, ``'triton'`` or ``'gather'`` (the original
+            algorithm, for reference); see :mod:`biformer_mm.ops.routed_attention`.
             While exporting (``torch.onnx``, ``torch.export``) every value records the
             standard-operator form of :mod:`biformer_mm.ops.export_path`, and the
             padding is computed in the graph. Defaults to ``'auto'``.
@@ -95,6 +96,10 @@ class BiLevelRoutingAttention(BaseModule):
         self.topk = topk
         self.auto_pad = auto_pad
         self.attn_impl = attn_impl
+        # Official quirk, kept on purpose: the scale is over all heads' query/key
+        # channels (qk_dims), not per head (qk_dims // num_heads), in the routing and in
+        # the token attention. The pretrained weights were trained with it; "fixing" it
+        # changes every official model's outputs.
         self.scale = qk_dims**-0.5
         self.qkv = nn.Linear(embed_dims, 2 * qk_dims + embed_dims, bias=qkv_bias)
         self.lepe = nn.Conv2d(embed_dims, embed_dims, side_dwconv, padding=side_dwconv // 2,

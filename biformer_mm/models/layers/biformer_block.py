@@ -1,8 +1,6 @@
-from functools import partial
-from typing import Optional
+from typing import Callable, Optional
 
 import torch.nn as nn
-from mmcv.cnn import build_activation_layer
 from mmengine.model import BaseModule
 from timm.layers import DropPath, Mlp
 from torch import Tensor
@@ -34,8 +32,8 @@ class BiFormerBlock(BaseModule):
         auto_pad (bool): Let the routing attention pad maps to a multiple of
             ``n_win``. Defaults to True.
         attn_impl (str): Routed attention implementation. Defaults to ``'auto'``.
-        act_cfg (dict): Activation of the MLP, built with mmcv's
-            ``build_activation_layer``. Defaults to ``dict(type='GELU')``.
+        act_layer (Callable[[], nn.Module]): Builds the activation of the MLP.
+            Defaults to ``nn.GELU``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -50,20 +48,21 @@ class BiFormerBlock(BaseModule):
                  side_dwconv: int = 5,
                  auto_pad: bool = True,
                  attn_impl: str = 'auto',
-                 act_cfg: dict = dict(type='GELU'),
+                 act_layer: Callable[[], nn.Module] = nn.GELU,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.pos_embed = nn.Conv2d(embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
         self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
         if topk == GLOBAL_ATTENTION:
+            # Official quirk, kept on purpose: the global stage has 8 heads (its default)
+            # whatever num_heads/head_dim say, as the pretrained weights expect.
             self.attn = GlobalAttentionLePE(embed_dims, side_dwconv=side_dwconv)
         else:
             self.attn = BiLevelRoutingAttention(
                 embed_dims, num_heads, n_win, topk, qk_dims=qk_dims, side_dwconv=side_dwconv,
                 auto_pad=auto_pad, attn_impl=attn_impl)
         self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
-        self.mlp = Mlp(embed_dims, int(mlp_ratio * embed_dims),
-                       act_layer=partial(build_activation_layer, act_cfg))
+        self.mlp = Mlp(embed_dims, int(mlp_ratio * embed_dims), act_layer=act_layer)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,6 +1,14 @@
-# Shared part of the toy overlays: the shapes dataset written by
-# tools/dataset/make_toy_coco.py (3 classes, 256x256 images, train/val splits), a short
-# fp32 schedule for CPUs and a backbone trained from scratch.
+# Mask R-CNN + BiFormer-T on the toy shapes dataset (3 classes, 256x256 images, train/val
+# splits; generate it with tools/dataset/make_toy_coco.py), trained from scratch with a
+# short fp32 schedule for CPUs: the config of maskrcnn_biformer_t.py with the toy data.
+#
+#   python tools/dataset/make_toy_coco.py
+#   python tools/train.py configs/detection/toy/maskrcnn_biformer_t_toy_coco.py
+#
+# Another backbone size: inherit this file and set model.backbone (and model.neck) as
+# configs/detection/maskrcnn_biformer_s.py / _b.py do.
+_base_ = '../maskrcnn_biformer_t.py'
+
 data_root = 'data/toy_coco/'
 metainfo = dict(
     classes=('rectangle', 'ellipse', 'triangle'),
@@ -49,7 +57,14 @@ test_evaluator = val_evaluator
 
 # No ImageNet weights: the backbone starts from scratch, so its BatchNorms learn their
 # statistics (the COCO recipe keeps pretrained statistics frozen with norm_eval=True).
-model = dict(backbone=dict(init_cfg=None, norm_eval=False))
+# 3 classes; fewer proposals and RoIs than for COCO keep a CPU step short.
+model = dict(
+    backbone=dict(init_cfg=None, norm_eval=False),
+    roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)),
+    train_cfg=dict(
+        rpn_proposal=dict(nms_pre=1000, max_per_img=500),
+        rcnn=dict(sampler=dict(num=64))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
 
 # 8 epochs of the default 48 training images (192 iterations at batch size 2), validated
 # at the end: after a 20-iteration warm-up the lr is constant, then x0.1 for the last 2

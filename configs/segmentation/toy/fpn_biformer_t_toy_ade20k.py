@@ -1,7 +1,15 @@
-# Shared part of the toy overlays: the ADE20K-layout street scenes written by
-# tools/dataset/make_toy_ade20k.py, read by mmseg's ADE20KDataset at 128x128 crops; BN in
-# the backbone and the decode head; a short fp32 schedule for CPUs and a backbone trained
-# from scratch.
+# Semantic FPN + BiFormer-T on the toy ADE20K-layout street scenes (generate them with
+# tools/dataset/make_toy_ade20k.py), read by mmseg's ADE20KDataset at 128x128 crops; BN in
+# the backbone and the head; trained from scratch with a short fp32 schedule for CPUs:
+# the config of fpn_biformer_t.py with the toy data.
+#
+#   python tools/dataset/make_toy_ade20k.py
+#   python tools/train.py configs/segmentation/toy/fpn_biformer_t_toy_ade20k.py
+#
+# Another backbone size: inherit this file and set model.backbone (and the head's
+# in_channels) as configs/segmentation/fpn_biformer_s.py / _b.py do.
+_base_ = '../fpn_biformer_t.py'
+
 data_root = 'data/toy_ade/ADEChallengeData2016'
 crop_size = (128, 128)
 train_pipeline = [

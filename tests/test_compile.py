@@ -1,0 +1,156 @@
+"""Specification of ``torch.compile`` on BiFormer: one graph, the eager result, few
+recompiles, and mmengine's ``compile`` config option.
+
+The routed attention is the operator ``torch.ops.biformer_mm.routed_attention``
+(torch >= 2.4), so the compiled graph holds one node per block instead of the unrolled
+chunk loop. These tests need that operator: torch 2.1 (the classic stack) compiles the
+loop unrolled, which takes minutes even for a tiny backbone, so they are not marked
+classic.
+"""
+import pytest
+import torch
+from torch._dynamo.backends.registry import lookup_backend
+
+from biformer_mm import BiFormer, BiLevelRoutingAttention
+from biformer_mm.ops import OPERATOR
+from conftest import DET_TOY
+
+pytestmark = pytest.mark.skipif(
+    not OPERATOR, reason='the routed attention operator needs torch.library.custom_op '
+    '(torch >= 2.4)')
+
+# Four stages of one block: three routed (top-k 1, 4, 8 of 16 regions), one global.
+TINY = dict(depths=[1, 1, 1, 1], embed_dims=[16, 32, 64, 64], qk_dims=[16, 32, 64, 64],
+            mlp_ratios=[2, 2, 2, 2], topks=[1, 4, 8, -2], head_dim=16)
+ROUTING_GAP = 1e-4
+"""Smallest margin between the k-th and (k+1)-th routing scores the comparisons accept.
+The scores of eager and compiled code differ by float32 rounding of the projections,
+about 1e-7 at these magnitudes: with this margin both route alike."""
+
+
+def tiny_backbone(seed: int = 0) -> BiFormer:
+    """:data:`TINY` in training mode with frozen BatchNorm statistics (``norm_eval``), as
+    the detection configs train. (With batch statistics the stem convolution's bias has
+    an exactly zero gradient, which eager and compiled code both return as rounding
+    noise, not a value to compare.)"""
+    torch.manual_seed(seed)
+    return BiFormer(arch=TINY, n_win=4, norm_eval=True).train()
+
+
+def smallest_routing_gap(model: BiFormer, x: torch.Tensor) -> float:
+    """The smallest gap between the k-th and (k+1)-th region scores of any routing
+    decision of ``model(x)`` in eager mode (the scores of
+    :meth:`BiLevelRoutingAttention.route`)."""
+    gaps = []
+
+    def record(module, args, _):
+        q, k = args[0].detach().mean(3), args[1].detach().mean(3)
+        n, m, p, d = q.shape
+        scores = (q.transpose(1, 2).reshape(n, p, m * d) * module.scale) @ \
+            k.transpose(1, 2).reshape(n, p, m * d).transpose(-2, -1)
+        if module.topk < p:
+            ranked = scores.sort(dim=-1, descending=True).values
+            gaps.append(float((ranked[..., module.topk - 1] - ranked[..., module.topk]).min()))
+
+    original = BiLevelRoutingAttention.route
+
+    def route(self, q, k):
+        out = original(self, q, k)
+        record(self, (q, k), out)
+        return out
+
+    with pytest.MonkeyPatch.context() as patch, torch.no_grad():
+        patch.setattr(BiLevelRoutingAttention, 'route', route)
+        model(x)
+    return min(gaps)
+
+
+def outputs_and_gradients(model, x):
+    x = x.clone().requires_grad_()
+    outs = model(x)
+    weights = [torch.linspace(-1, 1, o.numel()).view_as(o) for o in outs]
+    sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return list(outs) + [x.grad] + grads
+
+
+def test_backbone_compiles_to_one_graph_equal_to_eager_forward_and_backward():
+    """Inductor, ``fullgraph=True`` (a graph break raises); outputs, input gradient and
+    every parameter gradient within 1e-4 of eager."""
+    torch._dynamo.reset()
+    model = tiny_backbone()
+    # 128x128: every stage map divides by n_win, so no region is all padding (whose
+    # identical keys would tie exactly).
+    x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    assert smallest_routing_gap(model, x) > ROUTING_GAP, 'pick another seed: near tie'
+    eager = outputs_and_gradients(model, x)
+    compiled = outputs_and_gradients(torch.compile(model, fullgraph=True), x)
+    for ours, expected in zip(compiled, eager):
+        torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+
+
+# COCO-like inputs (mmdet pads to multiples of 32) at 1/8 scale: landscape, portrait,
+# square and wide, which pad differently at every stage.
+COCO_LIKE_SIZES = [(100, 152), (100, 136), (152, 100), (100, 100), (88, 168)]
+
+
+class RecordingBackend:
+    """A ``torch.compile`` backend that counts compilations and records the call
+    targets of each captured graph, then hands it to ``aot_eager``."""
+
+    def __init__(self) -> None:
+        self.graphs = []
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs):
+        self.graphs.append([str(node.target) for node in gm.graph.nodes])
+        return lookup_backend('aot_eager')(gm, example_inputs)
+
+
+def test_dynamic_shapes_compile_at_most_twice_over_five_coco_like_sizes():
+    """With ``dynamic=True`` the backbone's forward and backward over five image sizes
+    compile at most twice, and every routed block is one operator node in the graph
+    (not an unrolled chunk loop)."""
+    torch._dynamo.reset()
+    model = tiny_backbone()
+    backend = RecordingBackend()
+    compiled = torch.compile(model, backend=backend, dynamic=True, fullgraph=True)
+    for size in COCO_LIKE_SIZES:
+        outs = compiled(torch.randn(1, 3, *size))
+        sum(o.sum() for o in outs).backward()
+    assert 1 <= len(backend.graphs) <= 2, f'{len(backend.graphs)} compilations'
+    routed_blocks = sum(1 for m in model.modules() if isinstance(m, BiLevelRoutingAttention))
+    for targets in backend.graphs:
+        assert sum('biformer_mm.routed_attention' in t for t in targets) == routed_blocks
+
+
+@pytest.mark.xfail(
+    raises=torch._dynamo.exc.InternalTorchDynamoError, strict=True,
+    reason="mmengine 0.10.7 compiles the whole train_step, optimizer step included; "
+    "torch 2.14's dynamo fails inside torch.optim's step on mmengine's param groups "
+    "(AttributeError: 'UserDefinedDictVariable' object has no attribute 'items'), "
+    'before our backbone is reached (not investigated further yet)')
+def test_mmengine_compile_option_trains_the_toy_mask_rcnn(toy_coco_workdir, tmp_path,
+                                                          monkeypatch):
+    """``compile=dict(backend='aot_eager')`` in the config: mmengine compiles the
+    model's train step and trains the toy Mask R-CNN BiFormer-T for two iterations.
+    ``aot_eager`` runs the same capture and autograd tracing as inductor; the inductor
+    tests above cover code generation on the backbone."""
+    from mmengine.runner import Runner
+
+    from biformer_mm.engine import load_config
+    monkeypatch.chdir(toy_coco_workdir)
+    cfg = load_config(DET_TOY, {
+        'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 2,
+        'train_dataloader.dataset.pipeline.2.scale': (128, 128),
+        'default_hooks.logger.interval': 1, 'default_hooks.checkpoint.interval': 2,
+    })
+    cfg.compile = dict(backend='aot_eager')
+    cfg.work_dir = str(tmp_path)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 2
+    assert hasattr(runner.model.train_step, '_torchdynamo_orig_callable'), \
+        'mmengine did not compile the train step'
+    losses = runner.message_hub.get_scalar('train/loss').data[0]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
