@@ -26,7 +26,7 @@ from mmengine.registry import MODELS, init_default_scope
 
 from biformer_mm.engine import load_config
 from biformer_mm.models.layers import BiLevelRoutingAttention
-from conftest import DET_CONFIG, DET_OVERLAY, REPO_ROOT, load_tool
+from conftest import DET_TOY, REPO_ROOT, load_tool
 
 pytestmark = [
     pytest.mark.classic,
@@ -149,7 +149,7 @@ def test_mask_rcnn_converts_and_matches_mmdet_at_two_sizes(tmp_path, verify):
     """Mask R-CNN BiFormer-T through the dynamic instance-segmentation config, converted
     on one image and run on it and on an image whose stage maps pad differently: the
     same boxes, scores, labels and masks as mmdet."""
-    model_cfg = load_config(DET_CONFIG, [DET_OVERLAY], TEST_BACKBONE)
+    model_cfg = load_config(DET_TOY, TEST_BACKBONE)
     checkpoint = make_checkpoint(model_cfg, str(tmp_path / 'maskrcnn.pth'), {
         'rpn_head.rpn_cls': 10., 'roi_head.bbox_head.fc_cls': 10.,
         'roi_head.mask_head.conv_logits': 100.})
@@ -176,7 +176,7 @@ def test_upernet_converts_and_matches_mmseg_logits(tmp_path, verify):
     """UperNet BiFormer-T through the static segmentation config at 192x192, where
     mmdeploy's avg_pool2d stand-in for the pooling module's adaptive_avg_pool2d is exact
     (a 6x6 stride-32 map): the same logits as mmseg."""
-    model_cfg = load_config(UPERNET_CONFIG, (), TEST_BACKBONE)
+    model_cfg = load_config(UPERNET_CONFIG, TEST_BACKBONE)
     checkpoint = make_checkpoint(model_cfg, str(tmp_path / 'upernet.pth'),
                                  {'decode_head.conv_seg': 10.})
     image = toy_scene(str(tmp_path / 'scene.png'), 160, 224)

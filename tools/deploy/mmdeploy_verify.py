@@ -2,8 +2,7 @@
 and compare the onnxruntime model with plain mmdet/mmseg on images.
 
     python tools/deploy/mmdeploy_verify.py DEPLOY_CFG MODEL_CFG CHECKPOINT IMAGE
-        --work-dir DIR [--test-image IMG ...] [--top N] [--overlay OVERLAY]
-        [--cfg-options K=V ...]
+        --work-dir DIR [--test-image IMG ...] [--top N] [--cfg-options K=V ...]
 
 DEPLOY_CFG is one of ``configs/deploy/`` (or any mmdeploy onnxruntime config). The tool
 runs ``mmdeploy.apis.torch2onnx`` with IMAGE, as mmdeploy's ``tools/deploy.py`` does,
@@ -29,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from mmengine.config import Config, DictAction
 
-from biformer_mm.engine.overlay import load_config
+from biformer_mm.engine import load_config
 from biformer_mm.safe_load import check_checkpoint_argument, check_loadable
 
 
@@ -156,8 +155,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--test-image', nargs='*', default=[],
                         help='more images to compare on (the conversion image always is)')
     parser.add_argument('--top', type=int, help="compare PyTorch's N best detections only")
-    parser.add_argument('--overlay', action='append', default=[],
-                        help='config overlay merged onto CONFIG (repeatable)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides of CONFIG, e.g. "model.backbone.init_cfg=None"')
     return parser.parse_args(argv)
@@ -167,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     check_checkpoint_argument(args.checkpoint)
     check_loadable(args.checkpoint, where='the CHECKPOINT argument')
-    model_cfg = load_config(args.config, args.overlay, args.cfg_options)
+    model_cfg = load_config(args.config, args.cfg_options)
     deploy_cfg = Config.fromfile(args.deploy_config)
     onnx_file = convert(deploy_cfg, model_cfg, args.checkpoint, args.image, args.work_dir)
     print(f'wrote {onnx_file}')
