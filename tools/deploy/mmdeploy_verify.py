@@ -29,7 +29,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 from biformer_mm.engine import load_config
-from biformer_mm.safe_load import check_checkpoint_argument, check_loadable
+from biformer_mm.safe_load import weights_only_path
 
 
 def convert(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str], image: str,
@@ -162,13 +162,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    check_checkpoint_argument(args.checkpoint)
-    check_loadable(args.checkpoint, where='the CHECKPOINT argument')
+    # Read weights-only (trusted://PATH in full), as every checkpoint of this project.
+    checkpoint = weights_only_path(args.checkpoint, where='the CHECKPOINT argument')
     model_cfg = load_config(args.config, args.cfg_options)
     deploy_cfg = Config.fromfile(args.deploy_config)
-    onnx_file = convert(deploy_cfg, model_cfg, args.checkpoint, args.image, args.work_dir)
+    onnx_file = convert(deploy_cfg, model_cfg, checkpoint, args.image, args.work_dir)
     print(f'wrote {onnx_file}')
-    for report in verify(deploy_cfg, model_cfg, args.checkpoint, onnx_file,
+    for report in verify(deploy_cfg, model_cfg, checkpoint, onnx_file,
                          [args.image] + args.test_image, args.top):
         print(', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}'
                         for k, v in report.items()))
