@@ -109,7 +109,8 @@ def toy_image(path: str, height: int, width: int) -> str:
     """An image of the toy COCO dataset (shapes on a noisy background), cropped to
     ``height x width``."""
     make_image = load_tool('dataset/make_toy_coco.py').make_image
-    image, _ = make_image(np.random.default_rng(SEED), max(height, width), max_shapes=4)
+    side = max(height, width)
+    image, _ = make_image(np.random.default_rng(SEED), side, side, max_shapes=4)
     cv2.imwrite(path, image[:height, :width])
     return path
 
