@@ -1,0 +1,193 @@
+"""mmdeploy 1.3.1 end to end on the classic stack: the deploy configs of configs/deploy/
+convert BiFormer detectors and segmentors to onnxruntime, and the onnxruntime models
+predict what mmdet/mmseg predict on the same image.
+
+Weights are random (SEED), with the classifiers sharpened so that scores and mask
+probabilities spread out instead of sitting at their initial near-ties. The tests check
+that every top-k routing decision has a margin (MIN_MARGIN) before they compare
+outputs, rather than loosen a tolerance. Detections come out of NMS, where two
+near-duplicate candidates can score within float noise of each other and either may be
+kept: with SEED=0 no such pair is among the 100 detections of either image (other seeds
+swap low-ranked near-duplicates by about 0.5 px). The other two architectures (RetinaNet,
+Semantic FPN) and a realistic size are checked once with tools/deploy/mmdeploy_verify.py
+(docs/deploy.md lists the runs).
+"""
+import contextlib
+import glob
+import os.path as osp
+from typing import Dict, Iterator, List
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+
+from biformer_mm.engine import load_config
+from biformer_mm.models.layers import BiLevelRoutingAttention
+from conftest import DET_TOY, REPO_ROOT, load_tool
+
+pytestmark = [
+    pytest.mark.classic,
+    pytest.mark.skipif(
+        tuple(int(v) for v in torch.__version__.split('.')[:2]) >= (2, 2),
+        reason='mmdeploy 1.3.1 needs torch <= 2.1: the classic stack (docs/deploy.md)'),
+]
+
+DEPLOY_DIR = osp.join(REPO_ROOT, 'configs', 'deploy')
+UPERNET_CONFIG = osp.join(REPO_ROOT, 'configs', 'segmentation', 'upernet_biformer_t.py')
+SEED = 0
+# Random weights from SEED (no ImageNet checkpoint) and 4x4 routing regions: with 16
+# regions per map the routing decisions keep margins far above float32 noise (with the
+# configs' 16x16 regions, some of the thousands of decisions per image come within 1e-7
+# of a tie), so PyTorch and onnxruntime must route alike.
+TEST_BACKBONE = {'model.backbone.init_cfg': None, 'model.backbone.n_win': 4}
+MIN_MARGIN = 1e-5
+
+
+def deploy_config(name: str) -> str:
+    return osp.join(DEPLOY_DIR, f'{name}.py')
+
+
+@pytest.fixture(scope='module')
+def verify():
+    return load_tool('deploy/mmdeploy_verify.py')
+
+
+@contextlib.contextmanager
+def routing_margins() -> Iterator[List[float]]:
+    """Record the margin of the routing decisions of every BRA call: the smallest gap,
+    relative to the call's largest region score, between the k-th and the (k+1)-th
+    score of a query region. Decisions that cannot change the result are left out: a
+    query region wholly in the padding to ``n_win`` (its output is cropped away) and a
+    boundary between two key regions with the same keys (wholly padded ones)."""
+    margins: List[float] = []
+    route = BiLevelRoutingAttention.route
+
+    def recording_route(self, q, k):
+        n, m, p, _, d = q.shape
+        if self.topk < p:
+            q_win = q.mean(dim=3).transpose(1, 2).reshape(n, p, m * d)
+            k_win = k.mean(dim=3).transpose(1, 2).reshape(n, p, m * d)
+            scores, order = ((q_win * self.scale) @ k_win.transpose(-2, -1)).sort(-1, True)
+            gap = (scores[..., self.topk - 1] - scores[..., self.topk]) / scores.abs().max()
+            keys = k.transpose(1, 2).flatten(2)
+            last_in, first_out = (keys.gather(1, order[..., i, None].expand_as(keys))
+                                  for i in (self.topk - 1, self.topk))
+            same_keys = (last_in == first_out).all(-1)
+            # A padded token is zero: its query is the qkv bias.
+            q_bias = self.qkv.bias[:self.qk_dims].view(1, m, 1, 1, d)
+            padded_query = (q == q_bias).all(-1).all(-1).all(1)
+            margins.append(gap.masked_fill(same_keys | padded_query, float('inf')).min().item())
+        return route(self, q, k)
+
+    BiLevelRoutingAttention.route = recording_route
+    try:
+        yield margins
+    finally:
+        BiLevelRoutingAttention.route = route
+
+
+def make_checkpoint(cfg: Config, path: str, sharpen: Dict[str, float]) -> str:
+    """Seeded weights of ``cfg.model``, with the weights of the last layers named in
+    ``sharpen`` scaled by its factors, so that scores and mask probabilities spread over
+    (0, 1) instead of sitting at their initial near-ties (sigmoid 0.5, softmax
+    1/(C+1))."""
+    init_default_scope(cfg.default_scope)
+    torch.manual_seed(SEED)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    with torch.no_grad():
+        for name, factor in sharpen.items():
+            model.get_submodule(name).weight.mul_(factor)
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
+    return path
+
+
+def toy_image(path: str, height: int, width: int) -> str:
+    """An image of the toy COCO dataset (shapes on a noisy background), cropped to
+    ``height x width``."""
+    make_image = load_tool('dataset/make_toy_coco.py').make_image
+    side = max(height, width)
+    image, _ = make_image(np.random.default_rng(SEED), side, side, max_shapes=4)
+    cv2.imwrite(path, image[:height, :width])
+    return path
+
+
+def toy_scene(path: str, height: int, width: int) -> str:
+    """An image of the toy ADE20K dataset (a street scene)."""
+    render_scene = load_tool('dataset/make_toy_ade20k.py').render_scene
+    cv2.imwrite(path, render_scene(np.random.default_rng(SEED), height, width)[0])
+    return path
+
+
+def test_deploy_configs_are_complete_and_say_what_they_export():
+    """Each config loads without an mmdeploy checkout (no _base_ outside this folder)
+    and exports for onnxruntime with the codebase, task and shapes its name says."""
+    from mmdeploy.utils import (get_backend, get_codebase, get_task_type, is_dynamic_shape,
+                                load_config as load_deploy_config)
+    expected = {
+        'instance-seg_onnxruntime_static': ('mmdet', 'ObjectDetection', False),
+        'instance-seg_onnxruntime_dynamic': ('mmdet', 'ObjectDetection', True),
+        'detection_onnxruntime_static': ('mmdet', 'ObjectDetection', False),
+        'detection_onnxruntime_dynamic': ('mmdet', 'ObjectDetection', True),
+        'segmentation_onnxruntime_static-512x512': ('mmseg', 'Segmentation', False),
+    }
+    shipped = sorted(osp.splitext(osp.basename(p))[0]
+                     for p in glob.glob(osp.join(DEPLOY_DIR, '*.py')))
+    assert shipped == sorted(expected)
+    for name, (codebase, task, dynamic) in expected.items():
+        cfg = load_deploy_config(deploy_config(name))[0]
+        assert get_backend(cfg).value == 'onnxruntime'
+        assert get_codebase(cfg).value == codebase and get_task_type(cfg).value == task
+        assert is_dynamic_shape(cfg) == dynamic, name
+        outputs = cfg.onnx_config.output_names
+        assert ('masks' in outputs) == name.startswith('instance-seg'), name
+
+
+def test_mask_rcnn_converts_and_matches_mmdet_at_two_sizes(tmp_path, verify):
+    """Mask R-CNN BiFormer-T through the dynamic instance-segmentation config, converted
+    on one image and run on it and on an image whose stage maps pad differently: the
+    same boxes, scores, labels and masks as mmdet."""
+    model_cfg = load_config(DET_TOY, TEST_BACKBONE)
+    checkpoint = make_checkpoint(model_cfg, str(tmp_path / 'maskrcnn.pth'), {
+        'rpn_head.rpn_cls': 10., 'roi_head.bbox_head.fc_cls': 10.,
+        'roi_head.mask_head.conv_logits': 100.})
+    square = toy_image(str(tmp_path / 'square.png'), 256, 256)
+    # 224x256: the stride-16 map, 14x16, pads to n_win=4 (the 256x256 maps need no pad).
+    # Both are multiples of 32, so no padding to the detector's size divisor: mmdeploy
+    # clips boxes to the padded input, mmdet to the image (docs/deploy.md).
+    wide = toy_image(str(tmp_path / 'wide.png'), 224, 256)
+    deploy_cfg = Config.fromfile(deploy_config('instance-seg_onnxruntime_dynamic'))
+    onnx_file = verify.convert(deploy_cfg, model_cfg, checkpoint, square, str(tmp_path))
+
+    with routing_margins() as margins:
+        reports = verify.verify(deploy_cfg, model_cfg, checkpoint, onnx_file, [square, wide])
+    assert min(margins) > MIN_MARGIN, 'the test routes near a tie: pick another SEED'
+    for report in reports:
+        assert report['torch_dets'] == report['ort_dets'] > 0, report
+        assert report['paired_twice'] == 0, report
+        assert report['box_diff'] < 1e-3 and report['score_diff'] < 1e-5, report
+        assert report['label_mismatches'] == 0, report
+        assert report['mask_pixels_differing'] == 0 and report['mask_pixels'] > 0, report
+
+
+def test_upernet_converts_and_matches_mmseg_logits(tmp_path, verify):
+    """UperNet BiFormer-T through the static segmentation config at 192x192, where
+    mmdeploy's avg_pool2d stand-in for the pooling module's adaptive_avg_pool2d is exact
+    (a 6x6 stride-32 map): the same logits as mmseg."""
+    model_cfg = load_config(UPERNET_CONFIG, TEST_BACKBONE)
+    checkpoint = make_checkpoint(model_cfg, str(tmp_path / 'upernet.pth'),
+                                 {'decode_head.conv_seg': 10.})
+    image = toy_scene(str(tmp_path / 'scene.png'), 160, 224)
+    deploy_cfg = Config.fromfile(deploy_config('segmentation_onnxruntime_static-512x512'))
+    deploy_cfg.merge_from_dict({'onnx_config.input_shape': [192, 192],
+                                'codebase_config.with_argmax': False})
+    onnx_file = verify.convert(deploy_cfg, model_cfg, checkpoint, image, str(tmp_path))
+
+    with routing_margins() as margins:
+        report, = verify.verify(deploy_cfg, model_cfg, checkpoint, onnx_file, [image])
+    assert min(margins) > MIN_MARGIN, 'the test routes near a tie: pick another SEED'
+    assert report['shape'] == (150, 192, 192)
+    assert report['logit_diff'] < 1e-4 * report['logit_range'], report
