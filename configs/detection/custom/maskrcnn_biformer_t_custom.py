@@ -55,8 +55,7 @@ train_dataloader = dict(
         pipeline=train_pipeline))
 val_dataloader = dict(
     dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
+        train_dataloader['dataset'],
         ann_file=val_ann_file,
         data_prefix=dict(img=val_img_dir),
         pipeline=test_pipeline))
