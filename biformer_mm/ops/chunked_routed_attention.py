@@ -78,11 +78,7 @@ def chunked_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float
     """Routed attention over heads-first inputs, chunk by chunk.
 
     Args:
-        q (Tensor): Queries ``(N, M, P, W, Dqk)``.
-        k (Tensor): Keys ``(N, M, P, W, Dqk)``.
-        v (Tensor): Values ``(N, M, P, W, Dv)``.
-        r_idx (Tensor): Routed key regions ``(N, P, K)``.
-        scale (float): Logit scale.
+        q, k, v, r_idx, scale: As in :func:`~.routed_attention.routed_attention_gather`.
         chunk_bytes (int): Bytes of gathered keys and values per chunk.
 
     Returns:

@@ -51,15 +51,7 @@ def routed_attention_export(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     mmdeploy 1.3.1 rewrites with the scale inverted), no in-place writes, and no size
     used as a Python int, so the recorded graph is right at every input size.
 
-    Args:
-        q (Tensor): Queries ``(N, M, P, W, Dqk)``.
-        k (Tensor): Keys ``(N, M, P, W, Dqk)``.
-        v (Tensor): Values ``(N, M, P, W, Dv)``.
-        r_idx (Tensor): Routed key regions ``(N, P, K)``.
-        scale (float): Logit scale.
-
-    Returns:
-        Tensor: ``(N, M, P, W, Dv)``.
+    Args and result as :func:`~.routed_attention.routed_attention_gather`.
     """
     num_heads, d_qk, d_v = q.shape[1], q.shape[-1], v.shape[-1]
     rows = routed_rows(r_idx, num_heads)
