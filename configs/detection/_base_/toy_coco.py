@@ -3,8 +3,6 @@
 # configs/detection/toy/*.py train with. Those configs list this file next to their model
 # config and take the toy_* values by name (`train_dataloader = _base_.toy_train_dataloader`):
 # mmengine does not allow one key in two bases, and the model configs already set these.
-_base_ = './scratch_adamw.py'
-
 metainfo = dict(
     classes=('rectangle', 'ellipse', 'triangle'),
     palette=[(220, 20, 60), (0, 128, 255), (60, 180, 75)])
@@ -62,3 +60,12 @@ toy_default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=1, max_keep_ckpts=2),
     visualization=dict(score_thr=0.7))
+# fp32 (no AMP), AdamW at lr 1e-3, 10x the fine-tuning lr since random weights need larger
+# steps; gradients clipped to norm 10, which keeps the first, large-loss iterations of a
+# random network from diverging; no weight decay on norms and the position embedding.
+toy_optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(norm_decay_mult=0., custom_keys={'pos_embed': dict(decay_mult=0.)}),
+    clip_grad=dict(max_norm=10., norm_type=2))

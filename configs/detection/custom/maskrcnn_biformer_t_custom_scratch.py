@@ -3,10 +3,10 @@
 # ImageNet weights, for small datasets. These are the settings of the toy configs
 # (configs/detection/toy/), which learn in a few epochs on a few dozen images where the
 # fine-tuning recipe barely moves (docs/own_data.md has the measurements). If you copy
-# maskrcnn_biformer_t_custom.py, copy this file too and point _base_[0] at your copy.
+# maskrcnn_biformer_t_custom.py, copy this file too and point _base_ at your copy.
 #
 #   python tools/train.py configs/detection/custom/maskrcnn_biformer_t_custom_scratch.py
-_base_ = ['./maskrcnn_biformer_t_custom.py', '../_base_/scratch_adamw.py']
+_base_ = './maskrcnn_biformer_t_custom.py'
 
 model = dict(
     backbone=dict(
@@ -31,9 +31,16 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=milestones,
          gamma=0.1),
 ]
-# AdamW at lr 1e-3, 10x the fine-tuning lr, gradients clipped to norm 10, fp32 (no AMP):
-# ../_base_/scratch_adamw.py, as in the toy configs.
-optim_wrapper = _base_.scratch_optim_wrapper
+# AdamW at lr 1e-3, 10x the fine-tuning lr: random weights need larger steps. Gradients
+# are clipped to norm 10, which keeps the first, large-loss iterations of a random
+# network from diverging. No weight decay on norms and the position embedding. fp32
+# (no AMP), as measured.
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(norm_decay_mult=0., custom_keys={'pos_embed': dict(decay_mult=0.)}),
+    clip_grad=dict(max_norm=10., norm_type=2))
 # --auto-scale-lr scales the lr from the batch it was set for: 2 images on one GPU.
 auto_scale_lr = dict(base_batch_size=2)
 # Keep the last two epochs' checkpoints (the COCO runtime keeps them all).

@@ -28,9 +28,8 @@ model = dict(
         rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
 
-# The short from-scratch schedule and optimizer (../_base_/toy_coco.py and
-# ../_base_/scratch_adamw.py).
+# The short from-scratch schedule and optimizer (../_base_/toy_coco.py).
 train_cfg = _base_.toy_train_cfg
 param_scheduler = _base_.toy_param_scheduler
-optim_wrapper = _base_.scratch_optim_wrapper
+optim_wrapper = _base_.toy_optim_wrapper
 default_hooks = _base_.toy_default_hooks

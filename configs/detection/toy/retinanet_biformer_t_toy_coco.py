@@ -22,9 +22,8 @@ val_evaluator = test_evaluator = _base_.toy_val_evaluator
 # 3 classes.
 model = dict(backbone=dict(init_cfg=None, norm_eval=False), bbox_head=dict(num_classes=3))
 
-# The short from-scratch schedule and optimizer (../_base_/toy_coco.py and
-# ../_base_/scratch_adamw.py).
+# The short from-scratch schedule and optimizer (../_base_/toy_coco.py).
 train_cfg = _base_.toy_train_cfg
 param_scheduler = _base_.toy_param_scheduler
-optim_wrapper = _base_.scratch_optim_wrapper
+optim_wrapper = _base_.toy_optim_wrapper
 default_hooks = _base_.toy_default_hooks

@@ -4,8 +4,6 @@
 # to their model config and take the toy_* values by name
 # (`train_dataloader = _base_.toy_train_dataloader`): mmengine does not allow one key in
 # two bases, and the model configs already set these.
-_base_ = './scratch_adamw.py'
-
 toy_data_root = 'data/toy_ade/ADEChallengeData2016'
 toy_crop_size = (128, 128)
 toy_train_pipeline = [
@@ -61,3 +59,12 @@ toy_param_scheduler = [
 toy_default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+# fp32 (no AMP), AdamW at lr 5e-4, 2.5x the fine-tuning lr since random weights need larger
+# steps; gradients clipped to norm 10, which keeps the first, large-loss iterations of a
+# random network from diverging; no weight decay on norms and the position embedding.
+toy_optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=5e-4, betas=(0.9, 0.999), weight_decay=1e-4),
+    paramwise_cfg=dict(norm_decay_mult=0., custom_keys={'pos_embed': dict(decay_mult=0.)}),
+    clip_grad=dict(max_norm=10., norm_type=2))

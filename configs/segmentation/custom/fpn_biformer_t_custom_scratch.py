@@ -2,11 +2,11 @@
 # (./fpn_biformer_t_custom.py: set the dataset there), trained from scratch: no ImageNet
 # weights, for small datasets. These are the settings of the toy configs
 # (configs/segmentation/toy/), which learn in a few hundred iterations on a few hundred
-# small images. If you copy fpn_biformer_t_custom.py, copy this file too and point
-# _base_[0] at your copy.
+# small images. If you copy fpn_biformer_t_custom.py, copy this file too and point _base_
+# at your copy.
 #
 #   python tools/train.py configs/segmentation/custom/fpn_biformer_t_custom_scratch.py
-_base_ = ['./fpn_biformer_t_custom.py', '../_base_/scratch_adamw.py']
+_base_ = './fpn_biformer_t_custom.py'
 
 # BN instead of the recipe's SyncBN in the backbone and the head: identical on one GPU,
 # and multi-process CPU runs need it.
@@ -33,9 +33,16 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=1e-5, power=1.0, by_epoch=False, begin=warmup_iters,
          end=max_iters),
 ]
-# AdamW at lr 5e-4, 2.5x the fine-tuning lr, gradients clipped to norm 10, fp32 (no AMP):
-# ../_base_/scratch_adamw.py, as in the toy configs.
-optim_wrapper = _base_.scratch_optim_wrapper
+# AdamW at lr 5e-4, 2.5x the fine-tuning lr: random weights need larger steps. Gradients
+# are clipped to norm 10, which keeps the first, large-loss iterations of a random
+# network from diverging. No weight decay on norms and the position embedding. fp32 (no
+# AMP), as in the toy configs.
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=5e-4, betas=(0.9, 0.999), weight_decay=1e-4),
+    paramwise_cfg=dict(norm_decay_mult=0., custom_keys={'pos_embed': dict(decay_mult=0.)}),
+    clip_grad=dict(max_norm=10., norm_type=2))
 # --auto-scale-lr scales the lr from the batch it was set for: 4 images on one GPU.
 auto_scale_lr = dict(base_batch_size=4)
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=val_interval, max_keep_ckpts=1))

@@ -29,9 +29,8 @@ model = dict(
     auxiliary_head=dict(norm_cfg=norm_cfg))
 
 # fp32 (no AMP), AdamW with a higher lr than the ADE20K recipes since nothing is
-# pretrained, linear warm-up then linear decay (../_base_/toy_ade20k.py and
-# ../_base_/scratch_adamw.py).
+# pretrained, linear warm-up then linear decay (../_base_/toy_ade20k.py).
 train_cfg = _base_.toy_train_cfg
 param_scheduler = _base_.toy_param_scheduler
-optim_wrapper = _base_.scratch_optim_wrapper
+optim_wrapper = _base_.toy_optim_wrapper
 default_hooks = _base_.toy_default_hooks
