@@ -37,6 +37,13 @@ def is_exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or is_torch_exporting()
 
 
+def is_compiling() -> bool:
+    """Whether ``torch.compile`` (or ``torch.export``) is capturing the forward: sizes
+    may then be symbolic, and a Python test of them becomes a guard that recompiles the
+    graph wherever the test comes out differently."""
+    return bool(getattr(torch.compiler, 'is_compiling', lambda: False)())
+
+
 def is_tracing_for_onnx() -> bool:
     """Whether the legacy (TorchScript) ONNX exporter is tracing the forward: it infers
     the graph's shapes as it converts each operator, so shape-dependent conversions

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from ...ops.export_path import is_exporting, is_torch_exporting, is_tracing_for_onnx
+from ...ops.export_path import (is_compiling, is_exporting, is_torch_exporting,
+                                is_tracing_for_onnx)
 from ...ops.routed_attention import check_attn_impl, routed_attention
 
 
@@ -27,11 +28,11 @@ def _pad(x: Tensor, pad_b: int, pad_r: int) -> Tensor:
 def _crop(x: Tensor, h: int, w: int) -> Tensor:
     """The top-left ``h x w`` of a channels-last map ``(N, H', W', C)``.
 
-    Under ``torch.export`` it selects the rows and columns with ``index_select``: a slice
-    would make it decide whether the result is contiguous, a guard that holds only at
-    sizes needing the same padding as the example.
+    Under ``torch.export`` and ``torch.compile`` it selects the rows and columns with
+    ``index_select``: a slice would make them decide whether the result is contiguous, a
+    guard that holds only at sizes needing the same padding as the example.
     """
-    if not is_torch_exporting():
+    if not (is_torch_exporting() or is_compiling()):
         return x[:, :h, :w]
     rows = torch.arange(h, device=x.device)
     cols = torch.arange(w, device=x.device)
@@ -159,10 +160,11 @@ class BiLevelRoutingAttention(BaseModule):
                     f'n_win={s}: set auto_pad=True, or give inputs whose stage maps are '
                     f'multiples of n_win.')
             hp, wp = h, w
-        # While exporting, h and w may be graph values (traced sizes, SymInts): the pad
-        # is then always recorded, by zero where nothing is missing, so that the graph
-        # computes it at the size it runs at; a Python test would fix it at the example.
-        padded = self.auto_pad and (exporting or hp != h or wp != w)
+        # While exporting or compiling, h and w may be graph values (traced sizes,
+        # SymInts): the pad is then always recorded, by zero where nothing is missing, so
+        # that the graph computes it at the size it runs at; a Python test would fix it at
+        # the example (export) or recompile where it comes out differently (compile).
+        padded = self.auto_pad and (exporting or is_compiling() or hp != h or wp != w)
         if padded:
             x = _pad(x, hp - h, wp - w)
 
