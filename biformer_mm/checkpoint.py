@@ -3,7 +3,7 @@ the timm classifiers."""
 import logging
 import re
 from collections import OrderedDict
-from typing import Callable, Dict, List, Mapping, NamedTuple
+from typing import Callable, Dict, List, Mapping
 
 import torch.nn as nn
 from mmengine.logging import print_log
@@ -32,13 +32,9 @@ _CLASSIFIER = re.compile(r'^(head|norm|pre_logits)\.')
 
 def _unwrap(checkpoint: Mapping) -> Mapping[str, Tensor]:
     """Strip ``state_dict``/``model`` wrappers and ``module.`` prefixes."""
-    while True:
-        for key in ('state_dict', 'model'):
-            if isinstance(checkpoint.get(key), Mapping):
-                checkpoint = checkpoint[key]
-                break
-        else:
-            break
+    wrapped = [k for k in ('state_dict', 'model') if isinstance(checkpoint.get(k), Mapping)]
+    if wrapped:
+        return _unwrap(checkpoint[wrapped[0]])
     return OrderedDict((re.sub(r'^module\.', '', k), v) for k, v in checkpoint.items())
 
 
@@ -73,11 +69,6 @@ def convert_official_state_dict(state_dict: Mapping,
     in our layout, with or without ``model``/``state_dict`` wrappers and ``module.``
     prefixes.
 
-    Loading the result of an official classification checkpoint into a ``BiFormer``
-    with ``load_state_dict(..., strict=False)`` reports exactly the per-output norms
-    ``out_norms.*`` as missing and nothing as unexpected; anything else means a wrong
-    file or arch. :meth:`BiFormer.init_weights` checks this for you.
-
     Args:
         state_dict (Mapping): A loaded checkpoint or state dict.
         keep_classifier (bool): Keep the classification ``head.*`` and final ``norm.*``
@@ -99,68 +90,9 @@ def convert_official_state_dict(state_dict: Mapping,
     return converted
 
 
-class LoadReport(NamedTuple):
-    """What :func:`compare_state_dict` found.
-
-    Attributes:
-        loaded (list[str]): Keys that fit the model (the ones a load loads).
-        missing (list[str]): Required model keys the checkpoint lacks.
-        unexpected (list[str]): Checkpoint keys the model lacks.
-        mismatched (list[str]): ``'key: checkpoint shape vs model shape'`` entries.
-        optional_missing (list[str]): Model keys the checkpoint may lack (left as
-            initialised).
-    """
-    loaded: List[str]
-    missing: List[str]
-    unexpected: List[str]
-    mismatched: List[str]
-    optional_missing: List[str]
-
-
 def _listing(keys: List[str], limit: int = 8) -> str:
     more = f' ... ({len(keys) - limit} more)' if len(keys) > limit else ''
     return ', '.join(keys[:limit]) + more
-
-
-def compare_state_dict(model: nn.Module,
-                       state_dict: Mapping[str, Tensor],
-                       optional: Callable[[str], bool],
-                       ignored: Callable[[str], bool] = lambda key: False) -> LoadReport:
-    """What loading ``state_dict`` (in our layout) into ``model`` would load and miss.
-
-    Args:
-        model (nn.Module): Model to load into.
-        state_dict (Mapping): State dict in the model's layout.
-        optional (Callable[[str], bool]): Model keys the checkpoint may lack.
-        ignored (Callable[[str], bool]): Checkpoint keys the model may lack.
-
-    Returns:
-        LoadReport: The keys that fit, and every missing, unexpected or mismatched one.
-    """
-    own = model.state_dict()
-    absent = [k for k in own if k not in state_dict]
-    return LoadReport(
-        loaded=[k for k, v in state_dict.items() if k in own and v.shape == own[k].shape],
-        missing=[k for k in absent if not optional(k)],
-        unexpected=[k for k in state_dict if k not in own and not ignored(k)],
-        mismatched=[f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                    for k, v in state_dict.items() if k in own and v.shape != own[k].shape],
-        optional_missing=[k for k in absent if optional(k)])
-
-
-def _problems(report: LoadReport, num_model_keys: int) -> List[str]:
-    """The violations in ``report``, one sentence each."""
-    problems = []
-    if report.missing:
-        problems.append(f'{len(report.missing)} of the model\'s {num_model_keys} tensors are '
-                        f'missing from the checkpoint: {_listing(report.missing)}')
-    if report.mismatched:
-        problems.append(f'{len(report.mismatched)} shape mismatches:\n  ' +
-                        '\n  '.join(report.mismatched[:8]))
-    if report.unexpected:
-        problems.append(f'{len(report.unexpected)} checkpoint tensors have no place in '
-                        f'the model: {_listing(report.unexpected)}')
-    return problems
 
 
 def load_converted_state_dict(model: nn.Module,
@@ -170,14 +102,13 @@ def load_converted_state_dict(model: nn.Module,
                               ignored: Callable[[str], bool] = lambda key: False,
                               strict: bool = True,
                               fix: str = '',
-                              check_only: bool = False) -> LoadReport:
+                              check_only: bool = False) -> None:
     """Load a state dict in our layout into ``model``, loudly.
 
     Every model key must be in ``state_dict`` with its shape, except ``optional`` ones;
     every ``state_dict`` key must be in the model, except ``ignored`` ones. With
     ``strict`` any violation raises, naming the counts, the first keys and ``fix``;
     without it the keys that fit are loaded and the rest is logged as a warning.
-    ``check_only`` checks without loading (for timm's checkpoint filter: timm loads).
 
     Args:
         model (nn.Module): Model to load into.
@@ -188,30 +119,42 @@ def load_converted_state_dict(model: nn.Module,
         strict (bool): Raise on any missing, unexpected or mismatched key.
             Defaults to True.
         fix (str): How to fix a failure, appended to the error.
-        check_only (bool): Only check, load nothing. Defaults to False.
-
-    Returns:
-        LoadReport: What was (or would be) loaded and what was not.
+        check_only (bool): Only check, load nothing (timm's checkpoint filter: timm
+            loads). Defaults to False.
 
     Raises:
         ValueError: With ``strict``, if any key is missing, unexpected or mismatched.
     """
-    num_model_keys = len(model.state_dict())
-    report = compare_state_dict(model, state_dict, optional, ignored)
-    problems = _problems(report, num_model_keys)
+    own = model.state_dict()
+    absent = [k for k in own if k not in state_dict]
+    missing = [k for k in absent if not optional(k)]
+    unexpected = [k for k in state_dict if k not in own and not ignored(k)]
+    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                  for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} of the model\'s {len(own)} tensors are missing '
+                        f'from the checkpoint: {_listing(missing)}')
+    if mismatched:
+        problems.append(f'{len(mismatched)} shape mismatches:\n  ' +
+                        '\n  '.join(mismatched[:8]))
+    if unexpected:
+        problems.append(f'{len(unexpected)} checkpoint tensors have no place in the '
+                        f'model: {_listing(unexpected)}')
+    name = type(model).__name__
     if problems and strict:
-        raise ValueError(f'{source} does not fit this {type(model).__name__}. ' +
-                         '; '.join(problems) + f'. {fix}'.rstrip())
+        raise ValueError(f'{source} does not fit this {name}. ' + '; '.join(problems) +
+                         f'. {fix}'.rstrip())
     if check_only:
-        return report
-    model.load_state_dict({k: state_dict[k] for k in report.loaded}, strict=False)
-    summary = (f'Loaded {len(report.loaded)} of {num_model_keys} tensors of '
-               f'{type(model).__name__} from {source}')
-    if report.optional_missing:
-        summary += (f'; left as initialised: {_listing(report.optional_missing)}')
+        return
+    loaded = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict(loaded, strict=False)
+    summary = f'Loaded {len(loaded)} of {len(own)} tensors of {name} from {source}'
+    optional_missing = [k for k in absent if optional(k)]
+    if optional_missing:
+        summary += f'; left as initialised: {_listing(optional_missing)}'
     if problems:
         print_log(f'{summary}. Partial load (strict=False): ' + '; '.join(problems),
                   logger='current', level=logging.WARNING)
     else:
         print_log(summary, logger='current')
-    return report

@@ -1,26 +1,20 @@
-"""Checkpoint safety: no checkpoint that biformer_mm reads runs code from the file.
+"""Checkpoint safety: no checkpoint that biformer_mm reads runs code from the file
+(reference: ``docs/checkpoints.md``).
 
-A checkpoint is a pickle, and unpickling a pickle can run any code it carries. This
-module guarantees (reference: ``docs/checkpoints.md``):
+1. Weights-only on every supported torch: :func:`read_checkpoint` rebuilds tensors,
+   containers and allow-listed types, nothing else, else raises
+   :class:`UnsafeCheckpointError` naming the opt-in. The gate is the unpickler: torch's
+   weights-only one with ``safe_globals`` (torch >= 2.5), else :class:`RestrictedUnpickler`.
+2. Every entry point: ``Pretrained`` weights and the timm classifiers' ``file`` call
+   :func:`read_checkpoint`; our tools hand mmengine ``weights-only://PATH``.
+3. One opt-in: ``trusted://PATH`` loads a file the user trusts in full.
+4. One existence check (:func:`local_checkpoint`); http(s) URLs are cached under a name
+   from the whole URL; other mmengine file backends are read into memory.
+5. Our training checkpoints load (:func:`allow_training_checkpoints`).
 
-1. **Weights-only on every supported torch.** :func:`read_checkpoint` rebuilds tensors,
-   containers and allow-listed types, nothing else; anything more raises
-   :class:`UnsafeCheckpointError`, naming the opt-in. The gate is the unpickler itself:
-   torch's weights-only one with ``torch.serialization.safe_globals`` (torch >= 2.5),
-   else :class:`RestrictedUnpickler` (torch 2.1 of the classic stack has no allow-list).
-2. **Every entry point.** ``Pretrained`` backbone weights and the timm classifiers'
-   ``file`` call :func:`read_checkpoint`; our tools hand mmengine (the Runner, mmdet's
-   and mmseg's inferencers) ``weights-only://PATH`` (:func:`weights_only_path`), which
-   mmengine's ``CheckpointLoader`` reads through :func:`read_checkpoint`.
-3. **One opt-in.** ``trusted://PATH`` loads a file the user trusts in full.
-4. **One existence check** (:func:`local_checkpoint`) for local paths; http(s) URLs are
-   downloaded once into torch's hub cache under a name from the whole URL; other
-   mmengine file backends are read into memory.
-5. **Our training checkpoints load** (:func:`allow_training_checkpoints`).
-
-Import-time changes to other libraries: importing this module registers the
-``weights-only://`` and ``trusted://`` prefixes with mmengine's ``CheckpointLoader``;
-importing :mod:`biformer_mm.engine` calls :func:`allow_training_checkpoints`.
+Import-time changes: this module registers the ``weights-only://`` and ``trusted://``
+schemes with mmengine's ``CheckpointLoader``; :mod:`biformer_mm.engine` calls
+:func:`allow_training_checkpoints`.
 """
 import _codecs
 import _compat_pickle
@@ -33,7 +27,7 @@ import os.path as osp
 import pickle
 import types
 import zipfile
-from typing import IO, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import IO, Any, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlparse
 
 import numpy as np
@@ -51,17 +45,14 @@ TORCH_HAS_ALLOWLIST = hasattr(torch.serialization, 'get_unsafe_globals_in_checkp
 OFFICIAL_CHECKPOINT_GLOBALS = (argparse.Namespace, )
 """Non-tensor types of the official BiFormer checkpoints: the training arguments."""
 
+# An allow-list entry as torch.serialization.add_safe_globals takes it: an object
+# (named module.qualname) or an (object, 'module.name') pair.
 GlobalEntry = Union[Any, Tuple[Any, str]]
-"""An allow-list entry as ``torch.serialization.add_safe_globals`` takes it: an object
-(allowed under its ``module.qualname``) or an ``(object, 'module.name')`` pair."""
 MapLocation = Union[str, torch.device, None]
 
 
 class UnsafeCheckpointError(RuntimeError):
     """A checkpoint holds more than a weights-only load accepts."""
-
-
-# 4. Where a checkpoint is.
 
 
 def _strip_prefix(filename: str) -> str:
@@ -72,13 +63,11 @@ def _strip_prefix(filename: str) -> str:
 
 
 def local_checkpoint(filename: str, hint: str = '') -> Optional[str]:
-    """The local file a checkpoint path names (also behind ``trusted://`` or
-    ``weights-only://``), or None for a URL or another mmengine backend, which only
-    their loader can check.
+    """The local file a checkpoint path names (also behind a prefix), or None for a URL
+    or another mmengine backend.
 
     Raises:
-        FileNotFoundError: If a local file does not exist, naming its absolute path and
-            ``hint`` (how to get the file).
+        FileNotFoundError: If a local file does not exist, naming it and ``hint``.
     """
     path = osp.expanduser(_strip_prefix(filename))
     if '://' in path:
@@ -89,28 +78,22 @@ def local_checkpoint(filename: str, hint: str = '') -> Optional[str]:
     return path
 
 
-def _download_once(url: str, path: str) -> None:
+def _download(url: str) -> str:
+    """The copy of ``url`` in torch's hub cache, downloaded if missing (rank 0 first),
+    under a directory hashed from the whole URL: the official links all end in
+    ``/root/content``."""
+    path = osp.join(torch.hub.get_dir(), 'checkpoints',
+                    hashlib.sha256(url.encode()).hexdigest()[:16],
+                    osp.basename(urlparse(url).path) or 'checkpoint')
+    rank, world_size = get_dist_info()
+    if rank > 0:
+        torch.distributed.barrier()
     if not osp.isfile(path):
         os.makedirs(osp.dirname(path), exist_ok=True)
         print_log(f'Downloading {url} to {path}', logger='current')
         torch.hub.download_url_to_file(url, path, progress=False)
-
-
-def cached_download(url: str) -> str:
-    """The local copy of an http(s) ``url``, downloaded if missing (rank 0 first):
-    ``TORCH_HOME/hub/checkpoints/HASH/NAME`` with ``HASH`` from the whole URL, so that
-    URLs with the same file name (the official BiFormer links all end in
-    ``/root/content``) are different files."""
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    path = osp.join(torch.hub.get_dir(), 'checkpoints', digest,
-                    osp.basename(urlparse(url).path) or 'checkpoint')
-    rank, world_size = get_dist_info()
-    if rank == 0:
-        _download_once(url, path)
-    if world_size > 1:
+    if rank == 0 and world_size > 1:
         torch.distributed.barrier()
-        if rank > 0:
-            _download_once(url, path)
     return path
 
 
@@ -121,7 +104,7 @@ def _open(filename: str, hint: str) -> Union[str, IO[bytes]]:
         return path
     url = _strip_prefix(filename)
     if url.startswith(('http://', 'https://')):
-        return cached_download(url)
+        return _download(url)
     try:
         return io.BytesIO(fileio.get(url))
     except KeyError as error:  # no file backend: one of mmengine's model-zoo schemes
@@ -132,29 +115,16 @@ def _open(filename: str, hint: str) -> Union[str, IO[bytes]]:
             f'full. Give the http(s) URL it stands for, or a local copy.') from error
 
 
-# 1. Reading weights-only.
-
 _ADDED_GLOBALS: List[GlobalEntry] = []
 """:func:`add_safe_globals` entries where torch has no allow-list."""
 
 
 def add_safe_globals(entries: Sequence[GlobalEntry]) -> None:
-    """Allow ``entries`` in every weights-only load of the process:
-    ``torch.serialization.add_safe_globals``, else :class:`RestrictedUnpickler`'s."""
+    """Allow ``entries`` in every weights-only load of the process."""
     if TORCH_HAS_ALLOWLIST:
         torch.serialization.add_safe_globals(list(entries))
     else:
         _ADDED_GLOBALS.extend(entries)
-
-
-def _load_weights_only(file: Union[str, IO[bytes]], map_location: MapLocation,
-                       allowed: Sequence[GlobalEntry], mmap: bool) -> Any:
-    if TORCH_HAS_ALLOWLIST:
-        with torch.serialization.safe_globals(list(allowed)):
-            return torch.load(file, map_location, weights_only=True, mmap=mmap)
-    # Not a full load: the restricted unpickler refuses every global outside its list.
-    return torch.load(file, map_location, weights_only=False, mmap=mmap,
-                      pickle_module=restricted_pickle_module([*_ADDED_GLOBALS, *allowed]))
 
 
 def _refused(file: Union[str, IO[bytes]], error: Exception,
@@ -200,7 +170,12 @@ def read_checkpoint(filename: str,
     if filename.startswith(TRUSTED_PREFIX):
         return torch.load(file, map_location, weights_only=False, mmap=mmap)
     try:
-        return _load_weights_only(file, map_location, allowed, mmap)
+        if TORCH_HAS_ALLOWLIST:
+            with torch.serialization.safe_globals(list(allowed)):
+                return torch.load(file, map_location, weights_only=True, mmap=mmap)
+        # Not a full load: the restricted unpickler refuses every global outside its list.
+        return torch.load(file, map_location, weights_only=False, mmap=mmap,
+                          pickle_module=restricted_pickle_module([*_ADDED_GLOBALS, *allowed]))
     except pickle.UnpicklingError as error:
         raise UnsafeCheckpointError(
             f'Checkpoint {filename} holds {_refused(file, error, allowed)} beyond the '
@@ -211,31 +186,24 @@ def read_checkpoint(filename: str,
             from error
 
 
-# 2, 3. mmengine's loaders of weights-only:// and trusted://.
-
-
 @CheckpointLoader.register_scheme(prefixes=WEIGHTS_ONLY_PREFIX)
 def load_from_weights_only(filename: str, map_location: MapLocation = None) -> Any:
-    """``weights-only://PATH``: :func:`read_checkpoint`, allowing :func:`add_safe_globals`'
-    types only (the training checkpoints', once :mod:`biformer_mm.engine` is imported)."""
+    """``weights-only://PATH``, allowing :func:`add_safe_globals`' types only."""
     return read_checkpoint(filename, map_location, allowed=())
 
 
 @CheckpointLoader.register_scheme(prefixes=TRUSTED_PREFIX)
 def load_from_trusted(filename: str, map_location: MapLocation = None) -> Any:
-    """``trusted://PATH``: the file in full (``weights_only=False``)."""
+    """``trusted://PATH``: the file in full."""
     return read_checkpoint(filename, map_location)
 
 
 def weights_only_path(filename: Optional[str],
                       where: str = 'the checkpoint path') -> Optional[str]:
-    """The path to give mmengine (``load_from``, an inferencer's ``weights``) so that it
-    reads ``filename`` weights-only. A local file is read now (memory-mapped), so that a
+    """``weights-only://filename``, the path to give mmengine (``load_from``, an
+    inferencer's ``weights``) to read ``filename`` weights-only; ``filename`` itself if
+    None or already prefixed. A local file is read now (memory-mapped), so that a
     missing or refused file fails before anything is built.
-
-    Returns:
-        str | None: ``weights-only://filename``; ``filename`` itself if it is None or
-        already carries ``trusted://`` or ``weights-only://``.
 
     Raises:
         FileNotFoundError: If a local file does not exist.
@@ -251,10 +219,9 @@ def weights_only_path(filename: Optional[str],
     return WEIGHTS_ONLY_PREFIX + filename
 
 
-# 5. The training checkpoints mmengine writes for our configs (with and without AMP)
-# hold mmengine's HistoryBuffer, which pickles its statistics methods as
-# getattr(HistoryBuffer, 'min') and so on, and numpy arrays, dtypes and scalars.
-
+# The training checkpoints mmengine writes for our configs hold mmengine's HistoryBuffer,
+# which pickles its statistics methods as getattr(HistoryBuffer, 'min') and so on, and
+# numpy arrays, dtypes and scalars.
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 NUMPY_DTYPES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32',
                 'uint64', 'float16', 'float32', 'float64')  # no object arrays
@@ -282,29 +249,35 @@ def training_checkpoint_globals() -> List[GlobalEntry]:
 
 
 def allow_training_checkpoints() -> None:
-    """:func:`add_safe_globals` of :func:`training_checkpoint_globals`: for every
-    weights-only load of the process, torch's own from torch 2.5 on."""
+    """Allow :func:`training_checkpoint_globals` in every weights-only load."""
     add_safe_globals(training_checkpoint_globals())
 
 
-# 1. The weights-only unpickler of torch < 2.5.
+def _checked(opcode: bytes, position: int, state: bool = False) -> Any:
+    """Python's unpickler's ``opcode`` after checking the callee (``state``: the type
+    whose state is set) at ``position`` of the stack."""
+    load = pickle._Unpickler.dispatch[opcode[0]]
 
+    def checked_load(self: 'RestrictedUnpickler') -> None:
+        obj = self.stack[position]
+        self._check(*((type(obj), 'the state of an instance of') if state else (obj, )))
+        load(self)
 
-def _named(entries: Sequence[GlobalEntry]) -> Dict[str, Any]:
-    """``{'module.name': object}`` for allow-list entries, named as torch names them."""
-    return dict(entry[::-1] if isinstance(entry, tuple) else
-                (f'{entry.__module__}.{entry.__qualname__}', entry) for entry in entries)
+    return checked_load
 
 
 class RestrictedUnpickler(pickle._Unpickler):
     """Python's unpickler restricted as torch's weights-only one: a global resolves only
-    if :attr:`allowed` names it; only allowed objects are called (``REDUCE``, ``NEWOBJ``,
-    ``NEWOBJ_EX``, ``OBJ``, ``INST``), not what a call returned; state is set
-    (``BUILD``) only on instances of allowed types, never on a class, function or
-    module. Anything else raises :class:`pickle.UnpicklingError`."""
+    if :attr:`allowed` names it; only allowed objects are called, not what a call
+    returned; state is set only on instances of allowed types. Anything else raises
+    :class:`pickle.UnpicklingError`."""
 
-    allowed: Dict[str, Any] = {}
+    allowed: dict = {}
     dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch.update({pickle.REDUCE[0]: _checked(pickle.REDUCE, -2),
+                     pickle.NEWOBJ[0]: _checked(pickle.NEWOBJ, -2),
+                     pickle.NEWOBJ_EX[0]: _checked(pickle.NEWOBJ_EX, -3),
+                     pickle.BUILD[0]: _checked(pickle.BUILD, -2, state=True)})
 
     def find_class(self, module: str, name: str) -> Any:
         # Pickles of protocol < 3 (torch.save writes 2) use Python 2 names.
@@ -318,43 +291,25 @@ class RestrictedUnpickler(pickle._Unpickler):
         if not any(obj is allowed for allowed in self.allowed.values()):
             raise pickle.UnpicklingError(f'{what} {obj!r}')
 
-    def _instantiate(self, klass: Any, args: list) -> None:
+    def _instantiate(self, klass: Any, args: list) -> None:  # INST and OBJ
         self._check(klass)
         super()._instantiate(klass, args)
-
-    def load_reduce(self) -> None:
-        self._check(self.stack[-2])
-        super().load_reduce()
-
-    def load_newobj(self) -> None:
-        self._check(self.stack[-2])
-        super().load_newobj()
-
-    def load_newobj_ex(self) -> None:
-        self._check(self.stack[-3])
-        super().load_newobj_ex()
-
-    def load_build(self) -> None:
-        self._check(type(self.stack[-2]), 'the state of an instance of')
-        super().load_build()
-
-    dispatch[pickle.REDUCE[0]] = load_reduce
-    dispatch[pickle.NEWOBJ[0]] = load_newobj
-    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
-    dispatch[pickle.BUILD[0]] = load_build
 
 
 def restricted_pickle_module(allowed: Sequence[GlobalEntry]) -> types.ModuleType:
     """A ``torch.load(pickle_module=...)`` whose unpickler is :class:`RestrictedUnpickler`
     allowing torch's own weights-only globals, what torch >= 2.5 allows by default
-    besides (bytes as ``_codecs.encode``, bytearray, complex, set, Counter,
-    ``torch.device``, every torch dtype) and ``allowed``."""
+    besides, and ``allowed``."""
     from torch._weights_only_unpickler import _get_allowed_globals
     newer_defaults = [(_codecs.encode, '_codecs.encode'), bytearray, complex, set,
                       collections.Counter, (torch.device, 'torch.device'),
                       *((t, str(t)) for t in vars(torch).values()
                         if isinstance(t, torch.dtype))]
-    names = {**_get_allowed_globals(), **_named(newer_defaults), **_named(allowed)}
+    names = {**_get_allowed_globals()}
+    for entry in [*newer_defaults, *allowed]:  # named as torch names them
+        obj, name = entry if isinstance(entry, tuple) else (
+            entry, f'{entry.__module__}.{entry.__qualname__}')
+        names[name] = obj
     module = types.ModuleType('biformer_mm_restricted_pickle')
     module.Unpickler = type('Unpickler', (RestrictedUnpickler, ), {'allowed': names})
     module.load = lambda file, **kwargs: module.Unpickler(file, **kwargs).load()

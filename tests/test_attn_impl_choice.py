@@ -130,7 +130,8 @@ def test_deterministic_mode_rules_out_the_atomic_backward(gpu):
 def load_bra_triton_with(monkeypatch, fake_triton):
     """A fresh copy of bra_triton imported with ``sys.modules['triton'] = fake_triton``."""
     monkeypatch.setitem(sys.modules, 'triton', fake_triton)
-    spec = importlib.util.spec_from_file_location('_bra_triton_copy', bra_triton.__file__)
+    spec = importlib.util.spec_from_file_location('biformer_mm.ops._bra_triton_copy',
+                                                  bra_triton.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -267,6 +267,13 @@ def test_interpreter_double_backward_raises_naming_the_fix(interpreter_results) 
     assert 'differentiable once' in message and "attn_impl='gather'" in message
 
 
+def test_interpreter_triton_operator_passes_opcheck(interpreter_results) -> None:
+    """``torch.library.opcheck`` (schema, fake against the kernel, autograd
+    registration, AOT dispatch with dynamic shapes) passes on the fused kernels as an
+    operator, forward with and without gradients, and backward."""
+    assert interpreter_results['opcheck'] == 'passed'
+
+
 def test_cpu_without_interpreter_is_unsupported() -> None:
     """Plain CPU tensors are rejected with a RuntimeError pointing at attn_impl='torch'."""
     if bra_triton.INTERPRETER:
@@ -290,7 +297,7 @@ def test_unsupported_dtype() -> None:
 def test_import_without_triton(monkeypatch) -> None:
     """The module imports without Triton and reports it as unsupported."""
     monkeypatch.setitem(sys.modules, 'triton', None)
-    spec = importlib.util.spec_from_file_location('_bra_triton_without_triton',
+    spec = importlib.util.spec_from_file_location('biformer_mm.ops._bra_triton_without_triton',
                                                   bra_triton.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -463,7 +470,49 @@ def _interpreter_worker(result_file: str) -> None:
         results['double_backward'] = 'no error'
     except RuntimeError as e:
         results['double_backward'] = str(e)
+    results['opcheck'] = _opcheck_triton_operator(call(6, 2))
     torch.save(results, result_file)
+
+
+def _opcheck_triton_operator(inputs) -> str:
+    """``torch.library.opcheck`` of the fused kernels as the operator runs them on CUDA
+    (``routed_attention_op``: forward kernel, backward by differentiating it), registered
+    here for the interpreter's CPU tensors. Returns ``'passed'`` or the error."""
+    lib = 'biformer_mm_interpreter'
+
+    @torch.library.custom_op(f'{lib}::routed_attention', mutates_args=())
+    def forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float) -> Tensor:
+        return bra_triton.routed_attention_triton_heads_first(q, k, v, r_idx,
+                                                              scale).contiguous()
+
+    @torch.library.custom_op(f'{lib}::routed_attention_backward', mutates_args=())
+    def backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
+                 scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+            out = bra_triton.routed_attention_triton_heads_first(*leaves, r_idx, scale)
+            return tuple(g.contiguous() for g in torch.autograd.grad(out, leaves, grad_out))
+
+    forward.register_fake(lambda q, k, v, r_idx, scale: q.new_empty(q.shape[:-1] + v.shape[-1:]))
+    backward.register_fake(lambda g, q, k, v, r_idx, scale: (
+        torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)))
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:4])
+        ctx.scale = inputs[4]
+
+    forward.register_autograd(
+        lambda ctx, grad: (*backward(grad, *ctx.saved_tensors, ctx.scale), None, None),
+        setup_context=setup_context)
+    q, k, v, r_idx = inputs
+    try:
+        for requires_grad in (False, True):
+            torch.library.opcheck(forward, (*(t.clone().requires_grad_(requires_grad)
+                                              for t in (q, k, v)), r_idx, 0.25))
+        torch.library.opcheck(backward, (torch.randn_like(v), q, k, v, r_idx, 0.25))
+    except Exception as e:  # noqa: BLE001  reported to the test, which names it
+        return f'{type(e).__name__}: {e}'
+    return 'passed'
 
 
 if __name__ == '__main__':

@@ -271,6 +271,18 @@ def test_a_typo_in_a_custom_ann_file_gives_no_coco_advice(tmp_path, capsys):
     assert 'Check data_root, ann_file and data_prefix' in message
 
 
+def test_an_annotation_file_that_is_no_json_and_an_unknown_type_are_one_message(tmp_path,
+                                                                             capsys):
+    config = own_coco(tmp_path)
+    (tmp_path / 'annotations' / 'train.json').write_text('{"images": [')
+    message = stops(capsys, config)
+    assert 'DatasetMismatchError: The files of train_dataloader.dataset cannot be read as a ' \
+        'CocoDataset: JSONDecodeError' in message
+    message = stops(capsys, config, '--cfg-options', 'train_dataloader.dataset.type=CocoDatset')
+    assert 'train_dataloader.dataset cannot be built: KeyError' in message
+    assert 'CocoDatset' in message
+
+
 def test_missing_toy_data_names_the_generator(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     message = stops(capsys, DET_TOY)
@@ -379,8 +391,9 @@ def own_ade(root, label_values=(0, 1, 150)) -> dict:
 
 
 def test_own_segmentation_data_that_fits_passes(tmp_path):
+    # 255 stays the ignore index under reduce_zero_label, as in mmseg's LoadAnnotations.
     cli.train_config(cli.train_parser().parse_args(
-        [SEG_TOY, '--cfg-options', *own_ade(tmp_path)]))
+        [SEG_TOY, '--cfg-options', *own_ade(tmp_path, (0, 1, 150, 255))]))
 
 
 def test_label_values_beyond_num_classes_name_the_file_and_the_fix(tmp_path, capsys):

@@ -22,7 +22,6 @@ from _export_cases import (EXPORT_SIZE, MIN_MARGIN, OTHER_SIZES, check_no_near_t
                            max_errors, routing_margin, tiny_backbone)
 from biformer_mm.analysis import build_tensor_mode
 from biformer_mm.engine import load_config
-from biformer_mm.engine.onnx_export import other_size_input
 from biformer_mm.ops import ATTN_IMPLS
 from conftest import DET_TOY, REPO_ROOT, SEG_TOY, load_tool
 
@@ -115,7 +114,7 @@ def tool_model(config: str, photo: str, dynamic: bool, seed: int) -> str:
     checked = [verify_inputs]
     if dynamic:  # and the input the tool checks dynamic graphs with
         assert verify_inputs.shape != inputs.shape
-        checked.append(other_size_input(inputs))
+        checked.append(export_onnx.other_size_input(inputs))
     for x in checked:
         assert routing_margin(network.model.backbone, x) >= MIN_MARGIN, 'near tie'
     checkpoint = osp.join(osp.dirname(photo), 'weights.pth')

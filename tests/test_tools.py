@@ -168,7 +168,8 @@ def test_mim_train_and_test(installed_package, toy_coco_workdir):
     assert 'Epoch(train) [1][2/2]' in output
     checkpoint = osp.join(work_dir, 'epoch_1.pth')
 
-    output = run([mim, 'test', 'biformer_mm', TOY, '--checkpoint', checkpoint,
+    # Spelled as a distribution name, too (the spelling docs/install.md gives for mim).
+    output = run([mim, 'test', 'biformer-mm', TOY, '--checkpoint', checkpoint,
                   '--work-dir', work_dir], cwd=toy_coco_workdir,
                  pythonpath=installed_package)
     assert 'coco/bbox_mAP:' in output and 'coco/segm_mAP:' in output

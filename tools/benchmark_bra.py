@@ -1,39 +1,33 @@
-"""Benchmark the Bi-Level Routing Attention implementations side by side.
+"""Benchmark BiFormer's routed attention, backbone and detector side by side.
 
-For every case and implementation this measures, in a fresh process each, the median
-forward time, the median forward+backward time (after warm-up) and the peak memory of
-one forward+backward:
+Every row runs in a fresh process, through one timing loop: the first call (with the
+runtime's compilation or export), then after ``--warmup`` calls the median of
+``--repeats`` calls of each timed step, and the peak memory of the first call (CUDA:
+``max_memory_allocated`` after a reset minus the memory held before; CPU: peak RSS minus
+RSS before).
 
-- CUDA: ``torch.cuda.max_memory_allocated()`` after a reset, minus the memory held
-  before the step (inputs and weights).
-- CPU: the process's peak resident set size (``ru_maxrss``) minus its resident size
-  before the first step, so that each implementation is measured alone.
+``--mode attention`` (default): every routed-attention implementation at BiFormer-S's
+shapes (each routing stage at the Mask R-CNN 2x3x800x1216 / n_win 16, UperNet
+2x3x512x512 / n_win 8 and classification 64x3x224x224 / n_win 7 inputs), the BiFormer-S
+and mmdet Swin-T backbone training steps (forward, forward+backward), then whole-model
+inference: Mask R-CNN and UperNet with BiFormer-S, Swin-T and ResNet-50 (the libraries'
+own configs) on one random image at the config's test size, in ``tensor`` mode (the
+network without post-processing, :mod:`biformer_mm.analysis.tensor_mode`). ``--device
+cpu`` runs a reduced set.
 
-Cases use BiFormer-S's real shapes: each routing stage of Mask R-CNN (2x3x800x1216,
-n_win 16), UperNet (2x3x512x512, n_win 8) and classification (64x3x224x224, n_win 7)
-inputs, the whole BiFormer-S backbone training step, and mmdet's Swin-T backbone step at
-the same input as an outside reference. ``--device cpu`` runs a reduced set.
-
-Whole-model inference rows run a Mask R-CNN and an UperNet with BiFormer-S, mmdet's /
-mmseg's Swin-T and ResNet-50 (their own configs) on one random image at the config's
-test size (its test ``Resize`` scale: 800x1333 and 512x2048), under ``torch.no_grad``, in
-``tensor`` mode: the network without post-processing, whose cost random weights would
-make meaningless (see :mod:`biformer_mm.analysis.tensor_mode`). They report the median
-time per image (images/s) and the peak memory of one forward; BiFormer-S runs its
-default ``attn_impl``.
+``--mode runtimes``: the BiFormer-S and Swin-T backbones and (inference only) Mask R-CNN
+with each, at one image (default 1x3x800x1216), in eager PyTorch, ``torch.compile`` and
+onnxruntime (the legacy ``torch.onnx`` exporter's graph, checked against eager), CPU.
+Every row runs ``--runs`` times; the speed-up over eager and BiFormer-S / Swin-T are
+taken within a run and reported as the median and min-max over the runs.
 
 Rows name the algorithm they ran (``'chunked'``, ``'sdpa'``, ``'triton'``, ``'gather'``;
 ``auto: ALGORITHM`` where a model runs its default ``attn_impl``).
 
-``--mode compile`` instead compares BiFormer-S and mmdet's Swin-T backbones at one image
-(default 1x3x800x1216), eager and ``torch.compile`` (inductor), side by side: each row
-``--runs`` times in a fresh process, reporting the first step (compilation included)
-and the median step with the runs' spread.
-
 Example::
 
-    python tools/benchmark_bra.py --device cpu --out work_dirs/benchmark_bra_cpu.json
-    python tools/benchmark_bra.py --device cpu --mode compile --runs 3
+    python tools/benchmark_bra.py --device cpu
+    python tools/benchmark_bra.py --device cpu --mode runtimes --runs 3
     python tools/benchmark_bra.py --device cuda --dtype bf16
 """
 import argparse
@@ -44,6 +38,7 @@ import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -58,7 +53,9 @@ INPUTS = {
 }
 IMPLS = ('gather', 'chunked', 'sdpa', 'triton')
 """The algorithms (``attn_impl`` values) rows can measure; each row names the one it ran."""
+RUNTIMES = ('eager', 'compile', 'onnxruntime')
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / 'tools' / 'deploy'))  # export_onnx: the ONNX check's helpers
 MODEL_CONFIGS = {
     ('maskrcnn', 'biformer_s'): str(REPO_ROOT / 'configs/detection/maskrcnn_biformer_s.py'),
     ('maskrcnn', 'swin_t'): 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
@@ -68,85 +65,96 @@ MODEL_CONFIGS = {
     'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
     ('upernet', 'r50'): 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py',
 }
-"""Whole models for the inference rows: ours and the libraries' own configs."""
+"""Whole models (tensor mode, inference): ours and the libraries' own configs."""
 
 
 def case_list(device: str) -> List[dict]:
-    """Cases for a device: the full set on CUDA, a reduced one on CPU; both end with the
+    """``--mode attention``: the full set on CUDA, a reduced one on CPU; both end with the
     whole-model inference rows."""
     models = [dict(kind='model', model=model, backbone=backbone)
               for model, backbone in MODEL_CONFIGS]
+    steps = [dict(kind='backbone', backbone=b, batch=2 if device == 'cuda' else 1, n_win=16,
+                  size=(800, 1216) if device == 'cuda' else (512, 768))
+             for b in ('biformer_s', 'swin_t')]
     if device == 'cuda':
-        cases = [dict(kind='bra', input=name, stage=s) for name in INPUTS for s in STAGES]
-        size = (800, 1216)
-        cases += [dict(kind='backbone', model='biformer_s', batch=2, size=size, n_win=16),
-                  dict(kind='backbone', model='swin_t', batch=2, size=size)]
-        return cases + models
+        return [dict(kind='bra', input=name, stage=s) for name in INPUTS
+                for s in STAGES] + steps + models
     # Mask R-CNN stage 1 is left out: the original algorithm's gather backward alone
     # needs 12 GiB per image there. Stage 2 runs one image (7 GiB), stage 3 the real two.
     cases = [dict(kind='bra', input='maskrcnn', stage=2, batch=1),
              dict(kind='bra', input='maskrcnn', stage=3)]
-    cases += [dict(kind='bra', input='upernet', stage=s, batch=1) for s in (1, 2, 3)]
-    cases += [dict(kind='bra', input='cls', stage=s, batch=8) for s in (1, 2, 3)]
-    size = (512, 768)
-    cases += [dict(kind='backbone', model='biformer_s', batch=1, size=size, n_win=16),
-              dict(kind='backbone', model='swin_t', batch=1, size=size)]
-    return cases + models
+    cases += [dict(kind='bra', input=name, stage=s, batch=1 if name == 'upernet' else 8)
+              for name in ('upernet', 'cls') for s in (1, 2, 3)]
+    return cases + steps + models
 
 
-def model_config(case: dict):
-    """The config of a whole-model case."""
-    from mmengine.hub import get_config
+def runtime_cases(size, step: str, runtimes, backend: str) -> List[dict]:
+    """``--mode runtimes``: the BiFormer-S (n_win 16, as the detection configs) and
+    Swin-T backbones, then for inference Mask R-CNN with each, in every runtime but
+    onnxruntime; each BiFormer-S row next to its Swin-T row.
 
-    from biformer_mm.engine import load_config
-    path = MODEL_CONFIGS[case['model'], case['backbone']]
-    return get_config(path) if '::' in path else load_config(path)
+    Mask R-CNN has no onnxruntime row: ``torch.onnx`` cannot export mmdet 3.3's Mask
+    R-CNN (its box coder imports the removed ``mmdet.core.export`` while exporting) and
+    our exporter refuses two-stage detectors (docs/deploy.md: mmdeploy, classic stack).
+    """
+    nets = [dict(kind='backbone', batch=1, n_win=16)]
+    nets += [dict(kind='model', model='maskrcnn')] if step == 'infer' else []
+    return [dict(net, backbone=b, size=tuple(size), step=step, runtime=r, backend=backend)
+            for net in nets for r in runtimes for b in ('biformer_s', 'swin_t')
+            if net['kind'] == 'backbone' or r != 'onnxruntime']
 
 
 def case_name(case: dict) -> str:
-    if case['kind'] == 'model':
-        size = 'x'.join(map(str, case['size'])) if 'size' in case else 'test size'
-        return f"{case['model']} {case['backbone']} inference, 1 image at {size}"
     if case['kind'] == 'bra':
         spec = INPUTS[case['input']]
-        batch = case.get('batch', spec['batch'])
         h, w = spec['size']
-        return (f"BRA stage {case['stage']}, {case['input']} {batch}x3x{h}x{w}, "
-                f"n_win {spec['n_win']}")
-    h, w = case['size']
-    return f"{case['model']} backbone step, {case['batch']}x3x{h}x{w}"
+        return (f"BRA stage {case['stage']}, {case['input']} "
+                f"{case.get('batch', spec['batch'])}x3x{h}x{w}, n_win {spec['n_win']}")
+    size = 'x'.join(map(str, case['size'])) if 'size' in case else 'test size'
+    if case['kind'] == 'model':
+        name = f"{case['model']} {case['backbone']} inference, 1 image at {size}"
+    else:
+        name = f"{case['backbone']} backbone {case.get('step', 'step')}, {case['batch']}x3x{size}"
+    return name + (f", {case['runtime']}" if 'runtime' in case else '')
+
+
+def bra_input(case: dict) -> Tuple[int, int, int, int]:
+    """``(batch, height, width, channels)`` of a routed-attention case's input."""
+    spec = INPUTS[case['input']]
+    height, width = (math.ceil(s / 4 / 2**(case['stage'] - 1)) for s in spec['size'])
+    return case.get('batch', spec['batch']), height, width, STAGES[case['stage']][0]
 
 
 def gather_bytes(case: dict) -> int:
     """Memory the original algorithm's expanded gather backward needs (P-fold copy)."""
-    spec = INPUTS[case['input']]
-    batch = case.get('batch', spec['batch'])
-    dim, _ = STAGES[case['stage']]
-    h, w = (math.ceil(s / 4 / 2**(case['stage'] - 1)) for s in spec['size'])
-    n = spec['n_win']
-    tokens = math.ceil(h / n) * math.ceil(w / n)
-    return batch * n**4 * tokens * 3 * dim * 4
+    batch, h, w, dim = bra_input(case)
+    n = INPUTS[case['input']]['n_win']
+    return batch * n**4 * math.ceil(h / n) * math.ceil(w / n) * 3 * dim * 4
 
 
 def _build(case: dict, impl: Optional[str], device: str):
-    """Module and input for a case."""
+    """Module and input for a case: attention layers and backbones in training mode, whole
+    models in eval mode."""
     import torch
 
     if case['kind'] == 'model':
+        from mmengine.hub import get_config
+
         from biformer_mm.analysis import build_tensor_mode
-        module, x = build_tensor_mode(model_config(case), case.get('size'))
+        from biformer_mm.engine import load_config
+        path = MODEL_CONFIGS[case['model'], case['backbone']]
+        cfg = get_config(path) if '::' in path else load_config(path)
+        module, x = build_tensor_mode(cfg, case.get('size'))
         return module.to(device), x.to(device)
     if case['kind'] == 'bra':
         from biformer_mm.models.layers import BiLevelRoutingAttention
-        spec = INPUTS[case['input']]
-        batch = case.get('batch', spec['batch'])
-        dim, topk = STAGES[case['stage']]
-        h, w = (math.ceil(s / 4 / 2**(case['stage'] - 1)) for s in spec['size'])
-        module = BiLevelRoutingAttention(dim, dim // 32, spec['n_win'], topk, attn_impl=impl)
+        batch, h, w, dim = bra_input(case)
+        module = BiLevelRoutingAttention(dim, dim // 32, INPUTS[case['input']]['n_win'],
+                                         STAGES[case['stage']][1], attn_impl=impl)
         x = torch.randn(batch, h, w, dim, device=device)
-    elif case['model'] == 'biformer_s':
+    elif case['backbone'] == 'biformer_s':
         from biformer_mm import BiFormer
-        module = BiFormer(arch='small', n_win=case['n_win'], attn_impl=impl)
+        module = BiFormer(arch='small', n_win=case['n_win'], attn_impl=impl or 'auto')
         x = torch.randn(case['batch'], 3, *case['size'], device=device)
     else:
         from mmdet.models.backbones import SwinTransformer
@@ -164,151 +172,82 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def _onnxruntime(module, x, path: str) -> Callable:
+    """``module`` exported on ``x`` to ``path`` by the legacy ONNX exporter (mmdeploy's;
+    BiFormer records :mod:`biformer_mm.ops.export_path`), as a call of an onnxruntime CPU
+    session with torch's thread count."""
+    import onnxruntime
+    import torch
+
+    from export_onnx import INPUT_NAME
+    torch.onnx.export(module, (x, ), path, opset_version=17, dynamo=False,
+                      input_names=[INPUT_NAME])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    return lambda inputs: session.run(None, {INPUT_NAME: inputs.numpy()})
+
+
 def _measure(case: dict, impl: Optional[str], device: str, dtype: str, warmup: int,
              repeats: int) -> dict:
-    """Child process: time and measure one implementation on one case."""
+    """Child process: one row. Training rows time the forward (``no_grad``) and the
+    forward+backward; inference rows (``kind='model'`` or ``step='infer'``: eval mode) the
+    forward; ``step='train'`` only the forward+backward. The first call of the last
+    step is timed with the runtime's preparation (``first_s``) and gives the peak."""
     import torch
-    module, x = _build(case, impl, device)
-    inference = case['kind'] == 'model'
-    amp = torch.autocast(device_type=device, dtype=torch.bfloat16,
-                         enabled=dtype == 'bf16')
 
-    def sync():
-        if device == 'cuda':
+    from export_onnx import flatten_outputs, onnx_errors
+    module, x = _build(case, impl, device)
+    step = case.get('step')
+    if step == 'infer':
+        module.eval()
+    cuda = device == 'cuda'
+    amp = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == 'bf16')
+    tmp = tempfile.TemporaryDirectory()
+
+    def forward(grad: bool):
+        with torch.set_grad_enabled(grad), amp:
+            return run(x)
+
+    def fwd_bwd():
+        sum(o.float().mean() for o in flatten_outputs(forward(True))).backward()
+
+    steps = {} if step == 'train' else {'fwd_ms': lambda: forward(False)}
+    if case['kind'] != 'model' and step != 'infer':
+        steps['fwd_bwd_ms'] = fwd_bwd
+
+    def call(fn):
+        fn()
+        if cuda:
             torch.cuda.synchronize()
 
-    def forward():
-        with amp:
-            out = module(x)
-        return out if isinstance(out, torch.Tensor) else sum(o.float().mean() for o in out)
-
-    def step():
-        forward().float().mean().backward()
-
-    def infer():
-        with torch.no_grad(), amp:
-            module(x)
-
-    sync()
-    if device == 'cuda':
+    call(lambda: None)
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _rss_bytes()
-    (infer if inference else step)()
-    sync()
-    if device == 'cuda':
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    for _ in range(warmup):
-        (infer if inference else step)()
-
-    def timed(fn) -> float:
+    base = torch.cuda.memory_allocated() if cuda else _rss_bytes()
+    start = time.perf_counter()
+    runtime = case.get('runtime', 'eager')
+    run = (torch.compile(module, backend=case['backend']) if runtime == 'compile' else
+           _onnxruntime(module, x, f'{tmp.name}/model.onnx') if runtime == 'onnxruntime'
+           else module)
+    call(list(steps.values())[-1])
+    result = dict(first_s=time.perf_counter() - start, input_shape=list(x.shape),
+                  peak_mb=((torch.cuda.max_memory_allocated() if cuda else
+                            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) -
+                           base) / 2**20)
+    for fn in steps.values():
+        for _ in range(warmup):
+            call(fn)
+    for name, fn in steps.items():
         times = []
         for _ in range(repeats):
-            sync()
             start = time.perf_counter()
-            fn()
-            sync()
+            call(fn)
             times.append(time.perf_counter() - start)
-        return statistics.median(times) * 1e3
-
-    if inference:
-        fwd = timed(infer)
-        return dict(fwd_ms=fwd, images_per_s=1e3 / fwd, peak_mb=peak / 2**20,
-                    input_shape=list(x.shape))
-    with torch.no_grad():
-        fwd = timed(forward)
-    fwd_bwd = timed(step)
-    return dict(fwd_ms=fwd, fwd_bwd_ms=fwd_bwd, peak_mb=peak / 2**20)
-
-
-def _measure_compile(case: dict, device: str, dtype: str, warmup: int,
-                     repeats: int) -> dict:
-    """Child process: one backbone (BiFormer-S with its default ``attn_impl``, or
-    mmdet's Swin-T), eager or ``torch.compile(backend=case['compile'])``: the first
-    step's time (for a compiled module: compilation included) and the median step after
-    warm-up. ``case['step']`` is ``'infer'`` (eval mode, ``torch.no_grad``) or
-    ``'train'`` (forward and backward)."""
-    import torch
-    biformer = case['model'] == 'biformer_s'
-    module, x = _build(dict(case, kind='backbone'), 'auto' if biformer else None, device)
-    train = case['step'] == 'train'
-    if not train:
-        module.eval()
-    if case['compile']:
-        module = torch.compile(module, backend=case['compile'])
-    amp = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == 'bf16')
-
-    def step():
-        with torch.set_grad_enabled(train), amp:
-            outs = module(x)
-        if train:
-            sum(o.float().mean() for o in outs).backward()
-        if device == 'cuda':
-            torch.cuda.synchronize()
-
-    start = time.perf_counter()
-    step()
-    first = time.perf_counter() - start
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return dict(first_step_s=first, step_ms=statistics.median(times) * 1e3,
-                algorithm=auto_algorithm(device, dtype) if biformer else 'n/a')
-
-
-def compile_cases(size: Tuple[int, int], backend: str, step: str) -> List[dict]:
-    """BiFormer-S (n_win 16, as the detection configs) and mmdet's Swin-T backbones,
-    eager and compiled, at one image of ``size``."""
-    return [dict(kind='compile', model=model, batch=1, size=tuple(size), n_win=16,
-                 compile=compiled, step=step)
-            for model in ('biformer_s', 'swin_t') for compiled in (None, backend)]
-
-
-def compile_mode_name(case: dict) -> str:
-    return f"compile ({case['compile']})" if case['compile'] else 'eager'
-
-
-def run_compile_mode(args, rows: List[dict], save: Callable[[], None]) -> None:
-    """``--mode compile``: :func:`compile_cases`, each ``--runs`` times in a fresh
-    process, then a table of each row's median over the runs with the runs' spread."""
-    cases = compile_cases(args.size, args.compile_backend, args.compile_step)
-    for run in range(args.runs):
-        for case in cases:
-            result = run_in_fresh_process(
-                _measure_compile, (case, args.device, args.dtype, args.warmup, args.repeats),
-                args.timeout)
-            rows.append(dict(run=run, mode=compile_mode_name(case), **case, **result))
-            save()
-            print(f"run {run + 1}/{args.runs}: {case['model']} {compile_mode_name(case)}: "
-                  f"{result}", flush=True)
-    print(f"\n| backbone ({args.compile_step}, 1x3x{args.size[0]}x{args.size[1]}) | mode | "
-          f"algorithm | first step s (median) | ms / step (median of {args.runs} runs) | "
-          f"spread (min-max) | vs eager | vs Swin-T |")
-    print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |')
-    summary = {}
-    for case in cases:
-        mode = compile_mode_name(case)
-        done = [r for r in rows if r['model'] == case['model'] and r['mode'] == mode
-                and 'error' not in r]
-        if not done:
-            print(f"| {case['model']} | {mode} | failed: "
-                  f"{next(r for r in rows if r['model'] == case['model'])['error']} |")
-            continue
-        ms = [r['step_ms'] for r in done]
-        median = summary[case['model'], mode] = statistics.median(ms)
-        eager = summary.get((case['model'], 'eager'))
-        swin = summary.get(('swin_t', mode))
-        print(f"| {case['model']} | {mode} | {done[0]['algorithm']} | "
-              f"{statistics.median(r['first_step_s'] for r in done):.1f} | {median:.0f} | "
-              f"{min(ms):.0f}-{max(ms):.0f} | {eager / median:.2f}x | "
-              f"{f'{median / swin:.2f}x' if swin else ''} |")
+        result[name] = statistics.median(times) * 1e3
+    if runtime == 'onnxruntime':  # a wrong graph's time would mean nothing
+        result['onnx_max_error'] = max(onnx_errors(f'{tmp.name}/model.onnx', module, x))
+    return result
 
 
 def _run_and_report(fn: Callable[..., dict], args: tuple, queue) -> None:
@@ -341,25 +280,6 @@ def run_case(case: dict, impl: Optional[str], args) -> dict:
         args.timeout)
 
 
-def print_inference_table(rows: List[dict]) -> None:
-    """The whole-model rows side by side, each model against its BiFormer-S row."""
-    models = [r for r in rows if r['kind'] == 'model' and 'error' not in r]
-    if not models:
-        return
-    print('\n| model | backbone | input | ms / image | images/s | peak MB | '
-          'images/s vs BiFormer-S |')
-    print('| --- | --- | --- | ---: | ---: | ---: | ---: |')
-    for row in models:
-        ours = next((r for r in models if r['model'] == row['model']
-                     and r['backbone'] == 'biformer_s'), None)
-        if ours:
-            row['images_per_s_vs_biformer_s'] = row['images_per_s'] / ours['images_per_s']
-        ratio = f"{row['images_per_s_vs_biformer_s']:.2f}x" if ours else ''
-        print(f"| {row['model']} | {row['backbone']} | {'x'.join(map(str, row['input_shape']))} "
-              f"| {row['fwd_ms']:.0f} | {row['images_per_s']:.3f} | {row['peak_mb']:.0f} | "
-              f"{ratio} |")
-
-
 def available_impls(device: str) -> List[str]:
     """The algorithms measured by default: the original and what ``attn_impl='torch'``
     runs on the device (``'chunked'`` on the CPU, ``'sdpa'`` on CUDA), and Triton on
@@ -382,45 +302,125 @@ def auto_algorithm(device: str, dtype: str) -> str:
                                                            device=device))
 
 
+def spread(values: List[float], unit: str = '', digits: int = 2) -> str:
+    """``median (min-max)`` of the runs' values."""
+    if not values:
+        return ''
+    return (f'{statistics.median(values):.{digits}f}{unit} '
+            f'({min(values):.{digits}f}-{max(values):.{digits}f})')
+
+
+def runtime_table(cases: List[dict], rows: List[dict], runs: int) -> List[dict]:
+    """Print ``--mode runtimes``' table; return its cells: each row's times, and its
+    ratios to the eager and the Swin-T row of the same run."""
+    def value(case: dict, run: int, **change) -> Optional[float]:
+        key = dict(case, run=run, **change)
+        row = next((r for r in rows if all(r.get(k) == v for k, v in key.items())), {})
+        return row.get('fwd_bwd_ms' if case['step'] == 'train' else 'fwd_ms')
+
+    h, w = cases[0]['size']
+    print(f"\n| network ({cases[0]['step']}, 1x3x{h}x{w}) | backbone | runtime | first call s "
+          f"| ms (median of {runs} runs, min-max) | speed-up vs eager | BiFormer-S / Swin-T "
+          f"| onnxruntime max error |")
+    print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |')
+    summary = []
+    for case in cases:
+        done = [r for r in rows if all(r.get(k) == v for k, v in case.items())]
+        ms = [value(case, run) for run in range(runs)]
+        eager = [value(case, run, runtime='eager') for run in range(runs)]
+        swin = [value(case, run, backbone='swin_t') for run in range(runs)]
+        cell = dict(case, impl=done[0]['impl'] if done else '', ms=[m for m in ms if m],
+                    first_s=[r['first_s'] for r in done if 'first_s' in r],
+                    vs_eager=[e / m for e, m in zip(eager, ms) if e and m],
+                    vs_swin_t=[m / s for m, s in zip(ms, swin)
+                               if m and s and case['backbone'] == 'biformer_s'],
+                    onnx_max_error=max((r['onnx_max_error'] for r in done
+                                        if 'onnx_max_error' in r), default=None),
+                    errors=sorted({r['error'] for r in done if 'error' in r}))
+        summary.append(cell)
+        error = '' if cell['onnx_max_error'] is None else f"{cell['onnx_max_error']:.2g}"
+        print(f"| {case.get('model', 'backbone')} | {case['backbone']} ({cell['impl']}) | "
+              f"{case['runtime']} | {spread(cell['first_s'], digits=0)} | "
+              f"{spread(cell['ms'], digits=0)} | {spread(cell['vs_eager'], 'x')} | "
+              f"{spread(cell['vs_swin_t'], 'x')} | {error} |"
+              + (f" failed: {'; '.join(cell['errors'])} |" if cell['errors'] else ''))
+    return summary
+
+
+def attention_tables(rows: List[dict]) -> None:
+    """``--mode attention``'s summary: BiFormer-S's steps against Swin-T's, and the whole
+    models side by side, each against its BiFormer-S row."""
+    done = [r for r in rows if 'error' not in r]
+    swin = next((r for r in done if r['kind'] == 'backbone' and r['backbone'] == 'swin_t'),
+                None)
+    for row in done:
+        if swin and row['kind'] == 'backbone' and row['backbone'] == 'biformer_s':
+            row['vs_swin_t_fwd_bwd'] = row['fwd_bwd_ms'] / swin['fwd_bwd_ms']
+            print(f"BiFormer-S ({row['impl']}) backbone step / Swin-T step: "
+                  f"{row['vs_swin_t_fwd_bwd']:.2f}x")
+    models = [r for r in done if r['kind'] == 'model']
+    if models:
+        print('\n| model | backbone | input | ms / image | images/s | peak MB | '
+              'images/s vs BiFormer-S |')
+        print('| --- | --- | --- | ---: | ---: | ---: | ---: |')
+    for row in models:
+        ours = next((r for r in models if r['model'] == row['model']
+                     and r['backbone'] == 'biformer_s'), None)
+        ratio = ''
+        if ours:
+            row['images_per_s_vs_biformer_s'] = ours['fwd_ms'] / row['fwd_ms']
+            ratio = f"{row['images_per_s_vs_biformer_s']:.2f}x"
+        print(f"| {row['model']} | {row['backbone']} | {'x'.join(map(str, row['input_shape']))} "
+              f"| {row['fwd_ms']:.0f} | {1e3 / row['fwd_ms']:.3f} | {row['peak_mb']:.0f} | "
+              f"{ratio} |")
+
+
 def main(argv: Optional[List[str]] = None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--device', choices=['cpu', 'cuda'], default='cuda')
+    parser.add_argument('--mode', choices=['attention', 'runtimes'], default='attention',
+                        help='attention: the implementations side by side (default); '
+                             'runtimes: BiFormer-S and Swin-T in eager, torch.compile and '
+                             'onnxruntime')
     parser.add_argument('--dtype', choices=['fp32', 'bf16'], default=None,
                         help='bf16 runs under autocast (default: bf16 on CUDA, fp32 on CPU)')
     parser.add_argument('--impls', default=None, help='comma-separated subset of ' +
                         ','.join(IMPLS))
     parser.add_argument('--warmup', type=int, default=None)
     parser.add_argument('--repeats', type=int, default=None)
-    parser.add_argument('--timeout', type=float, default=600, help='seconds per measurement')
+    parser.add_argument('--timeout', type=float, default=900, help='seconds per row')
     parser.add_argument('--max-gather-gb', type=float, default=None,
                         help='skip the original algorithm where its gather backward needs '
                              'more (default: 12 on CPU, 60 on CUDA)')
-    parser.add_argument('--only', default=None, help='run cases whose name contains this')
+    parser.add_argument('--only', default=None, help='run rows whose name contains this')
     parser.add_argument('--out', default=None, help='JSON output path')
-    parser.add_argument('--mode', choices=['attention', 'compile'], default='attention',
-                        help='attention: the implementations side by side (default); '
-                             'compile: BiFormer-S and Swin-T backbones eager vs '
-                             'torch.compile')
     parser.add_argument('--size', type=int, nargs=2, default=(800, 1216),
-                        help='--mode compile: input height and width (default 800 1216)')
+                        help='--mode runtimes: input height and width (default 800 1216)')
+    parser.add_argument('--step', choices=['infer', 'train'], default='infer',
+                        help='--mode runtimes: inference (no_grad; default) or a backbone '
+                             'training step (eager and compile)')
+    parser.add_argument('--runtimes', default=','.join(RUNTIMES),
+                        help='--mode runtimes: comma-separated subset of ' + ','.join(RUNTIMES))
     parser.add_argument('--compile-backend', default='inductor',
-                        help='--mode compile: torch.compile backend (default inductor)')
-    parser.add_argument('--compile-step', choices=['infer', 'train'], default='infer',
-                        help='--mode compile: inference (no_grad) or a training step')
+                        help='--mode runtimes: torch.compile backend (default inductor)')
     parser.add_argument('--runs', type=int, default=3,
-                        help='--mode compile: fresh-process runs per row (default 3)')
+                        help='--mode runtimes: runs of every row (default 3)')
     args = parser.parse_args(argv)
     cpu = args.device == 'cpu'
     args.dtype = args.dtype or ('fp32' if cpu else 'bf16')
     args.warmup = args.warmup if args.warmup is not None else (1 if cpu else 5)
     args.repeats = args.repeats or (3 if cpu else 20)
     args.max_gather_gb = args.max_gather_gb or (12 if cpu else 60)
-    suffix = '_compile' if args.mode == 'compile' else ''
+    runtimes = args.runtimes.split(',')
+    if args.mode == 'runtimes' and 'onnxruntime' in runtimes and (args.step == 'train'
+                                                                  or not cpu):
+        parser.error('onnxruntime rows are CPU inference: --device cpu --step infer, or '
+                     'leave onnxruntime out of --runtimes.')
+    suffix = '_runtimes' if args.mode == 'runtimes' else ''
     args.out = args.out or f'work_dirs/benchmark_bra_{args.device}{suffix}.json'
     import torch
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda needs a CUDA GPU; use --device cpu here.')
-    impls = args.impls.split(',') if args.impls else available_impls(args.device)
 
     rows = []
     report = dict(date=str(date.today()), device=args.device, dtype=args.dtype,
@@ -429,8 +429,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                              else platform.processor() or platform.machine()),
                   threads=torch.get_num_threads(), warmup=args.warmup, repeats=args.repeats,
                   memory=('torch.cuda.max_memory_allocated after reset, minus memory before '
-                          'the step' if args.device == 'cuda' else
-                          'peak RSS of a fresh process minus its RSS before the first step'),
+                          'the first call' if args.device == 'cuda' else
+                          'peak RSS of a fresh process minus its RSS before the first call'),
                   command=' '.join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
                   rows=rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -438,62 +438,47 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     def save() -> None:  # after every row: an interrupted run keeps what it measured
         Path(args.out).write_text(json.dumps(report, indent=2))
 
-    if args.mode == 'compile':
-        run_compile_mode(args, rows, save)
-        print(f'\nwrote {args.out}')
-        return report
-
-    print('| case | impl | fwd ms | fwd+bwd ms | peak MB | fwd+bwd speed-up vs gather | '
-          'peak memory vs gather |')
-    print('| --- | --- | ---: | ---: | ---: | ---: | ---: |')
-    for case in case_list(args.device):
-        name = case_name(case)
-        if args.only and args.only not in name:
-            continue
+    if args.mode == 'runtimes':
+        cases = runtime_cases(args.size, args.step, runtimes, args.compile_backend)
+        cases = [c for c in cases if not args.only or args.only in case_name(c)]
+        todo = [(run, case, None) for run in range(args.runs) for case in cases]
+    else:
+        impls = args.impls.split(',') if args.impls else available_impls(args.device)
+        cases = [c for c in case_list(args.device) if not args.only or args.only in case_name(c)]
         # Swin-T and the whole models run as built (BiFormer-S: its config's attn_impl).
-        case_impls = [None] if case['kind'] == 'model' or case.get('model') == 'swin_t' \
-            else impls
-        baseline = None
-        for impl in case_impls:
-            if impl == 'gather' and case['kind'] == 'bra' and \
-                    gather_bytes(case) > args.max_gather_gb * 2**30:
-                result = dict(error=f'skipped: the gather backward alone needs '
-                                    f'{gather_bytes(case) / 2**30:.0f} GiB')
-            else:
-                result = run_case(case, impl, args)
-            if impl is None:  # as built: name the algorithm BiFormer-S's 'auto' runs
-                impl = (f"auto: {auto_algorithm(args.device, args.dtype)}"
-                        if 'biformer_s' in (case.get('model'), case.get('backbone')) else
-                        'config' if case['kind'] == 'model' else 'mmdet')
-            row = dict(case=name, impl=impl, **case, **result)
-            rows.append(row)
-            save()
-            if impl == 'gather' and 'error' not in result:
-                baseline = result
-            if 'error' in result:
-                print(f"| {name} | {row['impl']} | {result['error']} | | | | |", flush=True)
-                continue
-            if case['kind'] == 'model':
-                print(f"| {name} | {row['impl']} | {result['fwd_ms']:.1f} | | "
-                      f"{result['peak_mb']:.0f} | | |", flush=True)
-                continue
-            speed = mem = ''
-            if baseline and impl != 'gather':
-                row['speedup_fwd_bwd'] = baseline['fwd_bwd_ms'] / result['fwd_bwd_ms']
-                row['memory_ratio'] = result['peak_mb'] / max(baseline['peak_mb'], 1e-6)
-                speed = f"{row['speedup_fwd_bwd']:.2f}x"
-                mem = f"{row['memory_ratio']:.3f}x"
-            print(f"| {name} | {row['impl']} | {result['fwd_ms']:.1f} | "
-                  f"{result['fwd_bwd_ms']:.1f} | {result['peak_mb']:.0f} | {speed} | {mem} |",
-                  flush=True)
-    swin = next((r for r in rows if r.get('model') == 'swin_t' and 'error' not in r), None)
-    if swin:
-        for row in rows:
-            if row.get('model') == 'biformer_s' and 'error' not in row:
-                row['vs_swin_t_fwd_bwd'] = row['fwd_bwd_ms'] / swin['fwd_bwd_ms']
-                print(f"BiFormer-S ({row['impl']}) backbone step / Swin-T step: "
-                      f"{row['vs_swin_t_fwd_bwd']:.2f}x")
-    print_inference_table(rows)
+        todo = [(0, case, impl) for case in cases for impl in (
+            [None] if case['kind'] == 'model' or case.get('backbone') == 'swin_t' else impls)]
+    print('| case | impl | first call s | fwd ms | fwd+bwd ms | peak MB | '
+          'fwd+bwd speed-up vs gather | peak memory vs gather |')
+    print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |')
+    for run, case, impl in todo:
+        if impl == 'gather' and case['kind'] == 'bra' and \
+                gather_bytes(case) > args.max_gather_gb * 2**30:
+            result = dict(error=f'skipped: the gather backward alone needs '
+                                f'{gather_bytes(case) / 2**30:.0f} GiB')
+        else:
+            result = run_case(case, impl, args)
+        label = impl or (f"auto: {auto_algorithm(args.device, args.dtype)}"
+                         if case['backbone'] == 'biformer_s' else
+                         'config' if case['kind'] == 'model' else 'mmdet')
+        row = dict(case=case_name(case), impl=label, run=run, **case, **result)
+        rows.append(row)
+        baseline = next((r for r in rows if r['case'] == row['case'] and r['impl'] == 'gather'
+                         and 'error' not in r), None)
+        if baseline and 'fwd_bwd_ms' in row and impl != 'gather':
+            row['speedup_fwd_bwd'] = baseline['fwd_bwd_ms'] / row['fwd_bwd_ms']
+            row['memory_ratio'] = row['peak_mb'] / max(baseline['peak_mb'], 1e-6)
+        save()
+        cells = [row.get(key) for key in ('first_s', 'fwd_ms', 'fwd_bwd_ms', 'peak_mb',
+                                          'speedup_fwd_bwd', 'memory_ratio')]
+        print(f"| {row['case']} | {label} | " + (row['error'] if 'error' in row else ' | '.join(
+            '' if v is None else f'{v:.{d}f}{u}' for v, (d, u) in zip(
+                cells, [(1, ''), (1, ''), (1, ''), (0, ''), (2, 'x'), (3, 'x')]))) + ' |',
+              flush=True)
+    if args.mode == 'runtimes':
+        report['summary'] = runtime_table(cases, rows, args.runs)
+    else:
+        attention_tables(rows)
     save()
     print(f'\nwrote {args.out}')
     return report

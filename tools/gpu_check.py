@@ -1,25 +1,16 @@
 """The GPU verification of biformer_mm in one command, and its compile check without one.
 
-On a machine with a CUDA GPU (needs pytest, mmengine, mmcv or mmcv-lite and timm)::
-
-    python tools/gpu_check.py [--out-dir work_dirs/gpu_check]
-
-runs the CUDA tests (``pytest -m cuda tests/test_bra_triton.py``: the kernels against an
-fp64 oracle at realistic sizes, the first-use self-check at every stage and what it
-compiles, training steps against the original algorithm), then
-``tools/benchmark_bra.py --device cuda``, and writes ``gpu_check.md``: versions and GPU,
-the tests' outcome, the benchmark's rows and the GPU targets of docs/benchmarks.md. It exits 1 if a test or a benchmark case failed, 2 without CUDA.
-
-Anywhere, with Triton >= 3 (CI runs part of it)::
-
+    python tools/gpu_check.py [--out-dir work_dirs/gpu_check]      # a CUDA GPU
     python tools/gpu_check.py --compile-only [--archs 80,90] [--dtypes fp32,fp16,bf16]
         [--models tiny,small,base] [--inputs maskrcnn,upernet,cls] [--multiscale]
 
-compiles for each GPU architecture every forward and backward kernel that BiFormer-T/S/B
-launch at the benchmark's inputs (``tools/triton_aot.py``), checks that the first-use
-self-check before each call runs the call's own kernels, writes ``compile_only.md`` and
-exits 1 on any failure. ``--multiscale`` also counts the distinct kernels over every
-batch size of the COCO 1x recipe.
+On a GPU: ``pytest -m cuda tests/test_bra_triton.py``, ``tools/benchmark_bra.py --device
+cuda`` and the report ``gpu_check.md`` (versions, test outcome, benchmark rows, the GPU
+targets of docs/benchmarks.md); exit 1 on a failure, 2 without CUDA. ``--compile-only``
+(Triton >= 3, no GPU) compiles every forward and backward kernel BiFormer-T/S/B launch at
+the benchmark's inputs for each architecture (``tools/triton_aot.py``), checks that the
+first-use self-check runs each call's own kernels, writes ``compile_only.md`` and exits 1
+on any failure; ``--multiscale`` counts the distinct kernels over the COCO 1x batch sizes.
 """
 import argparse
 import json

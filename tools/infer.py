@@ -3,18 +3,11 @@
     python tools/infer.py IMAGES [IMAGES ...] CONFIG CHECKPOINT --out-dir DIR
         [--score-thr 0.3] [--device cpu] [--cfg-options KEY=VALUE ...]
 
-IMAGES are image files, folders (their images) or quoted globs (``'photos/*.jpg'``), of
-any size: the config's test pipeline resizes them as in testing. Inference runs through
-mmdet's ``DetInferencer`` or mmseg's ``MMSegInferencer``, picked by the config's
-``default_scope``. For every image ``NAME.EXT`` it writes:
-
-- ``DIR/vis/NAME.png``: the predictions drawn on the image by the library's visualizer
-  (boxes, masks and scores above ``--score-thr`` for detectors, the class map for
-  segmentors);
-- ``DIR/preds/NAME.json``: detectors: mmdet's JSON (``labels``, ``scores``, ``bboxes``
-  as x1, y1, x2, y2 in image pixels, ``masks`` as COCO RLE); segmentors: the class names
-  and pixel count of every predicted class, with the label map itself in
-  ``DIR/preds/NAME.png`` (one class index per pixel).
+IMAGES are files, folders or quoted globs of any size, run through mmdet's
+``DetInferencer`` or mmseg's ``MMSegInferencer`` (the config's ``default_scope``). Per image
+``NAME.EXT``: ``DIR/vis/NAME.png`` (the library's drawing), ``DIR/preds/NAME.json``
+(mmdet's JSON, or the class names and pixel counts of a segmentation) and, for
+segmentors, the class map ``DIR/preds/NAME.png``. Reference: docs/analysis.md.
 """
 import argparse
 import glob

@@ -3,20 +3,12 @@
 #
 #   bash tools/run_demo.sh
 #
-# 1. builds (or reuses) the environment with tools/setup_env.sh;
-# 2. writes the toy COCO dataset to data/toy_coco (tools/dataset/make_toy_coco.py);
-# 3. trains Mask R-CNN + BiFormer-T on it from scratch with tools/train.py (toy config:
-#    256x256, fp32, 8 epochs of 24 iterations with the lr x0.1 for the last 2; 273 s on 2
-#    idle cores, measured 2026-11-23);
-# 4. evaluates the last checkpoint with tools/test.py and mmdet's CocoMetric (bbox and
-#    segm AP) and draws the predictions on the validation images into
-#    work_dirs/demo/vis/*.png (mmdet's DetLocalVisualizer: ground truth left,
-#    predictions right);
-# 5. runs tools/infer.py (mmdet's DetInferencer) on the validation images as on your own:
-#    drawings in work_dirs/demo/infer/vis/*.png, predictions in work_dirs/demo/infer/preds/.
-#
-# WORK_DIR (default work_dirs/demo) and EPOCHS (default: the toy config's 8; the lr drops x0.1
-# for the last 2) can be set.
+# 1. the environment (tools/setup_env.sh); 2. the toy COCO data in data/toy_coco;
+# 3. Mask R-CNN + BiFormer-T trained from scratch with tools/train.py (the toy config:
+#    256x256, fp32, 8 epochs, lr x0.1 for the last 2); 4. tools/test.py: CocoMetric (bbox,
+#    segm) and ground truth | predictions in work_dirs/demo/vis/*.png; 5. tools/infer.py on
+#    the validation images: work_dirs/demo/infer/{vis,preds}/.
+# WORK_DIR (default work_dirs/demo) and EPOCHS (default 8; the lr drop moves with it) can be set.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"

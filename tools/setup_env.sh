@@ -7,18 +7,13 @@
 #
 # STACK picks the pinned torch/torchvision (requirements/constraints-$STACK.txt):
 #   modern   torch 2.14.1, torchvision 0.29.1 (Python 3.10-3.12; the default)
-#   classic  torch 2.1.2, torchvision 0.16.2, numpy<2: the stack of mmdet's install guide
-#            and OpenMMLab's prebuilt mmcv 2.1.0 wheels (Python 3.10-3.11; torch 2.1 has
-#            no Python 3.12 wheels)
-# Both then get mmengine 0.10.7, mmcv 2.1.0 built with its compiled ops from the sdist
-# (CUDA ops too when a CUDA GPU is visible), mmdet 3.3.0, mmsegmentation 1.2.2, timm,
-# openmim and pytest, and biformer_mm in editable mode.
-#
-# Everything slow is cached under $BIFORMER_MM_CACHE (default ~/.cache/biformer-mm):
-# the venv itself (keyed by the stack, the Python version and the pinned requirements)
-# and the built mmcv wheel (keyed by torch version and device, one wheel per Python).
-# A second run, or CI on the same machine, only re-links this checkout. Running it twice
-# is safe.
+#   classic  torch 2.1.2, torchvision 0.16.2, numpy<2: mmdet's install guide and
+#            OpenMMLab's prebuilt mmcv 2.1.0 wheels (Python 3.10-3.11)
+# Both get mmengine, mmcv 2.1.0 built with its ops from the sdist (CUDA ops when a GPU is
+# visible), mmdet, mmsegmentation, timm, openmim, pytest, the export tools, and biformer_mm
+# in editable mode, linked for mim. Cached under $BIFORMER_MM_CACHE (default ~/.cache/biformer-mm): the
+# venv (keyed by stack, Python version and pinned requirements) and the mmcv wheel (keyed
+# by torch version and device). A second run only re-links this checkout.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -163,9 +158,12 @@ if [ ! -f "$STAMP" ]; then
 fi
 
 say "installing biformer_mm from $ROOT (editable)"
-# A PEP 660 editable install (pip and setuptools have no other kind now): mim's train/test
-# commands cannot run from it (docs/detection.md, "mim"); tools/train.py and tools/test.py can.
 pip_install "$PY" -q --no-deps --no-build-isolation -e "$ROOT"
+# mim (openmim 0.3.9) runs SITE/PACKAGE/.mim/tools/{train,test}.py, PACKAGE spelled as typed
+# and SITE the folder of the .dist-info, where a PEP 660 editable install puts no package.
+# This link makes `mim train/test biformer-mm` run this checkout's tools. Its name is no
+# module name, so imports never see it, and pip never writes through it (docs/install.md).
+ln -sfn "$ROOT/biformer_mm" "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/biformer-mm"
 
 say "checking the environment"
 TORCH_VERSION=$TORCH_VERSION "$PY" - <<'PY' || die "environment check failed (see above)."

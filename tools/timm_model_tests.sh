@@ -1,19 +1,14 @@
 #!/usr/bin/env bash
 # timm's own model tests (tests/test_models.py of huggingface/pytorch-image-models) on
-# biformer_tiny, biformer_small and biformer_base, with biformer_mm imported first:
+# biformer_{tiny,small,base}, with biformer_mm imported first (docs/classification.md):
 #
 #   bash tools/timm_model_tests.sh PATH_TO_TIMM_CHECKOUT [pytest args...]
 #
-# PATH_TO_TIMM_CHECKOUT is a clone of https://github.com/huggingface/pytorch-image-models
-# (its tests/test_models.py is read at TIMM_REV, default HEAD). Nothing of it is
-# installed or copied into this repository: a scratch folder gets a copy of the test
-# file, a conftest.py that imports biformer_mm (so timm's list_models, evaluated when
-# the file is collected, includes our models) and timm's pytest markers. The copy adds
-# our module, biformer_timm, to FEAT_INTER_FILTERS, timm's list of models whose
-# forward_intermediates() it tests; nothing else is changed.
-#
-# Torchscript tests are deselected: torch.jit.script cannot compile our models (see
-# docs/classification.md). The installed timm is the one under test (PYTHON's).
+# The test file is read from the checkout at TIMM_REV (default HEAD) into a scratch folder
+# with a conftest.py that imports biformer_mm and timm's pytest markers; the copy adds
+# biformer_timm to FEAT_INTER_FILTERS (the models whose forward_intermediates() it tests).
+# Torchscript tests are deselected: torch.jit.script cannot compile our models. The timm
+# under test is PYTHON's.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TIMM_REPO=${1:?usage: bash tools/timm_model_tests.sh PATH_TO_TIMM_CHECKOUT [pytest args...]}

@@ -46,16 +46,9 @@ class TensorMode(nn.Module):
 
 
 def tensor_mode_inputs(model: nn.Module, image: torch.Tensor) -> Tuple[torch.Tensor, list]:
-    """``image`` as ``model``'s data preprocessor makes it in testing (normalised, padded to
-    its size divisor), and data samples saying it was not rescaled.
-
-    Args:
-        model (nn.Module): An mmdet or mmseg model.
-        image (Tensor): ``(3, H, W)`` uint8, channels as mmcv reads images (BGR).
-
-    Returns:
-        tuple[Tensor, list]: The ``(1, 3, H', W')`` network input and its data samples.
-    """
+    """A ``(3, H, W)`` uint8 BGR ``image`` as ``model``'s data preprocessor makes it in
+    testing (``(1, 3, H', W')``, normalised, padded), and data samples saying it was not
+    rescaled."""
     height, width = image.shape[1:]
     meta = dict(img_shape=(height, width), ori_shape=(height, width), scale_factor=(1., 1.))
     with torch.no_grad():
@@ -67,12 +60,9 @@ def tensor_mode_inputs(model: nn.Module, image: torch.Tensor) -> Tuple[torch.Ten
 def build_tensor_mode(cfg: Config,
                       shape: Optional[Tuple[int, int]] = None,
                       checkpoint: Optional[str] = None) -> Tuple[TensorMode, torch.Tensor]:
-    """The model of ``cfg`` in eval mode, and a random image of ``shape`` as its data
-    preprocessor makes it (normalised, padded as in testing).
-
-    Training-only auxiliary heads are removed (as mmseg's get_flops.py does) and SyncBN
-    becomes BN. The weights are ``checkpoint``'s, or random: the backbone's pretrained
-    ``init_cfg`` is not loaded.
+    """The model of ``cfg`` in eval mode (no auxiliary head, as in mmseg's get_flops.py;
+    SyncBN as BN; ``checkpoint``'s weights or random ones, the backbone's ``init_cfg``
+    unloaded), and a random image of ``shape`` as its data preprocessor makes it.
 
     Args:
         cfg (Config): An mmdet or mmseg config (``default_scope`` names the library).

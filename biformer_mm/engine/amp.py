@@ -11,19 +11,9 @@ AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
 
 
 def _wrapper_type(cfg: Config) -> str:
-    """Class name of ``cfg.optim_wrapper.type`` (mmengine's default ``OptimWrapper``
-    when unset)."""
+    """Class name of ``cfg.optim_wrapper.type`` (default ``OptimWrapper``)."""
     wrapper_type = cfg.get('optim_wrapper', {}).get('type', 'OptimWrapper')
-    if isinstance(wrapper_type, type):
-        return wrapper_type.__name__
-    return str(wrapper_type).split('.')[-1]
-
-
-def amp_supported() -> bool:
-    """Whether mmengine's ``AmpOptimWrapper`` can run here (it needs a CUDA, NPU, MLU or
-    MUSA device)."""
-    return (is_cuda_available() or is_npu_available() or is_mlu_available()
-            or is_musa_available())
+    return getattr(wrapper_type, '__name__', str(wrapper_type).split('.')[-1])
 
 
 def enable_amp(cfg: Config) -> None:
@@ -50,11 +40,8 @@ def enable_amp(cfg: Config) -> None:
 
 
 def fall_back_to_fp32(cfg: Config) -> bool:
-    """Replace ``AmpOptimWrapper`` by ``OptimWrapper`` when no device supports AMP.
-
-    Our COCO recipes train in mixed precision like the official BiFormer ones, and
-    mmengine's ``AmpOptimWrapper`` refuses to start on a CPU-only machine. This keeps the
-    config usable there: the run continues in fp32 and a warning says so.
+    """Replace ``AmpOptimWrapper`` (which our COCO recipes use, as the official ones) by
+    ``OptimWrapper``, with a warning, where no device supports it (a CPU-only machine).
 
     Args:
         cfg (Config): Config changed in place.
@@ -62,7 +49,9 @@ def fall_back_to_fp32(cfg: Config) -> bool:
     Returns:
         bool: Whether the config was changed.
     """
-    if _wrapper_type(cfg) != 'AmpOptimWrapper' or amp_supported():
+    # The devices AmpOptimWrapper accepts.
+    if _wrapper_type(cfg) != 'AmpOptimWrapper' or is_cuda_available() or \
+            is_npu_available() or is_mlu_available() or is_musa_available():
         return False
     print_log('Mixed precision (AmpOptimWrapper) needs a CUDA/NPU/MLU/MUSA device and '
               'none is available: training in fp32 with OptimWrapper instead.',

@@ -1,16 +1,13 @@
-"""The logic of ``tools/train.py`` and ``tools/test.py``: arguments, config, runner.
-
-Both tools serve detection and segmentation configs alike: the registry scope comes from
-the config's ``default_scope``, and everything here only touches keys that mmengine's
-Runner defines. Before the Runner is built, the config's data is checked
-(:mod:`biformer_mm.engine.dataset_check`, unless ``--skip-data-check``) and every
-checkpoint is checked and handed to the Runner as a weights-only path (:func:`biformer_mm.safe_load.weights_only_path`).
+"""The logic of ``tools/train.py`` and ``tools/test.py`` (mmdet's tools, for detection and
+segmentation configs alike), plus: the data is checked before the Runner is built
+(:mod:`.dataset_check`, unless ``--skip-data-check``), and every checkpoint is checked and
+handed to the Runner as a weights-only path (:func:`..safe_load.weights_only_path`).
 """
 import argparse
 import logging
 import os
 import os.path as osp
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
@@ -26,8 +23,10 @@ from .distributed import LAUNCHERS, setup_cpu_distributed
 from .visualization import enable_visualization
 
 
-def _add_common_args(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by the train and test tools."""
+def _parser(description: str) -> argparse.ArgumentParser:
+    """The arguments both tools take: mmdet's, and ``--skip-data-check``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help='config file path')
     parser.add_argument('--work-dir', help='directory for logs and checkpoints '
                         '(default: the config\'s work_dir, else ./work_dirs/CONFIG_NAME)')
     parser.add_argument(
@@ -42,13 +41,12 @@ def _add_common_args(parser: argparse.ArgumentParser) -> None:
                         help='job launcher (pytorch: torchrun; slurm: srun)')
     # torch.distributed.launch passes --local-rank (torch>=2.0) or --local_rank.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser
 
 
 def train_parser() -> argparse.ArgumentParser:
     """Argument parser of ``tools/train.py``."""
-    parser = argparse.ArgumentParser(description='Train a detector or segmentor.')
-    parser.add_argument('config', help='config file path')
-    _add_common_args(parser)
+    parser = _parser('Train a detector or segmentor.')
     parser.add_argument('--amp', action='store_true',
                         help='train with automatic mixed precision')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -64,14 +62,11 @@ def train_parser() -> argparse.ArgumentParser:
 
 def test_parser() -> argparse.ArgumentParser:
     """Argument parser of ``tools/test.py``."""
-    parser = argparse.ArgumentParser(
-        description='Evaluate a checkpoint with the test dataloader and evaluator '
-        'of a config.')
-    parser.add_argument('config', help='config file path')
+    parser = _parser('Evaluate a checkpoint with the test dataloader and evaluator of a '
+                     'config.')
     parser.add_argument('checkpoint', help='checkpoint: path, URL or mmengine backend path, '
                         'read weights-only; prefix it with trusted:// to load a file you '
                         'trust in full (docs/checkpoints.md)')
-    _add_common_args(parser)
     parser.add_argument('--show-dir', help='save images with drawn predictions here')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--wait-time', type=float, default=2,
@@ -80,23 +75,17 @@ def test_parser() -> argparse.ArgumentParser:
 
 
 def load_config(config: str, cfg_options: Optional[dict] = None) -> Config:
-    """Load ``config`` and apply ``cfg_options`` (``--cfg-options`` style overrides,
-    ``{'a.b': value}``).
-
-    Raises:
-        FileNotFoundError: If ``config`` does not exist.
-    """
+    """``config`` with ``cfg_options`` (``--cfg-options`` style, ``{'a.b': value}``);
+    FileNotFoundError, naming the working directory, if it does not exist."""
     if not osp.isfile(config):
         raise FileNotFoundError(f'Config {config} does not exist (relative paths start at '
                                 f'{osp.abspath(".")}).')
     cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg.merge_from_dict(cfg_options or {})
     return cfg
 
 
-def _check_data(args: argparse.Namespace, cfg: Config, parts: List[str]) -> None:
-    """The dataset check of ``parts``, unless ``--skip-data-check``."""
+def _check_data(args: argparse.Namespace, cfg: Config, parts: Sequence[str]) -> None:
     if args.skip_data_check:
         print_log('--skip-data-check: the dataset is not checked before the Runner starts.',
                   logger='current', level=logging.WARNING)
@@ -105,33 +94,21 @@ def _check_data(args: argparse.Namespace, cfg: Config, parts: List[str]) -> None
 
 
 def _common_config(args: argparse.Namespace) -> Config:
-    """Load the config with options, and set launcher and work dir."""
+    """The config with ``--cfg-options``, launcher and work dir, as mmdet's tools set them."""
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        './work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
 
 
 def train_config(args: argparse.Namespace) -> Config:
-    """Runner config for ``tools/train.py`` from its parsed arguments.
-
-    Applies, in order: ``--cfg-options``, launcher and work dir, ``--amp``,
-    ``--auto-scale-lr``, ``--resume`` (the latest checkpoint of the work dir is found
-    here, so that it is loaded weights-only too), the weights-only path of the
-    checkpoint to load, the dataset check of the training (and validation) data, the
-    check that a BiFormer backbone's local pretrained checkpoint exists, and finally
-    the fp32 fallback of mixed precision on machines without a GPU.
-
-    Args:
-        args (argparse.Namespace): Result of :func:`train_parser`.
-
-    Returns:
-        Config: The config to build the Runner from.
-    """
+    """The Runner config of ``tools/train.py`` (``args`` from :func:`train_parser`). In
+    order: ``--cfg-options``, launcher, work dir, ``--amp``, ``--auto-scale-lr``,
+    ``--resume`` (the work dir's latest checkpoint is found here, to be loaded
+    weights-only too), the checkpoint check, the data check, the check that a BiFormer
+    backbone's pretrained file exists, the fp32 fallback of AMP without a GPU."""
     cfg = _common_config(args)
     if args.amp:
         enable_amp(cfg)
@@ -143,18 +120,15 @@ def train_config(args: argparse.Namespace) -> Config:
                 f'batch size the lr was tuned for.')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = find_latest_checkpoint(cfg.work_dir)
+        cfg.resume, cfg.load_from = True, find_latest_checkpoint(cfg.work_dir)
     elif args.resume is not None:
         local_checkpoint(args.resume, hint='Give --resume a checkpoint file, or no value '
                          'to continue from the latest checkpoint in the work dir.')
-        cfg.resume = True
-        cfg.load_from = args.resume
+        cfg.resume, cfg.load_from = True, args.resume
     cfg.load_from = weights_only_path(cfg.get('load_from'),
                                       where='the --resume or load_from path')
-    parts = ['train_dataloader'] + (['val_dataloader', 'val_evaluator']
-                                    if cfg.get('val_cfg') else [])
-    _check_data(args, cfg, parts)
+    _check_data(args, cfg, ['train_dataloader'] + (['val_dataloader', 'val_evaluator']
+                                                   if cfg.get('val_cfg') else []))
     backbone = cfg.model.get('backbone') or {}
     pretrained = BiFormer.pretrained_entry(backbone.get('init_cfg')) \
         if str(backbone.get('type', '')).split('.')[-1] == 'BiFormer' else None
@@ -165,14 +139,7 @@ def train_config(args: argparse.Namespace) -> Config:
 
 
 def test_config(args: argparse.Namespace) -> Config:
-    """Runner config for ``tools/test.py`` from its parsed arguments.
-
-    Args:
-        args (argparse.Namespace): Result of :func:`test_parser`.
-
-    Returns:
-        Config: The config to build the Runner from.
-    """
+    """The Runner config of ``tools/test.py`` (``args`` from :func:`test_parser`)."""
     cfg = _common_config(args)
     cfg.load_from = weights_only_path(args.checkpoint, where='the CHECKPOINT argument')
     _check_data(args, cfg, ['test_dataloader', 'test_evaluator'])
@@ -182,19 +149,10 @@ def test_config(args: argparse.Namespace) -> Config:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """Build the Runner of ``cfg`` (``runner_type`` if set), after setting up CPU
-    distributed running when ``cfg.launcher`` asks for it and there is no GPU.
-
-    Args:
-        cfg (Config): Runner config.
-
-    Returns:
-        Runner: The runner.
-    """
+    """The Runner of ``cfg`` as mmdet's tools build it, after setting up CPU distributed
+    running when ``cfg.launcher`` asks for it and there is no GPU."""
     setup_cpu_distributed(cfg)
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
 
 
 SETUP_ERRORS = (FileNotFoundError, DatasetMismatchError, UnsafeCheckpointError)
@@ -206,18 +164,9 @@ the allow-list)."""
 def config_or_exit(parser: argparse.ArgumentParser,
                    make_config: Callable[[argparse.Namespace], Config],
                    argv: Optional[List[str]] = None) -> Config:
-    """Parse the command line and make the Runner config; one of the
-    :data:`SETUP_ERRORS` ends the tool with its message and exit status 2, as a bad
-    argument does, instead of a traceback.
-
-    Args:
-        parser (argparse.ArgumentParser): :func:`train_parser` or :func:`test_parser`.
-        make_config (Callable): :func:`train_config` or :func:`test_config`.
-        argv (list[str], optional): Arguments; ``sys.argv[1:]`` by default.
-
-    Returns:
-        Config: The config to build the Runner from.
-    """
+    """``make_config`` (:func:`train_config`, :func:`test_config`) of ``parser``'s
+    arguments (``argv``, default ``sys.argv[1:]``); one of the :data:`SETUP_ERRORS` ends
+    the tool with its message and exit status 2, as a bad argument does, not a traceback."""
     args = parser.parse_args(argv)
     try:
         return make_config(args)

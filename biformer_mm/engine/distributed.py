@@ -1,12 +1,8 @@
 """Distributed training and testing on CPU-only machines (gloo).
 
-mmengine 0.10.7's ``pytorch`` and ``slurm`` launchers call ``torch.cuda.set_device``
-unconditionally, and its Runner wraps the model in ``MMDistributedDataParallel`` with
-``device_ids=[LOCAL_RANK]``; both fail without CUDA. The Runner skips its own process
-group set-up when one already exists, and a DDP wrapper config with an explicit
-``device_ids=None`` wins over the Runner's default, so on CPU we initialise a gloo group
-before building the Runner and put such a wrapper config in the config. With CUDA nothing
-changes and mmengine does its usual set-up.
+mmengine 0.10.7's launchers call ``torch.cuda.set_device`` and its Runner's DDP wrapper
+gets ``device_ids=[LOCAL_RANK]``; both fail without CUDA. The Runner keeps an existing
+process group and a wrapper config's ``device_ids=None``, so on CPU we set up both.
 """
 import datetime
 import os
@@ -24,15 +20,8 @@ LAUNCHERS = ('none', 'pytorch', 'slurm')
 
 
 def export_slurm_env(port: Optional[int] = None) -> None:
-    """Set the ``env://`` rendezvous variables of torch.distributed from a slurm task.
-
-    ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` come from ``SLURM_PROCID``,
-    ``SLURM_NTASKS`` and ``SLURM_LOCALID``; ``MASTER_ADDR`` (unless set) is the first
-    host of ``SLURM_NODELIST``; ``MASTER_PORT`` is ``port``, else the environment's,
-    else 29500.
-
-    Args:
-        port (int, optional): Rendezvous port. Defaults to None.
+    """Set the ``env://`` rendezvous variables of torch.distributed from a slurm task,
+    as mmengine's slurm launcher does (``port``, else ``MASTER_PORT``, else 29500).
 
     Raises:
         RuntimeError: If the slurm variables are missing (not started by ``srun``).
@@ -54,15 +43,8 @@ def export_slurm_env(port: Optional[int] = None) -> None:
 
 
 def init_cpu_process_group(launcher: str, dist_cfg: Optional[dict] = None) -> None:
-    """Initialise a gloo process group for ``launcher`` unless one exists.
-
-    Args:
-        launcher (str): ``'pytorch'`` (torchrun set the ``env://`` variables) or
-            ``'slurm'``.
-        dist_cfg (dict, optional): ``env_cfg.dist_cfg`` of the config; its ``timeout``
-            (seconds) and slurm ``port`` are honoured, its ``backend`` is replaced by
-            gloo. Defaults to None.
-    """
+    """Initialise a gloo process group for ``launcher`` (``'pytorch'`` or ``'slurm'``)
+    unless one exists, with ``dist_cfg``'s ``timeout`` (seconds) and slurm ``port``."""
     if dist.is_initialized():
         return
     dist_cfg = dict(dist_cfg or {})
@@ -80,22 +62,13 @@ def init_cpu_process_group(launcher: str, dist_cfg: Optional[dict] = None) -> No
 
 
 def setup_cpu_distributed(cfg: Config) -> bool:
-    """Prepare distributed running on CPU for ``cfg.launcher``.
-
-    Does nothing when ``cfg.launcher`` is ``'none'`` or CUDA is available. Otherwise
-    initialises a gloo process group and makes the Runner build its DDP wrapper with
-    ``device_ids=None`` (the config's ``model_wrapper_cfg`` is kept and completed;
-    ``find_unused_parameters`` is honoured).
-
-    Args:
-        cfg (Config): Runner config, changed in place.
+    """For ``cfg.launcher`` without CUDA: a gloo process group, and the DDP wrapper
+    config (the config's, completed) with ``device_ids=None``. Changes ``cfg`` in place.
 
     Returns:
         bool: Whether CPU distributed running was set up.
     """
     launcher = cfg.get('launcher', 'none')
-    if launcher not in LAUNCHERS:
-        raise ValueError(f'Unknown launcher {launcher!r}; use one of {LAUNCHERS}.')
     if launcher == 'none' or torch.cuda.is_available():
         return False
     init_cpu_process_group(launcher, cfg.get('env_cfg', {}).get('dist_cfg'))

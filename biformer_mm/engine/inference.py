@@ -16,22 +16,10 @@ def build_inferencer(config: str,
                      checkpoint: str,
                      cfg_options: Optional[dict] = None,
                      device: Optional[str] = None) -> BaseInferencer:
-    """mmdet's ``DetInferencer`` or mmseg's ``MMSegInferencer`` for ``config`` with the
-    weights of ``checkpoint``: the model in eval mode and the config's test pipeline
-    (image loading, resize, packing), as the library runs them.
-
-    Args:
-        config (str): Detection or segmentation config; its ``default_scope`` picks the
-            library.
-        checkpoint (str): Checkpoint written by training: a local path, a URL or an
-            mmengine backend path, read weights-only (``trusted://`` prefix to load a
-            file you trust in full).
-        cfg_options (dict, optional): ``--cfg-options`` overrides. Defaults to None.
-        device (str, optional): ``'cpu'``, ``'cuda'``, ...; the inferencer's choice (a
-            GPU when there is one) by default.
-
-    Returns:
-        BaseInferencer: ``DetInferencer`` or ``MMSegInferencer``.
+    """mmdet's ``DetInferencer`` or mmseg's ``MMSegInferencer`` (by the config's
+    ``default_scope``) for ``config`` with the weights of ``checkpoint`` (path, URL or
+    backend path, read weights-only; ``trusted://``: in full), on ``device`` (default:
+    the inferencer's choice), with ``cfg_options`` (``--cfg-options``).
 
     Raises:
         FileNotFoundError: If a local checkpoint does not exist.

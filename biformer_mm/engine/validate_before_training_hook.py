@@ -12,19 +12,12 @@ from mmengine.runner.amp import autocast
 
 @HOOKS.register_module()
 class ValidateBeforeTrainingHook(Hook):
-    """Evaluate the model once right before the first training iteration, and record
-    the metrics of every validation run.
+    """Evaluate the model once before training (``custom_hooks =
+    [dict(type='ValidateBeforeTrainingHook')]``), and record every validation run.
 
-    With it, one training run reports what the freshly initialised model scores and what
-    training made of it, on the same evaluator::
-
-        custom_hooks = [dict(type='ValidateBeforeTrainingHook')]
-
-    The evaluation before training runs the config's validation dataloader and evaluator
-    directly, not the validation loop: the other hooks do not see it, so the checkpoint
-    hook saves no "best" checkpoint of the untrained model. A config without validation
-    (``val_cfg=None``) has nothing to evaluate: the hook logs a warning and records
-    nothing.
+    The first evaluation runs the validation dataloader and evaluator outside the
+    validation loop, so no other hook (no "best" checkpoint) sees it. Without
+    validation (``val_cfg=None``) the hook logs a warning and records nothing.
 
     Attributes:
         history (list[dict]): ``dict(epoch, iter, metrics)`` of each evaluation, in
@@ -37,7 +30,6 @@ class ValidateBeforeTrainingHook(Hook):
         self.history: List[Dict] = []
 
     def before_train(self, runner: Runner) -> None:
-        """Evaluate the model as initialised (or as resumed)."""
         loop = runner.val_loop
         if loop is None:
             print_log('ValidateBeforeTrainingHook: the config has no validation '
@@ -58,7 +50,6 @@ class ValidateBeforeTrainingHook(Hook):
 
     def after_val_epoch(self, runner: Runner,
                         metrics: Optional[Dict[str, float]] = None) -> None:
-        """Record the metrics of a validation run."""
         self._record(runner, metrics)
 
     def _record(self, runner: Runner, metrics: Optional[Dict[str, float]]) -> None:

@@ -11,11 +11,8 @@ def enable_visualization(cfg: Config,
                          show_dir: Optional[str] = None,
                          show: bool = False,
                          wait_time: float = 2.) -> Config:
-    """Make ``default_hooks.visualization`` draw predictions while testing.
-
-    Works with the hooks of both codebases: mmdet's ``DetVisualizationHook`` writes one
-    image per sample into its ``test_out_dir``; mmseg's ``SegVisualizationHook`` writes
-    through the visualizer's ``save_dir``.
+    """Make ``default_hooks.visualization`` draw predictions while testing, as mmdet's
+    and mmseg's ``tools/test.py`` do (``test_out_dir`` or the visualizer's ``save_dir``).
 
     Args:
         cfg (Config): Config changed in place.

@@ -8,8 +8,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
 
-from .layers.biformer_block import GLOBAL_ATTENTION, BiFormerBlock
-from .layers.biformer_stage import BiFormerStage
+from .layers.biformer_block import GLOBAL_ATTENTION, BiFormerBlock, BiFormerStage
 
 ARCH_KEYS = ('depths', 'embed_dims', 'qk_dims', 'mlp_ratios', 'topks', 'head_dim')
 
@@ -32,26 +31,14 @@ torch.fx.wrap('check_input')
 
 class BiFormerTrunk(BaseModule):
     """Stem, downsampling layers and stages of BiFormer ("BiFormer: Vision Transformer
-    with Bi-Level Routing Attention", CVPR 2023, https://arxiv.org/abs/2303.08810).
+    with Bi-Level Routing Attention", CVPR 2023, https://arxiv.org/abs/2303.08810):
+    NCHW maps at strides 4, 8, 16 and 32, for :class:`~biformer_mm.BiFormer` and the
+    timm classifier. Needs torch, timm and mmengine only.
 
-    A convolutional stem (two 3x3 stride-2 convs with BN, an activation between) and
-    3x3 stride-2 conv+BN downsampling between four stages of :class:`BiFormerBlock`:
-    NCHW maps at strides 4, 8, 16 and 32. The dense backbone
-    :class:`~biformer_mm.BiFormer` adds a LayerNorm per output, the timm classifier
-    :class:`~biformer_mm.models.classifiers.BiFormerClassifier` a BatchNorm, pooling
-    and a linear head.
-
-    Args (keyword-only; the defaults are the subclasses'): ``arch``, ``in_channels``,
-    ``n_win``, ``auto_pad``, ``drop_path_rate``, ``with_cp``, ``attn_impl`` and
-    ``init_cfg``, documented with :class:`biformer_mm.BiFormer`, and
-
-    - ``norm_layer`` (Callable[[int], nn.Module]): builds the norm of the stem and the
-      downsampling layers for a channel count;
-    - ``act_layer`` (Callable[[], nn.Module]): builds the activation of the stem and
-      the MLPs.
-
-    The trunk itself needs only torch, timm and mmengine: the mm backbone builds these
-    two from mmcv's ``norm_cfg``/``act_cfg``, the timm classifier passes torch layers.
+    Args (keyword-only): as :class:`biformer_mm.BiFormer`'s, and ``norm_layer``
+    (Callable[[int], nn.Module]: the norm of the stem and the downsampling layers) and
+    ``act_layer`` (Callable[[], nn.Module]: the activation of the stem and the MLPs),
+    which the mm backbone builds with mmcv.
     """
 
     arch_zoo: Dict[str, dict] = {
@@ -122,13 +109,10 @@ class BiFormerTrunk(BaseModule):
         if not isinstance(arch, dict):
             raise TypeError(f'arch must be a str or dict, got {type(arch).__name__}.')
         missing = [k for k in ARCH_KEYS if k not in arch]
-        if missing:
-            raise ValueError(f'arch dict is missing keys {missing}; it needs {ARCH_KEYS} '
-                             f'(and optionally side_dwconv).')
         unknown = sorted(set(arch) - set(ARCH_KEYS) - {'side_dwconv'})
-        if unknown:
-            raise ValueError(f'arch dict has unknown keys {unknown}; allowed: {ARCH_KEYS} '
-                             f'and side_dwconv.')
+        if missing or unknown:
+            raise ValueError(f'arch dict needs the keys {ARCH_KEYS} (and optionally '
+                             f'side_dwconv); missing keys {missing}, unknown keys {unknown}.')
         arch = dict(arch)
         arch.setdefault('side_dwconv', 5)
         for key in ARCH_KEYS[:-1]:
@@ -152,9 +136,7 @@ class BiFormerTrunk(BaseModule):
         return arch
 
     def init_default_weights(self) -> None:
-        """The official initialisation: a truncated normal (std 0.02) for the Linear
-        layers, ones and zeros for the LayerNorms; convolutions and BatchNorms keep
-        PyTorch's defaults."""
+        """The official initialisation of the Linear layers and LayerNorms."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 trunc_normal_init(module, std=.02, bias=0.)

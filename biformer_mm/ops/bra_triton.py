@@ -33,6 +33,8 @@ from typing import Any, ContextManager, Dict, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .chunked_routed_attention import DOUBLE_BACKWARD_ERROR, check_inputs
+
 try:
     import triton
 except ImportError:
@@ -131,9 +133,7 @@ if TRITON_AVAILABLE:
         DOT_FP32: tl.constexpr,
     ):
         """Forward of the routed attention; grid ``(N * P * heads, cdiv(W, BLOCK_M))``.
-
-        Every tensor is addressed through five strides (image, region, token, head,
-        channel), so strided views are read in place.
+        Each tensor has five strides: image, region, token, head, channel.
 
         ``qk_scale`` is the logit scale times ``log2(e)`` (softmax in base 2). ``LSE`` is
         a contiguous ``(N, P, heads, W)`` fp32 buffer receiving the base-2 log-sum-exp.
@@ -362,6 +362,18 @@ class Layout(NamedTuple):
         shape = (self.n, self.heads, self.p, self.w, head_dim)
         return (torch.zeros if zero else torch.empty)(shape, dtype=dtype, device=device)
 
+    def forward_buffers(self, dtype: torch.dtype, device: torch.device) -> Tuple[Tensor, ...]:
+        """The forward's output (``dtype``) and base-2 log-sum-exp (``(N, P, heads, W)``
+        fp32)."""
+        return (self.empty(self.head_dv, dtype, device), torch.empty(
+            (self.n, self.p, self.heads, self.w), dtype=torch.float32, device=device))
+
+    def gradient_buffers(self, dtype: torch.dtype, device: torch.device) -> Tuple[Tensor, ...]:
+        """The backward's ``dq`` (``dtype``) and zeroed fp32 ``dk``, ``dv``."""
+        return (self.empty(self.head_dq, dtype, device),
+                *(self.empty(d, torch.float32, device, zero=True)
+                  for d in (self.head_dq, self.head_dv)))
+
 
 def input_layout(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> Layout:
     """Validate the shapes of heads-first inputs and return the problem sizes.
@@ -369,16 +381,8 @@ def input_layout(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> Layout:
     Raises:
         ValueError: If the shapes or dtypes are inconsistent.
     """
-    if not q.dtype == k.dtype == v.dtype:
-        raise ValueError(f'q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
-    if q.dim() != 5 or k.shape != q.shape or v.dim() != 5 or v.shape[:-1] != q.shape[:-1]:
-        raise ValueError(f'expected q, k, v of shape (N, heads, P, W, D) (v may differ in '
-                         f'the last dim), got {tuple(q.shape)}, {tuple(k.shape)}, '
-                         f'{tuple(v.shape)}')
+    check_inputs(q, k, v, r_idx)
     n, heads, p, w, head_dq = q.shape
-    if r_idx.dim() != 3 or tuple(r_idx.shape[:2]) != (n, p) or r_idx.is_floating_point():
-        raise ValueError(f'expected an integer r_idx of shape (N, P, K) = ({n}, {p}, K), '
-                         f'got {tuple(r_idx.shape)} {r_idx.dtype}')
     # Plain ints: under torch.jit tracing the sizes are tensors, which Triton would
     # take for pointers.
     return Layout(*(int(size) for size in (n, p, w, heads, head_dq, v.shape[-1])))
@@ -466,41 +470,38 @@ class KernelLaunch(NamedTuple):
                       for name, value in zip(self.kernel.arg_names, self.args)))
 
 
+def _launch(kernel: Any, tensors: Tuple[Tensor, ...], lse: Tensor,
+            outputs: Tuple[Tensor, ...], layout: Layout, scales: Tuple[float, ...],
+            backward: bool) -> KernelLaunch:
+    """``kernel``'s launch: the pointers ``tensors`` (``q, k, v, r_idx, ...``), ``lse``
+    and ``outputs``, the strides of all but ``lse``, the sizes and ``scales``."""
+    r_idx = tensors[3]
+    topk = int(r_idx.shape[-1])
+    cfg = launch_config(layout.w, topk, layout.head_dq, layout.head_dv, tensors[0].dtype,
+                        backward)
+    grid = (layout.n * layout.p * layout.heads, triton.cdiv(layout.w, cfg['BLOCK_M']))
+    strides = (s for t in tensors + outputs
+               for s in (r_idx.stride() if t is r_idx else layout.strides(t)))
+    args = (*tensors, lse, *outputs, *strides, layout.p, layout.w, topk, layout.heads,
+            *scales)
+    return KernelLaunch(kernel, grid, args, cfg)
+
+
 def forward_launch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, out: Tensor, lse: Tensor,
                    layout: Layout, scale: float) -> KernelLaunch:
     """The forward kernel's launch, writing ``out`` (heads-first, input dtype) and ``lse``
-    (the base-2 log-sum-exp, contiguous ``(N, P, heads, W)`` fp32)."""
-    topk = int(r_idx.shape[-1])
-    cfg = launch_config(layout.w, topk, layout.head_dq, layout.head_dv, q.dtype,
-                        backward=False)
-    grid = (layout.n * layout.p * layout.heads, triton.cdiv(layout.w, cfg['BLOCK_M']))
-    args = (q, k, v, r_idx, out, lse,
-            *layout.strides(q), *layout.strides(k), *layout.strides(v), *r_idx.stride(),
-            *layout.strides(out),
-            layout.p, layout.w, topk, layout.heads, scale * _LOG2E)
-    return KernelLaunch(_bra_fwd_kernel, grid, args, cfg)
+    (:meth:`Layout.forward_buffers`)."""
+    return _launch(_bra_fwd_kernel, (q, k, v, r_idx, out), lse, (), layout,
+                   (scale * _LOG2E, ), backward=False)
 
 
 def backward_launch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, out: Tensor, lse: Tensor,
                     grad_out: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, layout: Layout,
                     scale: float) -> KernelLaunch:
     """The backward kernel's launch, writing ``dq`` (input dtype) and adding to the zeroed
-    fp32 accumulators ``dk``, ``dv`` (all heads-first)."""
-    topk = int(r_idx.shape[-1])
-    cfg = launch_config(layout.w, topk, layout.head_dq, layout.head_dv, q.dtype,
-                        backward=True)
-    grid = (layout.n * layout.p * layout.heads, triton.cdiv(layout.w, cfg['BLOCK_M']))
-    args = (q, k, v, r_idx, out, grad_out, lse, dq, dk, dv,
-            *layout.strides(q), *layout.strides(k), *layout.strides(v), *r_idx.stride(),
-            *layout.strides(out), *layout.strides(grad_out), *layout.strides(dq),
-            *layout.strides(dk), *layout.strides(dv),
-            layout.p, layout.w, topk, layout.heads, scale, scale * _LOG2E)
-    return KernelLaunch(_bra_bwd_kernel, grid, args, cfg)
-
-
-def _lse_buffer(layout: Layout, device: torch.device) -> Tensor:
-    return torch.empty((layout.n, layout.p, layout.heads, layout.w), dtype=torch.float32,
-                       device=device)
+    fp32 accumulators ``dk``, ``dv`` (:meth:`Layout.gradient_buffers`)."""
+    return _launch(_bra_bwd_kernel, (q, k, v, r_idx, out, grad_out), lse, (dq, dk, dv),
+                   layout, (scale, scale * _LOG2E), backward=True)
 
 
 def kernel_launches(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, grad_out: Tensor,
@@ -508,13 +509,10 @@ def kernel_launches(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, grad_out: Te
     """The forward and backward launches of a call, with new output and gradient buffers
     on ``device`` (``'meta'``: for their keys or an ahead-of-time compile, no memory)."""
     layout = input_layout(q, k, v, r_idx)
-    out = layout.empty(layout.head_dv, q.dtype, device)
-    lse = _lse_buffer(layout, device)
-    dq = layout.empty(layout.head_dq, q.dtype, device)
-    dk, dv = (layout.empty(d, torch.float32, device, zero=True)
-              for d in (layout.head_dq, layout.head_dv))
+    out, lse = layout.forward_buffers(q.dtype, device)
     return (forward_launch(q, k, v, r_idx, out, lse, layout, scale),
-            backward_launch(q, k, v, r_idx, out, lse, grad_out, dq, dk, dv, layout, scale))
+            backward_launch(q, k, v, r_idx, out, lse, grad_out,
+                            *layout.gradient_buffers(q.dtype, device), layout, scale))
 
 
 def kernel_key(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> Tuple:
@@ -525,21 +523,29 @@ def kernel_key(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> Tuple:
     as the output (contiguous), as the gradient BiFormer's blocks pass back is.
     """
     return _kernel_key(str(q.device), tuple(
-        (t.dtype, tuple(t.shape), t.stride(), t.data_ptr() % 16 // t.element_size())
-        for t in (q, k, v, r_idx)))
+        (t.dtype, tuple(t.shape), t.stride(), alignment(t)) for t in (q, k, v, r_idx)))
+
+
+def alignment(t: Tensor) -> int:
+    """``t``'s address modulo 16 bytes, in elements."""
+    return t.data_ptr() % 16 // t.element_size()
+
+
+def strided_empty(dtype: torch.dtype, shape: Tuple[int, ...], stride: Tuple[int, ...],
+                  offset: int, device: torch.device) -> Tensor:
+    """An uninitialised tensor of ``shape`` and ``stride`` whose :func:`alignment` is
+    ``offset``: Triton selects the same compiled kernels for it."""
+    span = 1 + sum((n - 1) * s for n, s in zip(shape, stride))
+    return torch.empty(offset + span, dtype=dtype, device=device).as_strided(
+        shape, stride, offset)
 
 
 @functools.lru_cache(maxsize=4096)
 def _kernel_key(device: str, inputs: Tuple) -> Tuple:
-    """:func:`kernel_key` from the inputs' dtypes, shapes, strides and addresses modulo
-    16 bytes (in elements), computed on meta-device stand-ins; cached, as it runs per
-    call."""
+    """:func:`kernel_key` from the inputs' dtypes, shapes, strides and
+    :func:`alignment`, computed on meta-device stand-ins; cached, as it runs per call."""
     meta = torch.device('meta')
-    stand_ins = []
-    for dtype, shape, stride, offset in inputs:
-        span = 1 + sum((n - 1) * s for n, s in zip(shape, stride))
-        stand_ins.append(torch.empty(offset + span, dtype=dtype, device=meta).as_strided(
-            shape, stride, offset))
+    stand_ins = [strided_empty(*spec, device=meta) for spec in inputs]
     layout = input_layout(*stand_ins)
     grad_out = layout.empty(layout.head_dv, stand_ins[0].dtype, meta)
     forward, backward = kernel_launches(*stand_ins, grad_out, 1.0, meta)
@@ -550,13 +556,6 @@ def on_device(device: torch.device) -> ContextManager:
     """Make ``device`` the current CUDA device (Triton launches on the current device
     and stream); a no-op for the interpreter's CPU tensors."""
     return torch.cuda.device(device) if device.type == 'cuda' else contextlib.nullcontext()
-
-
-DOUBLE_BACKWARD_ERROR = (
-    "the fused Triton routed attention (attn_impl='triton', or 'auto' on a GPU) is "
-    "differentiable once: its backward is a kernel, so the gradients it returns have no "
-    "graph and second-order terms through it would silently be zero. Use "
-    "attn_impl='gather' for double backward (create_graph=True).")
 
 
 class TritonRoutedAttention(torch.autograd.Function):
@@ -571,8 +570,7 @@ class TritonRoutedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, layout: Layout,
                 scale: float) -> Tensor:
-        out = layout.empty(layout.head_dv, q.dtype, q.device)
-        lse = _lse_buffer(layout, q.device)
+        out, lse = layout.forward_buffers(q.dtype, q.device)
         with on_device(q.device):
             forward_launch(q, k, v, r_idx, out, lse, layout, scale)()
         ctx.save_for_backward(q, k, v, r_idx, out, lse)
@@ -584,26 +582,20 @@ class TritonRoutedAttention(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
         # Grad mode is on in a backward exactly when it builds a graph for a second one.
         if torch.is_grad_enabled():
-            raise RuntimeError(DOUBLE_BACKWARD_ERROR)
+            raise RuntimeError(f'TritonRoutedAttention: {DOUBLE_BACKWARD_ERROR}')
         q, k, v, r_idx, out, lse = ctx.saved_tensors
-        layout = ctx.layout
-        dq = layout.empty(layout.head_dq, q.dtype, q.device)
-        dk = layout.empty(layout.head_dq, torch.float32, q.device, zero=True)
-        dv = layout.empty(layout.head_dv, torch.float32, q.device, zero=True)
+        dq, dk, dv = ctx.layout.gradient_buffers(q.dtype, q.device)
         with on_device(q.device):
-            backward_launch(q, k, v, r_idx, out, lse, grad_out, dq, dk, dv, layout,
+            backward_launch(q, k, v, r_idx, out, lse, grad_out, dq, dk, dv, ctx.layout,
                             ctx.scale)()
         return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None
 
 
 def routed_attention_triton_heads_first(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
                                         scale: float) -> Tensor:
-    """Routed token attention of BRA with fused Triton kernels (forward and backward).
-
-    For query token ``i`` of region ``p`` of image ``n`` and head ``h``, the output is the
-    softmax over all tokens ``j`` of the key regions ``r_idx[n, p]`` of
-    ``scale * q[n, h, p, i] . k[n, h, r, j]``, weighting ``v[n, h, r, j]``. Strided views
-    (slices of one packed tensor, a permuted channel-packed map) are read in place.
+    """Routed token attention of BRA (the function of
+    :func:`~.routed_attention.routed_attention_gather`) with the fused Triton kernels,
+    forward and backward; strided views are read in place.
 
     Args:
         q (Tensor): Queries ``(N, heads, P, W, Dqk)``.

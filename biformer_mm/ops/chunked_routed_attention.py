@@ -33,6 +33,22 @@ DOUBLE_BACKWARD_ERROR = (
 """The error of every attempt to differentiate the fast routed attentions twice."""
 
 
+def check_inputs(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> None:
+    """Raise ``ValueError`` unless ``q``, ``k``, ``v`` are heads-first ``(N, heads, P, W,
+    D)`` tensors of one dtype (``v`` may differ in ``D``) and ``r_idx`` is an integer
+    ``(N, P, K)``: the contract of every kernel and of the operator's fake."""
+    if not q.dtype == k.dtype == v.dtype:
+        raise ValueError(f'q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
+    if q.dim() != 5 or k.shape != q.shape or v.dim() != 5 or v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(f'expected q, k, v of shape (N, heads, P, W, D) (v may differ in '
+                         f'the last dim), got {tuple(q.shape)}, {tuple(k.shape)}, '
+                         f'{tuple(v.shape)}')
+    n, p = q.shape[0], q.shape[2]
+    if r_idx.dim() != 3 or tuple(r_idx.shape[:2]) != (n, p) or r_idx.is_floating_point():
+        raise ValueError(f'expected an integer r_idx of shape (N, P, K) = ({n}, {p}, K), '
+                         f'got {tuple(r_idx.shape)} {r_idx.dtype}')
+
+
 def routed_rows(r_idx: Tensor, num_heads: int) -> Tensor:
     """Rows of a ``(N * M * P, ...)`` heads-first map that each query row reads.
 
@@ -64,13 +80,11 @@ def _chunks(num_rows: int, rows_per_chunk: int) -> Iterator[Tuple[int, int]]:
         yield start, min(start + rows_per_chunk, num_rows)
 
 
-def _routed_kv(k: Tensor, v: Tensor, sel: Tensor, num_rows: int,
-               dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
-    """Keys and values of the rows ``sel`` of ``(N * M * P, W, D)`` maps, routed to
-    ``num_rows`` query rows: ``(num_rows, K * W, D)`` each, in ``dtype``."""
-    k_sel, v_sel = (t.index_select(0, sel).view(num_rows, -1, t.shape[-1]).to(dtype)
-                    for t in (k, v))
-    return k_sel, v_sel
+def select_routed(t: Tensor, rows: Tensor, num_rows) -> Tensor:
+    """The regions ``rows`` (:func:`routed_rows`, or a slice of them) of a heads-first
+    ``(N, M, P, W, D)`` map (or its ``(N * M * P, W, D)`` view), grouped per query row:
+    ``(num_rows, K * W, D)``. No size is used as a Python int: export-safe."""
+    return t.flatten(0, -3).index_select(0, rows).reshape(num_rows, -1, t.shape[-1])
 
 
 def chunked_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float,
@@ -96,7 +110,8 @@ def chunked_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float
     # The arithmetic dtype is chosen here: autocast must not lower it.
     with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
         for r0, r1 in _chunks(n * m * p, lse.shape[0]):
-            k_sel, v_sel = _routed_kv(k2, v2, rows[r0 * topk:r1 * topk], r1 - r0, acc)
+            k_sel, v_sel = (select_routed(t, rows[r0 * topk:r1 * topk], r1 - r0).to(acc)
+                            for t in (k2, v2))
             logits = torch.bmm(q2[r0:r1].to(acc) * scale, k_sel.transpose(1, 2))
             chunk_lse = torch.logsumexp(logits, dim=-1, keepdim=True, out=lse[:r1 - r0])
             torch.bmm(logits.sub_(chunk_lse).exp_(), v_sel, out=out[r0:r1])
@@ -134,7 +149,7 @@ def chunked_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, r_idx: T
     with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
         for r0, r1 in _chunks(q2.shape[0], _rows_per_chunk(q, v, topk, chunk_bytes)):
             sel = rows[r0 * topk:r1 * topk]
-            k_sel, v_sel = _routed_kv(k2, v2, sel, r1 - r0, acc)
+            k_sel, v_sel = (select_routed(t, sel, r1 - r0).to(acc) for t in (k2, v2))
             q_scaled = q2[r0:r1].to(acc) * scale
             dout = grad_out[r0:r1]
             probs = torch.bmm(q_scaled, k_sel.transpose(1, 2)).softmax(dim=-1)

@@ -17,7 +17,7 @@ operator, which a TorchScript trace records and runs as it is.
 import torch
 from torch import Tensor
 
-from .chunked_routed_attention import routed_rows
+from .chunked_routed_attention import routed_rows, select_routed
 
 
 def is_torch_exporting() -> bool:
@@ -60,14 +60,8 @@ def routed_attention_export(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
 
     Args and result as :func:`~.routed_attention.routed_attention_gather`.
     """
-    num_heads, d_qk, d_v = q.shape[1], q.shape[-1], v.shape[-1]
-    rows = routed_rows(r_idx, num_heads)
-    # (N * M * P * K, W * D) rows, regrouped per query row: (N * M * P, K * W, D).
-    k_sel = k.flatten(0, 2).flatten(1).index_select(0, rows)
-    v_sel = v.flatten(0, 2).flatten(1).index_select(0, rows)
+    rows = routed_rows(r_idx, q.shape[1])
     q2 = q.flatten(0, 2)
-    k_sel = k_sel.reshape(q2.shape[0], -1, d_qk)
-    v_sel = v_sel.reshape(q2.shape[0], -1, d_v)
+    k_sel, v_sel = (select_routed(t, rows, q2.shape[0]) for t in (k, v))
     attn = torch.matmul(q2 * scale, k_sel.transpose(1, 2)).softmax(dim=-1)
-    out = torch.matmul(attn, v_sel)
-    return out.reshape(q.shape[:-1] + (d_v, ))
+    return torch.matmul(attn, v_sel).reshape(q.shape[:-1] + (v.shape[-1], ))

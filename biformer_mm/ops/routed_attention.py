@@ -29,7 +29,7 @@ from mmengine.logging import print_log
 from torch import Tensor
 
 from .bra_triton import routed_attention_triton_heads_first, unsupported_reason
-from .chunked_routed_attention import ChunkedRoutedAttention, routed_rows
+from .chunked_routed_attention import ChunkedRoutedAttention, routed_rows, select_routed
 from .export_path import is_exporting, routed_attention_export
 from .triton_self_check import triton_self_check
 
@@ -99,25 +99,20 @@ def routed_attention_sdpa(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     d_v = v.shape[-1]
     topk = r_idx.shape[-1]
     rows = routed_rows(r_idx, m)
-    k_sel = k.reshape(n * m * p, w * d_qk).index_select(0, rows)
-    v_sel = v.reshape(n * m * p, w * d_v).index_select(0, rows)
+    k_sel, v_sel = (select_routed(t, rows, n * m * p).view(n * m, p, topk * w, -1)
+                    for t in (k, v))
     # Regions take SDPA's head axis: its CUDA kernels take at most 65535 batch entries
     # (pytorch/pytorch#146704).
-    out = F.scaled_dot_product_attention(
-        q.reshape(n * m, p, w, d_qk), k_sel.view(n * m, p, topk * w, d_qk),
-        v_sel.view(n * m, p, topk * w, d_v), scale=scale)
+    out = F.scaled_dot_product_attention(q.reshape(n * m, p, w, d_qk), k_sel, v_sel,
+                                         scale=scale)
     return out.view(n, m, p, w, d_v)
 
 
 def routed_attention_torch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
                            scale: float) -> Tensor:
-    """Pure PyTorch routed attention without the expand-and-gather copy
-    (``attn_impl='torch'``).
-
-    On the CPU the ``'chunked'`` algorithm
-    (:class:`~.chunked_routed_attention.ChunkedRoutedAttention`) processes the query
-    regions in cache-sized chunks, so no ``topk``-fold copy of the key/values exists in
-    the forward or the backward; elsewhere ``'sdpa'`` (:func:`routed_attention_sdpa`).
+    """``attn_impl='torch'``: the ``'chunked'`` algorithm
+    (:class:`~.chunked_routed_attention.ChunkedRoutedAttention`) on the CPU, ``'sdpa'``
+    (:func:`routed_attention_sdpa`) elsewhere.
 
     Args:
         q (Tensor): Queries ``(N, M, P, W, Dqk)``.
@@ -181,14 +176,11 @@ def resolve_attn_impl(attn_impl: str, q: Tensor, k: Tensor, v: Tensor, r_idx: Te
     """Resolve the ``'auto'`` policy for the given inputs.
 
     ``'auto'`` is ``'triton'`` where :func:`~.bra_triton.unsupported_reason` finds
-    nothing against the fused kernels (CUDA tensors on one NVIDIA GPU of a sufficient
-    compute capability, Triton >= 3.0, head dims the kernels cover, no deterministic
-    mode while training) and the first-use self-check
+    nothing against the fused kernels and the first-use self-check
     (:func:`~.triton_self_check.triton_self_check`) passed for the compiled kernels the
     call selects; ``'torch'`` everywhere else. The choice is logged once per device, dtype
-    and outcome (INFO, through mmengine's current logger), with the algorithm ``'torch'``
-    runs there. Other values are returned as they are: an explicit ``'triton'`` raises
-    where it cannot run, when called. :func:`resolve_algorithm` names the algorithm.
+    and outcome (INFO, mmengine's current logger). Other values are returned as they
+    are: an explicit ``'triton'`` raises where it cannot run, when called.
 
     Args:
         attn_impl (str): One of :data:`ATTN_IMPLS`.

@@ -1,22 +1,15 @@
 """The routed attention as a PyTorch operator: ``torch.ops.biformer_mm.routed_attention``.
 
 ``torch.ops.biformer_mm.routed_attention(q, k, v, r_idx, scale) -> Tensor`` computes
-:func:`~.routed_attention.routed_attention_gather`'s function on heads-first inputs (see
-:mod:`.routed_attention` for the layouts). It is registered with
-``torch.library.custom_op`` (torch >= 2.4; :data:`~.routed_attention.OPERATOR` says
-whether it exists; older versions run the autograd Functions), so
-``torch.compile``, ``torch.export`` and ``torch.library.opcheck`` see one opaque node
-with a shape function (``register_fake``) instead of the chunk loop, which inductor
-would otherwise unroll into thousands of ops. Its kernels:
-
-- CPU: :func:`~.chunked_routed_attention.chunked_forward`. It writes into
-  ``torch.empty`` buffers with ``out=``, which is fine inside an operator's kernel:
-  tracing sees only the operator.
-- CUDA: the fused Triton kernels where ``attn_impl='auto'`` would run them
-  (:func:`~.routed_attention.resolve_attn_impl`: :func:`~.bra_triton.unsupported_reason`
-  and the first-use self-check), the row selection + SDPA path
-  (:func:`~.routed_attention.routed_attention_sdpa`) otherwise. The choice is logged
-  once per device, dtype and outcome.
+:func:`~.routed_attention.routed_attention_gather`'s function on heads-first inputs. It is
+a ``torch.library.custom_op`` (torch >= 2.4, :data:`~.routed_attention.OPERATOR`; older
+versions run the autograd Functions), so ``torch.compile`` and ``torch.export`` see one
+node with a shape function (``register_fake``) instead of the chunk loop, which inductor
+would unroll into thousands of ops. Its kernels: on the CPU
+:func:`~.chunked_routed_attention.chunked_forward` (its ``out=`` writes are invisible
+to tracing inside an operator); on CUDA the fused Triton kernels where ``attn_impl='auto'``
+would run them (:func:`~.routed_attention.resolve_attn_impl`, logged), the row selection
++ SDPA path (:func:`~.routed_attention.routed_attention_sdpa`) otherwise.
 
 The backward is an operator too, ``torch.ops.biformer_mm.routed_attention_backward(
 grad_out, q, k, v, r_idx, out, scale) -> (dq, dk, dv)``, connected with
@@ -40,8 +33,8 @@ from mmengine.logging import print_log
 from torch import Tensor
 
 from .bra_triton import routed_attention_triton_heads_first
-from .chunked_routed_attention import (DOUBLE_BACKWARD_ERROR, chunked_backward,
-                                       chunked_forward)
+from .chunked_routed_attention import (DOUBLE_BACKWARD_ERROR, check_inputs,
+                                       chunked_backward, chunked_forward)
 from .routed_attention import OPERATOR, resolve_attn_impl, routed_attention_sdpa
 
 _logged: Set[Tuple[str, torch.dtype]] = set()
@@ -54,20 +47,6 @@ def _cuda_implementation(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor):
     return routed_attention_sdpa
 
 
-def _check(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> None:
-    """The shape contract every kernel and the fake share."""
-    if q.dim() != 5 or k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
-        raise ValueError('biformer_mm::routed_attention expects heads-first q, k '
-                         '(N, M, P, W, Dqk) and v (N, M, P, W, Dv), got '
-                         f'{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}')
-    if not q.dtype == k.dtype == v.dtype:
-        raise ValueError(f'biformer_mm::routed_attention: q, k, v must share a dtype, got '
-                         f'{q.dtype}, {k.dtype}, {v.dtype}')
-    if r_idx.dim() != 3 or r_idx.is_floating_point():
-        raise ValueError(f'biformer_mm::routed_attention expects an integer r_idx '
-                         f'(N, P, K), got {tuple(r_idx.shape)} {r_idx.dtype}')
-
-
 if OPERATOR:
 
     @torch.library.custom_op('biformer_mm::routed_attention', mutates_args=())
@@ -75,7 +54,7 @@ if OPERATOR:
                             scale: float) -> Tensor:
         """Routed attention; see the module docstring. Returns a contiguous
         ``(N, M, P, W, Dv)`` tensor in the dtype of ``q``."""
-        _check(q, k, v, r_idx)
+        check_inputs(q, k, v, r_idx)
         if q.device.type == 'cpu':
             key = (str(q.device), q.dtype)
             if key not in _logged:
@@ -90,7 +69,7 @@ if OPERATOR:
     @routed_attention_op.register_fake
     def _routed_attention_fake(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
                                scale: float) -> Tensor:
-        _check(q, k, v, r_idx)
+        check_inputs(q, k, v, r_idx)
         return q.new_empty(q.shape[:-1] + v.shape[-1:])
 
     @torch.library.custom_op('biformer_mm::routed_attention_backward', mutates_args=())
@@ -100,7 +79,7 @@ if OPERATOR:
         """Gradients of ``biformer_mm::routed_attention`` (whose result on these inputs
         is ``out``) with respect to ``q``, ``k`` and ``v``: contiguous, shaped and typed
         like them."""
-        _check(q, k, v, r_idx)
+        check_inputs(q, k, v, r_idx)
         if q.device.type == 'cpu':
             return chunked_backward(grad_out, q, k, v, r_idx, out, scale)
         with torch.enable_grad():
@@ -113,7 +92,7 @@ if OPERATOR:
     def _routed_attention_backward_fake(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor,
                                         r_idx: Tensor, out: Tensor, scale: float
                                         ) -> Tuple[Tensor, Tensor, Tensor]:
-        _check(q, k, v, r_idx)
+        check_inputs(q, k, v, r_idx)
         return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
     def _setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tensor) -> None:

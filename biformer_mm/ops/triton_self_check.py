@@ -22,7 +22,8 @@ from typing import Dict, Hashable, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .bra_triton import TritonRoutedAttention, input_layout, kernel_key
+from .bra_triton import (TritonRoutedAttention, alignment, input_layout, kernel_key,
+                         strided_empty)
 from .chunked_routed_attention import ChunkedRoutedAttention
 
 SELF_CHECK_ENV = 'BIFORMER_MM_TRITON_SELF_CHECK'
@@ -49,20 +50,11 @@ class SelfCheckResult(NamedTuple):
 _results: Dict[Hashable, SelfCheckResult] = {}
 
 
-def self_check_enabled() -> bool:
-    """Whether :func:`triton_self_check` runs (``BIFORMER_MM_TRITON_SELF_CHECK`` is not
-    ``0``)."""
-    return os.environ.get(SELF_CHECK_ENV, '1') != '0'
-
-
 def _laid_out_like(t: Tensor, values: Tensor) -> Tensor:
     """``values`` (one image of ``t``) in a new tensor on ``t``'s device with ``t``'s
-    dtype, strides and address modulo 16 bytes."""
-    size = (1, ) + tuple(t.shape[1:])
-    offset = t.data_ptr() % 16 // t.element_size()
-    span = 1 + sum((n - 1) * s for n, s in zip(size, t.stride()))
-    out = torch.empty(offset + span, dtype=t.dtype, device=t.device)
-    return out.as_strided(size, t.stride(), offset).copy_(values)
+    dtype, strides and :func:`~.bra_triton.alignment`."""
+    return strided_empty(t.dtype, (1, *t.shape[1:]), t.stride(), alignment(t),
+                         t.device).copy_(values)
 
 
 def self_check_problem(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> Tuple[Tensor, ...]:
@@ -148,7 +140,7 @@ def triton_self_check(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> Optiona
     Returns:
         Optional[str]: ``'the first-use self-check failed: ...'``, or ``None``.
     """
-    if not self_check_enabled():
+    if os.environ.get(SELF_CHECK_ENV, '1') == '0':
         return None
     key = kernel_key(q, k, v, r_idx)
     if key not in _results:

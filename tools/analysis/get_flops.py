@@ -1,24 +1,16 @@
-"""Count the FLOPs and parameters of a detector, segmentor or ImageNet classifier, as the
-BiFormer paper counts them: fvcore's convention (one fused multiply-add is one FLOP;
-element-wise operations, softmax and top-k are not counted), with mmengine's
-FlopAnalyzer and the attention handles biformer_mm registers.
+"""Count the FLOPs and parameters of a detector, segmentor or ImageNet classifier as the
+BiFormer paper counts them (fvcore's convention), with mmengine's FlopAnalyzer and the
+attention handles biformer_mm registers.
 
     python tools/analysis/get_flops.py CONFIG [--shape H W] [--json]
         [--cfg-options KEY=VALUE ...]
     python tools/analysis/get_flops.py --arch tiny|small|base [--shape H W] [--json]
 
-``--arch`` counts the ImageNet classifier (timm's ``biformer_<arch>``, 1000-class head
-included) on one 224x224 image, or ``--shape H W``, as the paper's first table does.
-
-CONFIG is an mmdet or mmseg config (ours, or any other). The network runs once, in
-``tensor`` mode (no pre- or post-processing), on a random image of ``--shape H W``, by
-default the size of the config's test pipeline ``Resize`` (e.g. 800x1333 for COCO,
-512x2048 for ADE20K), padded by the model's data preprocessor as in testing. It reports
-the whole model and each of its parts (backbone, neck, heads); training-only auxiliary
-heads are left out, as mmseg's own tool does. The RoI heads of a two-stage detector are
-counted on the proposals its RPN gives this random image. Counting runs on the CPU,
-where BiFormer's routed attention is ``attn_impl='torch'``: every implementation counts
-the same (tests/test_flops.py). ``--json`` prints one JSON line instead of the table.
+``--arch``: timm's ``biformer_<arch>`` with its 1000-class head on 224x224 (or ``--shape``).
+CONFIG: any mmdet/mmseg config, run once in ``tensor`` mode on a random image of
+``--shape`` (default: the test pipeline's ``Resize``), padded by the data preprocessor;
+the whole model and each top-level part (training-only auxiliary heads left out).
+Reference: docs/analysis.md.
 """
 import argparse
 import json

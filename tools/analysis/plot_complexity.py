@@ -1,29 +1,15 @@
-"""Draw attention FLOPs against input size: Bi-Level Routing Attention, global attention
-and Swin's 7x7 window attention, counted by ``biformer_mm.analysis.count_complexity``
-(mmengine's FlopAnalyzer with our attention handles), the counter of get_flops.py.
+"""Draw attention FLOPs against input size: Bi-Level Routing Attention (fixed and scaled
+region count), global attention and Swin's 7x7 window attention, counted by
+``biformer_mm.analysis.count_complexity`` (the counter of get_flops.py).
 
     python tools/analysis/plot_complexity.py [--stage 3] [--fixed-n-win 7] [--out PNG]
 
-One attention layer of a BiFormer-S stage (default: stage 3, stride 16, 256 channels,
-8 heads, top-k 16) on square images of 224 to 1344 pixels. "Attention FLOPs" are the
-counted FLOPs of the attention module without its linear projections and LePE
-convolution, which every method here shares at the same O(HW * C^2) cost: for BRA the
-region routing and the token attention over the routed key/values, for the others
-``q @ k^T`` and ``attn @ v``.
-
-Two settings of BRA's region count ``S x S``:
-
-- fixed (``--fixed-n-win``, default 7, BiFormer's ImageNet setting): the regions grow
-  with the image, so the cost grows as (HW)^2 / S^2;
-- scaled with the input as the paper's complexity analysis suggests: routing costs
-  ``P^2 C`` for ``P = S^2`` regions and the token attention ``2 k (HW)^2 C / P``; their
-  sum is smallest at ``P = (k (HW)^2)^(1/3)``, where it is ``3 C k^(2/3) (HW)^(4/3)``.
-  Here ``S`` is the integer minimising that sum for the map as ``auto_pad`` pads it
-  (``S^4 C + 2 k S^2 w^2 C`` for ``w`` tokens per padded region), so that padding does
-  not hide the trend.
-
-The dashed line is the analysis' ``3 C k^(2/3) (HW)^(4/3)``. The legend gives each curve's
-exponent of HW fitted over all inputs. The numbers are printed as a table too.
+One attention layer of a BiFormer-S stage on square images of 224 to 1344 pixels, without
+the linear projections and LePE every method shares. The scaled region count ``S`` is the
+integer minimising routing (``S^4 C``) plus token attention (``2 k S^2 w^2 C`` for ``w``
+tokens per region as ``auto_pad`` pads the map); the dashed line is the paper's optimum
+``3 C k^(2/3) (HW)^(4/3)``; the legend gives each curve's fitted exponent of HW. The
+numbers are printed as a table too. Reference: docs/analysis.md.
 """
 import argparse
 import math

@@ -6,37 +6,19 @@ routed to, and the token attention over them.
     python tools/analysis/visualize_routing.py IMAGE CONFIG --checkpoint CHECKPOINT
         [--cfg-options ...] [options]
 
-options: ``--points X,Y [X,Y ...]`` (query points in image pixels, default: the image
-centre), ``--stage S [S ...]`` (routed stages 1-3, default: every routed stage),
-``--block B`` (default: the stage's last block), ``--out PNG``.
-
-For each query point and stage, one panel shows on the input image:
-
-- the query's region (white outline) and the point (white cross);
-- its top-k routed regions, numbered by routing score (1 = highest; the colour goes from
-  yellow to purple with the rank);
-- the token attention of the query's token over the tokens of those regions, averaged
-  over heads (the opacity of the red layer, relative to the largest weight).
-
-Everything drawn comes from what the model computed: the attention modules of the chosen
-blocks record the map they receive and the queries, keys and routed region indices of
-their routing step while the backbone runs (the token attention is the softmax of those
-queries and keys over the routed tokens, as every ``attn_impl`` computes it), on the
-image preprocessed as for the model:
-
-- ``--arch``: a BiFormer backbone, randomly initialised or with official ImageNet weights
-  (``--checkpoint``); the image is resized (aspect kept) so its shorter side is
-  ``--size`` and normalised with the ImageNet mean and std;
-- ``CONFIG --checkpoint``: a trained detector or segmentor of ours; the image goes
-  through the config's test pipeline (resize) and the model's data preprocessor
-  (normalise, pad), exactly as in ``tools/infer.py``.
-
-Token boxes are mapped back to image pixels through the resize; any image size works
-(``auto_pad`` pads each stage, and padded tokens fall outside the image).
+options: ``--points X,Y ...`` (default: the image centre), ``--stage S ...`` (default:
+every routed stage), ``--block B`` (default: the last), ``--out PNG``. One panel per query
+point and stage shows what the model computed: the chosen blocks record their input map
+size and the queries, keys and routed indices of their routing step while the backbone
+runs on the image preprocessed as for the model (``--arch``: resized to shorter side
+``--size``, ImageNet-normalised; CONFIG: its test pipeline and data preprocessor, as
+``tools/infer.py``). Reference: docs/analysis.md.
 """
 import argparse
 import math
+from contextlib import ExitStack
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from unittest import mock
 
 import matplotlib
 import mmcv
@@ -69,49 +51,6 @@ class Routing(NamedTuple):
     r_idx: Tensor
 
 
-class RoutingRecorder:
-    """Record the :class:`Routing` of BRA modules while a backbone runs.
-
-    A forward pre-hook takes each module's input map size; its ``route`` step is wrapped
-    (on the instance, for the duration of the ``with`` block) to keep the queries, keys
-    and the indices it returns.
-
-    Args:
-        modules (dict[int, BiLevelRoutingAttention]): Modules by stage number.
-    """
-
-    def __init__(self, modules: Dict[int, BiLevelRoutingAttention]) -> None:
-        self.modules = modules
-        self.records: Dict[int, Routing] = {}
-        self._map_sizes: Dict[int, Tuple[int, int]] = {}
-        self._handles: list = []
-
-    def __enter__(self) -> 'RoutingRecorder':
-        for stage, module in self.modules.items():
-            self._handles.append(module.register_forward_pre_hook(
-                lambda mod, args, stage=stage: self._map_sizes.__setitem__(
-                    stage, tuple(args[0].shape[1:3]))))
-            module.route = self._recording_route(stage, module)
-        return self
-
-    def _recording_route(self, stage: int, module: BiLevelRoutingAttention):
-        route = module.route
-
-        def recording_route(q: Tensor, k: Tensor) -> Tensor:
-            r_idx = route(q, k)
-            self.records[stage] = Routing(self._map_sizes[stage], module.n_win, module.scale,
-                                          q.detach(), k.detach(), r_idx)
-            return r_idx
-
-        return recording_route
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        for module in self.modules.values():
-            del module.route
-
-
 class Panel(NamedTuple):
     """What one panel draws, in image pixels."""
     stage: int
@@ -135,11 +74,31 @@ def routed_stages(backbone: BiFormer) -> List[int]:
 def record_routing(backbone: BiFormer, inputs: Tensor, stages: Sequence[int],
                    block: int = -1) -> Dict[int, Routing]:
     """Run ``backbone`` on ``inputs`` (one image) and return the routing of block
-    ``block`` of each stage in ``stages``."""
-    modules = {s: backbone.stages[s - 1][block].attn for s in stages}
-    with RoutingRecorder(modules) as recorder, torch.no_grad():
+    ``block`` of each stage in ``stages``: a forward pre-hook takes each module's input
+    map size, and its ``route`` step is wrapped for the run to keep q, k and the indices."""
+    records: Dict[int, Routing] = {}
+    map_sizes: Dict[int, Tuple[int, int]] = {}
+
+    def recording(stage: int, module: BiLevelRoutingAttention):
+        route = module.route
+
+        def recording_route(q: Tensor, k: Tensor) -> Tensor:
+            r_idx = route(q, k)
+            records[stage] = Routing(map_sizes[stage], module.n_win, module.scale,
+                                     q.detach(), k.detach(), r_idx)
+            return r_idx
+
+        return recording_route
+
+    with ExitStack() as stack, torch.no_grad():
+        for stage in stages:
+            module = backbone.stages[stage - 1][block].attn
+            stack.callback(module.register_forward_pre_hook(
+                lambda mod, args, stage=stage: map_sizes.__setitem__(
+                    stage, tuple(args[0].shape[1:3]))).remove)
+            stack.enter_context(mock.patch.object(module, 'route', recording(stage, module)))
         backbone(inputs)
-    return recorder.records
+    return records
 
 
 def make_panel(routing: Routing, stage: int, block: int, point: Tuple[float, float],

@@ -1,26 +1,20 @@
-"""Generate a small, learnable semantic segmentation dataset in the ADE20K
-layout.
-
-The result can be read by mmseg's ``ADE20KDataset`` exactly like the real
-``ADEChallengeData2016`` folder::
+"""Generate a small, learnable semantic segmentation dataset in the ADE20K layout, read
+by mmseg's ``ADE20KDataset`` like the real folder::
 
     ADEChallengeData2016/
     ├── images/{training,validation}/ADE_{train,val}_XXXXXXXX.jpg
     └── annotations/{training,validation}/ADE_{train,val}_XXXXXXXX.png
 
-Label maps follow the ADE20K convention: 0 is "other" (ignored once
-``reduce_zero_label=True`` maps it to 255) and 1..150 are the ADE20K classes,
-so label ``v`` is ``ADE20KDataset.METAINFO['classes'][v - 1]``. Every scene is
-a sky above a grass or road ground plane with a few buildings, trees, people
-and cars drawn in class-specific colours and textures, plus clutter labelled
-0. Images are drawn from a generator seeded per split and index, so the same
-arguments always give the same files.
+Street scenes: a sky above grass or road with a few buildings, trees, people and cars in
+class-specific colours and textures, plus clutter labelled 0 ("other"). Labels are
+ADE20K's: 0 is ignored with ``reduce_zero_label=True``, label ``v`` is
+``ADE20KDataset.METAINFO['classes'][v - 1]``.
 
-``--classes`` writes a stand-in for one's own data in the same folder layout instead:
-label value ``v`` is the ``v``-th name (0-based). The first name labels the noisy
-background, the next one to three names label filled shapes (a rectangle, an ellipse, a
-triangle in that order, in random colours), as the label maps of a custom dataset usually
-are (configs/segmentation/custom/).
+``--classes`` writes a stand-in for one's own data instead (configs/segmentation/custom/):
+label ``v`` is the ``v``-th name (0-based); the first names the noisy background, the next
+one to three the shapes of ``make_toy_coco.py`` (rectangle, ellipse, triangle). Each image
+is drawn from a generator seeded by (seed, split, index): the same arguments give the same
+files.
 
 Example::
 
@@ -30,11 +24,16 @@ Example::
         --classes background,coin,bolt,nut
 """
 import argparse
+import os.path as osp
+import sys
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from make_toy_coco import CATEGORIES, class_names, noise_image, shape_polygon  # noqa: E402
 
 DEFAULT_OUT = 'data/toy_ade/ADEChallengeData2016'
 
@@ -47,17 +46,6 @@ ROAD = 7
 GRASS = 10
 PERSON = 13
 CAR = 21
-
-#: The ADE20K label values that appear in the toy data, with their names.
-TOY_CLASSES: Dict[int, str] = {
-    BUILDING: 'building',
-    SKY: 'sky',
-    TREE: 'tree',
-    ROAD: 'road',
-    GRASS: 'grass',
-    PERSON: 'person',
-    CAR: 'car',
-}
 
 SPLITS = {'training': 'train', 'validation': 'val'}
 
@@ -73,8 +61,7 @@ def _jitter(rng: np.random.Generator, bgr: Tuple[int, int, int],
 
 def _paint(image: np.ndarray, label: np.ndarray, mask: np.ndarray,
            colour: np.ndarray, value: int) -> None:
-    """Write ``colour`` into ``image`` and ``value`` into ``label`` where
-    ``mask`` is set."""
+    """Write ``colour`` into ``image`` and ``value`` into ``label`` where ``mask`` is set."""
     image[mask] = colour[mask] if colour.ndim == 3 else colour
     label[mask] = value
 
@@ -180,17 +167,7 @@ OBJECT_PAINTERS: Tuple[Callable[..., None], ...] = (_draw_building,
 
 
 def render_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
-    """Draw one toy street scene.
-
-    Args:
-        rng (np.random.Generator): Source of all randomness of the scene.
-        height (int): Image height in pixels.
-        width (int): Image width in pixels.
-
-    Returns:
-        tuple[np.ndarray, np.ndarray]: A ``(height, width, 3)`` BGR uint8
-        image and the ``(height, width)`` uint8 ADE20K label map.
-    """
+    """Draw one toy street scene: the BGR image and its ADE20K label map."""
     image = np.zeros((height, width, 3), np.uint8)
     label = np.zeros((height, width), np.uint8)
     horizon = int(rng.integers(int(0.35 * height), int(0.65 * height)))
@@ -228,29 +205,12 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     return image, label
 
 
-#: Shapes of the ``--classes`` data, one per class after the background.
-MAX_SHAPE_CLASSES = 3
-
-
 def render_shapes(rng: np.random.Generator, height: int, width: int,
                   num_classes: int) -> Scene:
-    """Draw one image of the ``--classes`` data: filled shapes on noise.
-
-    Args:
-        rng (np.random.Generator): Source of all randomness of the image.
-        height (int): Image height in pixels.
-        width (int): Image width in pixels.
-        num_classes (int): Label values used: 0 (the background) to
-            ``num_classes - 1``; value ``v`` > 0 is drawn as shape ``v - 1``
-            (rectangle, ellipse, triangle).
-
-    Returns:
-        tuple[np.ndarray, np.ndarray]: A ``(height, width, 3)`` BGR uint8
-        image and the ``(height, width)`` uint8 label map.
-    """
-    background = rng.integers(20, 90, size=3)
-    image = np.clip(background + rng.normal(0., 8., (height, width, 3)), 0,
-                    255).astype(np.uint8)
+    """Draw one image of the ``--classes`` data: label ``v`` in 1 to ``num_classes - 1``
+    is shape kind ``v - 1`` of :data:`CATEGORIES`, on noise labelled 0. Returns the BGR
+    image and the label map."""
+    image = noise_image(rng, height, width)
     label = np.zeros((height, width), np.uint8)
     for _ in range(int(rng.integers(1, 5))):
         value = int(rng.integers(1, num_classes))
@@ -258,15 +218,11 @@ def render_shapes(rng: np.random.Generator, height: int, width: int,
         h = int(rng.integers(height // 6, height // 2))
         x0, y0 = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
         mask = np.zeros(label.shape, np.uint8)
-        if value == 1:
-            cv2.rectangle(mask, (x0, y0), (x0 + w, y0 + h), 1, -1)
-        elif value == 2:
-            cv2.ellipse(mask, (x0 + w // 2, y0 + h // 2), (w // 2, h // 2), 0, 0,
-                        360, 1, -1)
+        if CATEGORIES[value - 1] == 'ellipse':  # OpenCV's finer outline than shape_polygon
+            cv2.ellipse(mask, (x0 + w // 2, y0 + h // 2), (w // 2, h // 2), 0, 0, 360, 1, -1)
         else:
-            apex = int(rng.integers(x0, x0 + w + 1))
-            cv2.fillPoly(mask, [np.array([[apex, y0], [x0 + w, y0 + h],
-                                          [x0, y0 + h]], np.int32)], 1)
+            box = (x0, y0, x0 + w, y0 + h)
+            cv2.fillPoly(mask, [shape_polygon(CATEGORIES[value - 1], box, rng)], 1)
         colour = np.array([int(c) for c in rng.integers(110, 256, size=3)])
         _paint(image, label, mask.astype(bool), colour, value)
     return image, label
@@ -277,29 +233,16 @@ def make_toy_ade20k(out_dir: str = DEFAULT_OUT,
                     num_val: int = 40,
                     seed: int = 0,
                     classes: Optional[Sequence[str]] = None) -> Path:
-    """Write the toy dataset in the ADE20K layout.
-
-    Args:
-        out_dir (str): The ``ADEChallengeData2016`` folder to fill. Existing
-            files with the same names are overwritten.
-        num_train (int): Number of training images. Defaults to 200.
-        num_val (int): Number of validation images. Defaults to 40.
-        seed (int): Seed of the generator; the same seed gives the same
-            files. Defaults to 0.
-        classes (tuple[str], optional): Write the shapes data of
-            :func:`render_shapes` with these classes (the first one the
-            background, then one to three shapes) instead of street scenes
-            with ADE20K labels. Defaults to None (street scenes).
-
-    Returns:
-        Path: ``out_dir``.
-    """
+    """Fill the ``ADEChallengeData2016`` folder ``out_dir`` (files of the same names are
+    overwritten) with street scenes, or with the shapes data of :func:`render_shapes`
+    when ``classes`` (the background first, then one to three shapes) is given; the same
+    arguments give the same files. Returns ``out_dir``."""
     if num_train < 1 or num_val < 1:
         raise ValueError('num_train and num_val must be at least 1, got '
                          f'{num_train} and {num_val}.')
-    if classes is not None and not 2 <= len(classes) <= MAX_SHAPE_CLASSES + 1:
+    if classes is not None and not 2 <= len(classes) <= len(CATEGORIES) + 1:
         raise ValueError('classes must name the background and 1 to '
-                         f'{MAX_SHAPE_CLASSES} shape classes, got {tuple(classes)}.')
+                         f'{len(CATEGORIES)} shape classes, got {tuple(classes)}.')
     root = Path(out_dir)
     counts = {'training': num_train, 'validation': num_val}
     for split_id, (split, prefix) in enumerate(SPLITS.items()):
@@ -323,33 +266,21 @@ def make_toy_ade20k(out_dir: str = DEFAULT_OUT,
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description='Generate a toy semantic segmentation dataset in the '
-        'ADE20K (ADEChallengeData2016) layout.')
-    parser.add_argument(
-        '--out',
-        default=DEFAULT_OUT,
-        help=f'output ADEChallengeData2016 folder (default: {DEFAULT_OUT})')
-    parser.add_argument(
-        '--num-train', type=int, default=200, help='training images')
-    parser.add_argument(
-        '--num-val', type=int, default=40, help='validation images')
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out', default=DEFAULT_OUT,
+                        help=f'output ADEChallengeData2016 folder (default: {DEFAULT_OUT})')
+    parser.add_argument('--num-train', type=int, default=200, help='training images')
+    parser.add_argument('--num-val', type=int, default=40, help='validation images')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument(
-        '--classes',
-        help='comma-separated class names: write shapes on a background '
-        'instead of street scenes; the first name is the background (label '
-        f'0), the next 1 to {MAX_SHAPE_CLASSES} the shapes (labels 1, 2, ...)')
+        '--classes', help='comma-separated class names: write shapes on a background '
+        'instead of street scenes; the first name is the background (label 0), the next 1 '
+        f'to {len(CATEGORIES)} the shapes (labels 1, 2, ...)')
     args = parser.parse_args()
     if args.num_train < 1 or args.num_val < 1:
         parser.error('--num-train and --num-val must be at least 1.')
     if args.classes is not None:
-        args.classes = tuple(name.strip() for name in args.classes.split(','))
-        if not 2 <= len(args.classes) <= MAX_SHAPE_CLASSES + 1 or not all(
-                args.classes) or len(set(args.classes)) != len(args.classes):
-            parser.error('--classes takes the background and 1 to '
-                         f'{MAX_SHAPE_CLASSES} more distinct non-empty names, '
-                         f'got {args.classes}.')
+        args.classes = class_names(parser, args.classes, 2, len(CATEGORIES) + 1)
     return args
 
 

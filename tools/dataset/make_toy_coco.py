@@ -1,21 +1,14 @@
 """Generate a small, deterministic COCO-format instance segmentation dataset.
 
-Each image shows a few filled shapes on a noisy background; the shape kind is the
-category (``rectangle``, ``ellipse``, ``triangle``) and the colour is random. Every
-instance has a polygon mask that matches the drawn pixels, a tight box and its area.
-Shapes never overlap, so masks and boxes are exact.
+Each image shows up to ``--max-shapes`` non-overlapping filled shapes on a noisy
+background; the shape kind is the category (``rectangle``, ``ellipse``, ``triangle``, or
+the one to three ``--classes`` names in that order), the colour is random. Every instance
+has a polygon mask matching its pixels, a tight box and its area. ``--size MIN MAX``
+draws each image's height and width between MIN and MAX pixels (default: 256x256). The
+defaults write the toy dataset of configs/detection/toy/, under ``--out``::
 
-``--classes`` renames the categories (one to three names, given to the shape kinds in
-that order), to stand in for one's own data; ``--size MIN MAX`` draws each image's height
-and width between MIN and MAX pixels instead of square images. The defaults write the toy
-dataset of configs/detection/toy/.
-
-Layout written under ``--out`` (default ``data/toy_coco``)::
-
-    annotations/instances_train.json
-    annotations/instances_val.json
-    train/000000.png ...
-    val/000000.png ...
+    annotations/instances_{train,val}.json
+    {train,val}/000001.png ...
 
 Example:
     python tools/dataset/make_toy_coco.py --out data/toy_coco --num-train 48 --num-val 16
@@ -33,6 +26,16 @@ import numpy as np
 
 CATEGORIES = ('rectangle', 'ellipse', 'triangle')
 Box = Tuple[int, int, int, int]
+
+
+def class_names(parser: argparse.ArgumentParser, text: str, least: int,
+                most: int) -> Tuple[str, ...]:
+    """``--classes``: ``least`` to ``most`` distinct non-empty comma-separated names."""
+    names = tuple(name.strip() for name in text.split(','))
+    if not least <= len(names) <= most or not all(names) or len(set(names)) != len(names):
+        parser.error(f'--classes takes {least} to {most} distinct non-empty names, '
+                     f'got {names}.')
+    return names
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -53,11 +56,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.num_train < 1 or args.num_val < 1:
         parser.error('--num-train and --num-val must be at least 1.')
-    args.classes = tuple(name.strip() for name in args.classes.split(','))
-    if not 1 <= len(args.classes) <= len(CATEGORIES) or not all(args.classes) \
-            or len(set(args.classes)) != len(args.classes):
-        parser.error(f'--classes takes 1 to {len(CATEGORIES)} distinct non-empty names, '
-                     f'got {args.classes}.')
+    args.classes = class_names(parser, args.classes, 1, len(CATEGORIES))
     if len(args.size) == 1:
         args.size = args.size * 2
     if len(args.size) != 2 or not 64 <= args.size[0] <= args.size[1]:
@@ -68,17 +67,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+def noise_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A BGR image of one dark random colour with Gaussian noise."""
+    background = rng.integers(20, 90, size=3)
+    noise = rng.normal(0, 8, size=(height, width, 3))
+    return np.clip(background + noise, 0, 255).astype(np.uint8)
+
+
 def shape_polygon(kind: str, box: Box, rng: np.random.Generator) -> np.ndarray:
-    """Return the outline of a shape of ``kind`` filling ``box`` as an (N, 2) int array.
-
-    Args:
-        kind (str): One of :data:`CATEGORIES`.
-        box (tuple[int]): ``(x1, y1, x2, y2)`` the shape spans.
-        rng (np.random.Generator): Source of the triangle's free vertex.
-
-    Returns:
-        np.ndarray: Polygon vertices in pixel coordinates.
-    """
+    """The (N, 2) int32 outline of a shape of ``kind`` (one of :data:`CATEGORIES`)
+    filling ``box`` ``(x1, y1, x2, y2)``; ``rng`` places the triangle's apex."""
     x1, y1, x2, y2 = box
     if kind == 'rectangle':
         return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.int32)
@@ -101,21 +99,9 @@ def overlaps(box: Box, others: List[Box], margin: int = 4) -> bool:
 
 def make_image(rng: np.random.Generator, height: int, width: int, max_shapes: int,
                num_classes: int = len(CATEGORIES)) -> Tuple[np.ndarray, List[Dict]]:
-    """Draw one image and return it with its instances.
-
-    Args:
-        rng (np.random.Generator): Random source.
-        height (int): Image height in pixels.
-        width (int): Image width in pixels.
-        max_shapes (int): Upper bound on the number of shapes.
-        num_classes (int): Categories drawn: the first ``num_classes`` shape kinds.
-
-    Returns:
-        tuple: The BGR image and a list of ``dict(category, polygon)`` instances.
-    """
-    background = rng.integers(20, 90, size=3)
-    noise = rng.normal(0, 8, size=(height, width, 3))
-    image = np.clip(background + noise, 0, 255).astype(np.uint8)
+    """Draw one image with up to ``max_shapes`` shapes of the first ``num_classes``
+    kinds; return the BGR image and its ``dict(category, polygon)`` instances."""
+    image = noise_image(rng, height, width)
     placed: List[Box] = []
     instances = []
     for _ in range(int(rng.integers(1, max_shapes + 1))):
@@ -155,22 +141,8 @@ def coco_annotation(polygon: np.ndarray, category: int, image_id: int,
 
 def make_split(out_dir: str, split: str, num_images: int, size: Union[int, Sequence[int]],
                max_shapes: int, seed: int, classes: Sequence[str] = CATEGORIES) -> Dict:
-    """Write the images of one split and return its COCO annotation dict.
-
-    Args:
-        out_dir (str): Dataset root; images go to ``out_dir/split/``.
-        split (str): ``'train'`` or ``'val'``.
-        num_images (int): Number of images.
-        size (int | tuple[int, int]): Image side in pixels, or ``(min, max)``: each
-            image's height and width are drawn from that range.
-        max_shapes (int): Upper bound on shapes per image.
-        seed (int): Seed of this split.
-        classes (tuple[str]): Category names, given to the first ``len(classes)``
-            shape kinds.
-
-    Returns:
-        dict: The COCO ``instances`` json content.
-    """
+    """Write the images of one split to ``out_dir/split/`` and return its COCO
+    annotation dict; see :func:`make_toy_coco` for the arguments."""
     min_size, max_size = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
     os.makedirs(osp.join(out_dir, split), exist_ok=True)
@@ -199,10 +171,13 @@ def make_split(out_dir: str, split: str, num_images: int, size: Union[int, Seque
 def make_toy_coco(out_dir: str, num_train: int = 48, num_val: int = 16,
                   size: Union[int, Sequence[int]] = 256, max_shapes: int = 4, seed: int = 0,
                   classes: Sequence[str] = CATEGORIES) -> Dict[str, str]:
-    """Generate the train and val splits under ``out_dir``.
+    """Generate the train and val splits under ``out_dir``; the same arguments always
+    give the same files.
 
-    The same arguments always give the same files; see :func:`make_split` for ``size``
-    and ``classes``.
+    Args:
+        size (int | tuple[int, int]): Image side, or ``(min, max)``: each image's height
+            and width are drawn from that range.
+        classes (tuple[str]): Category names of the first ``len(classes)`` shape kinds.
 
     Returns:
         dict[str, str]: Annotation file of each split.

@@ -1,47 +1,113 @@
 """Export a BiFormer detector or segmentor to ONNX with torch.onnx, and check the graph in
-onnxruntime against PyTorch.
+onnxruntime against PyTorch (docs/deploy.md).
 
     python tools/deploy/export_onnx.py CONFIG --out FILE [--checkpoint C] [--shape H W]
         [--dynamic] [--verify IMAGE] [--tolerance 1e-4] [--opset 17] [--dynamo]
         [--cfg-options KEY=VALUE ...]
 
-The graph is the network in mmdet's/mmseg's ``tensor`` mode: its input is the image as
-the config's data preprocessor makes it (resized to ``--shape``, by default the test
-pipeline's ``Resize`` scale; normalised; padded to the preprocessor's size divisor), its
-outputs are the heads' raw outputs (``output0``, ``output1``, ...: for a one-stage
-detector the class scores and box deltas of every level; for a segmentor the logits).
-Decoding them into boxes, masks or label maps is left to the caller (docs/deploy.md).
-
-``--dynamic`` makes the input's height and width dynamic: BiFormer pads its maps to a
-multiple of ``n_win`` inside the graph, so the graph is right at sizes that pad
-differently. The dynamic graph is checked in onnxruntime at another size (32 rows and 64
-columns more, random input) and refused if it is wrong there: modules that compute sizes
-in Python, such as mmseg's ``Upsample`` in Semantic FPN's head and the adaptive pooling
-of UperNet's, are fixed at the export size by tracing. Two-stage detectors (Mask R-CNN)
-are refused: their tensor mode returns the RoI heads' outputs without the proposals they
-refer to (use mmdeploy on the classic stack for them).
-
-``--verify IMAGE`` runs the graph in onnxruntime and the model in PyTorch on IMAGE
-(resized to ``--shape``; with ``--dynamic``, rescaled with its aspect ratio to fit in
-``--shape``, a size the export did not see), prints each output's largest difference
-(relative to the output's largest magnitude where that is above 1) and exits with status
-1 if one is above ``--tolerance``.
-
-The legacy (TorchScript) exporter is the default, as mmdeploy's; ``--dynamo`` uses
-torch.onnx's dynamo exporter (torch >= 2.5). ``--checkpoint`` is read weights-only
-(``trusted://PATH`` loads a file you trust in full); without it the weights are random.
+The graph is the network's ``tensor`` mode: the image as the data preprocessor makes it
+(resized to ``--shape``, default the test pipeline's ``Resize`` scale) in, the heads' raw
+outputs (``output0``, ...) out. ``--dynamic`` graphs are checked at another size and
+refused if wrong there (sizes computed in Python, e.g. mmseg's ``Upsample``); two-stage
+detectors are refused (their outputs lack the proposals). ``--verify IMAGE`` compares
+onnxruntime with PyTorch on IMAGE (with ``--dynamic`` rescaled to fit in ``--shape``) and
+exits 1 above ``--tolerance``. ``--checkpoint`` is read weights-only (``trusted://PATH``:
+in full); without it the weights are random.
 """
 import argparse
+import inspect
 import sys
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import mmcv
+import numpy as np
 import torch
+import torch.nn as nn
 from mmengine.config import DictAction
+from torch import Tensor
 
 from biformer_mm.analysis import TensorMode, build_tensor_mode, tensor_mode_inputs
 from biformer_mm.engine import load_config
-from biformer_mm.engine.onnx_export import export_onnx, onnx_errors
+
+INPUT_NAME = 'inputs'
+NestedTensors = Union[Tensor, Sequence['NestedTensors'], dict]
+
+
+def flatten_outputs(outputs: NestedTensors) -> List[Tensor]:
+    """The tensors of a nested output in the order torch.onnx gives the graph's outputs."""
+    if isinstance(outputs, Tensor):
+        return [outputs]
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    return [t for item in outputs for t in flatten_outputs(item)]
+
+
+def onnx_errors(path: str, network: nn.Module, inputs: Tensor) -> List[float]:
+    """Per output, the largest absolute difference between onnxruntime's outputs of the
+    graph at ``path`` and ``network(inputs)``, relative to the output's largest magnitude
+    where that is above 1."""
+    import onnxruntime
+    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    actual = session.run(None, {INPUT_NAME: inputs.numpy()})
+    with torch.no_grad():
+        expected = [t.numpy() for t in flatten_outputs(network(inputs))]
+    if len(actual) != len(expected):
+        raise ValueError(f'{path} has {len(actual)} outputs, the network {len(expected)}.')
+    return [float(np.abs(a - e).max() / max(1., np.abs(e).max(initial=0.)))
+            for a, e in zip(actual, expected)]
+
+
+def other_size_input(inputs: Tensor) -> Tensor:
+    """The random input dynamic graphs are checked with: 32 rows and 64 columns more
+    than ``inputs`` (a detector's size divisor is kept)."""
+    height, width = inputs.shape[2:]
+    return torch.randn(1, inputs.shape[1], height + 32, width + 64,
+                       generator=torch.Generator().manual_seed(0))
+
+
+def export_onnx(network: TensorMode, inputs: Tensor, path: str, dynamic: bool = False,
+                opset: int = 17, dynamo: bool = False, tolerance: float = 1e-4) -> List[str]:
+    """Export ``network`` on ``inputs`` to ``path`` (legacy exporter, or torch.onnx's
+    dynamo one) and return the output names.
+
+    Raises:
+        ValueError: For a two-stage detector, or a dynamic graph that differs from
+            PyTorch by more than ``tolerance`` on :func:`other_size_input`.
+    """
+    if getattr(network.model, 'with_rpn', False):
+        raise ValueError(
+            f'{type(network.model).__name__} is a two-stage detector: its tensor mode '
+            f'returns the RoI heads\' outputs without the RPN proposals they refer to (and '
+            f'makes those proposals for the example\'s image size), so its graph could not '
+            f'be decoded into detections. Deploy it with mmdeploy on the classic stack '
+            f'(docs/deploy.md), or export a one-stage detector or a segmentor.')
+    with torch.no_grad():
+        names = [f'output{i}' for i in range(len(flatten_outputs(network(inputs))))]
+    kwargs: dict = dict(opset_version=opset, input_names=[INPUT_NAME], output_names=names)
+    if dynamo:
+        auto = torch.export.Dim.AUTO
+        kwargs.update(dynamo=True, dynamic_shapes=({2: auto, 3: auto}, ) if dynamic else None)
+    else:
+        if 'dynamo' in inspect.signature(torch.onnx.export).parameters:  # torch >= 2.5
+            kwargs.update(dynamo=False)
+        if dynamic:
+            kwargs.update(dynamic_axes={INPUT_NAME: {2: 'height', 3: 'width'}})
+    torch.onnx.export(network, (inputs, ), path, **kwargs)
+    if not dynamic:
+        return names
+    other = other_size_input(inputs)
+    try:
+        difference = max(onnx_errors(path, network, other))
+        problem = f'differs from PyTorch by {difference:.3g}' if difference > tolerance else ''
+    except Exception as error:  # onnxruntime raises its own types for wrong shapes
+        problem = f'fails ({error})'
+    if problem:
+        raise ValueError(f'The dynamic graph {path} {problem} at {other.shape[2]}x'
+                         f'{other.shape[3]}, a size the export did not see: a module of the '
+                         f'network computes sizes in Python, which tracing fixed at the '
+                         f'example\'s size (mmseg\'s Upsample and adaptive pooling do); '
+                         f'export without --dynamic.')
+    return names
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

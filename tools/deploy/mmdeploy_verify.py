@@ -4,26 +4,19 @@ and compare the onnxruntime model with plain mmdet/mmseg on images.
     python tools/deploy/mmdeploy_verify.py DEPLOY_CFG MODEL_CFG CHECKPOINT IMAGE
         --work-dir DIR [--test-image IMG ...] [--top N] [--cfg-options K=V ...]
 
-DEPLOY_CFG is one of ``configs/deploy/`` (or any mmdeploy onnxruntime config). The tool
-runs ``mmdeploy.apis.torch2onnx`` with IMAGE, as mmdeploy's ``tools/deploy.py`` does,
-writing ``DIR/end2end.onnx``; then, for IMAGE and every ``--test-image``, it preprocesses
-the image as the conversion did (mmdeploy's ``create_input``) and runs the same input
-through the PyTorch model (mmdet/mmseg as they are, no mmdeploy rewrite) and through the
-onnxruntime model (mmdeploy's backend model, with its custom-op library). It prints:
-
-- detectors: the number of detections of each; each of PyTorch's detections (its ``N``
-  best with ``--top N``) paired with the nearest onnxruntime detection: the largest box
-  and score difference, label mismatches, mask pixels that differ, and how many
-  onnxruntime detections were paired twice (0 when the two agree);
-- segmentors: the largest logit difference (the graph's raw output with
-  ``with_argmax=False``; the label map otherwise) and the pixels whose label differs.
-
-mmdeploy 1.3.1 needs torch <= 2.1: run it with the classic stack (docs/deploy.md).
+The conversion is mmdeploy's ``mmdeploy.apis.torch2onnx`` traced on IMAGE, as its
+``tools/deploy.py`` does (``DIR/end2end.onnx``). For IMAGE and every ``--test-image``,
+the input mmdeploy's task processor makes (``create_input``) goes through the PyTorch
+model (``build_pytorch_model``: mmdet/mmseg as they are) and the onnxruntime model
+(``build_backend_model``). One line per image: for detectors, each of PyTorch's
+detections (its ``N`` best with ``--top N``) paired with the nearest onnxruntime one;
+for segmentors, the largest logit difference (with ``with_argmax=False``) and the label
+pixels that differ. docs/deploy.md lists the fields. mmdeploy 1.3.1 needs torch <= 2.1.
 """
 import argparse
 import copy
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from mmengine.config import Config, DictAction
@@ -42,52 +35,20 @@ def convert(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str], im
     return osp.join(work_dir, save_file)
 
 
-def build_models(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
-                 onnx_file: str) -> Tuple[object, torch.nn.Module, torch.nn.Module]:
-    """mmdeploy's task processor, the PyTorch model (mmdet/mmseg as they are: built
-    from ``model_cfg``, ``checkpoint`` loaded, SyncBN reverted, eval mode; no mmdeploy
-    rewrite applies outside the conversion) and the onnxruntime model (mmdeploy's
-    backend model, with its custom-op library)."""
-    from mmdeploy.apis import build_task_processor
-    task = build_task_processor(model_cfg, deploy_cfg, 'cpu')
-    return task, task.build_pytorch_model(checkpoint), task.build_backend_model([onnx_file])
-
-
-def run_both(task, torch_model: torch.nn.Module, ort_model: torch.nn.Module,
-             image: str) -> Tuple[list, list]:
-    """The PyTorch and the onnxruntime predictions (mmdet/mmseg data samples) on
-    ``image``, preprocessed once, as for the conversion (mmdeploy's ``create_input``).
-
-    For segmentors both are dicts of ``seg_logits`` (``(C, H, W)`` at the network's
-    input size; the label map ``(1, H, W)`` where the graph ends in an argmax) and
-    ``pred_sem_seg``.
-    """
-    from mmdeploy.utils import get_input_shape
-    data, _ = task.create_input(image, get_input_shape(task.deploy_cfg))
-    with torch.no_grad():
-        if task.model_cfg.get('default_scope') == 'mmseg':
-            return _segmentation_logits(torch_model, ort_model, data)
-        return (torch_model.test_step(copy.deepcopy(data)),
-                ort_model.test_step(copy.deepcopy(data)))
-
-
-def _segmentation_logits(torch_model, ort_model, data: dict) -> Tuple[list, list]:
-    """Both models' logits at the input size: mmseg's ``inference`` (whole-image mode, the
-    only one mmdeploy exports) and the onnxruntime graph's output."""
+def segmentation_logits(torch_model, ort_model, data: dict) -> List[torch.Tensor]:
+    """PyTorch's and onnxruntime's ``(N, C, H, W)`` logits at the input size (``C`` is 1
+    where the graph ends in an argmax): mmseg's ``inference`` in whole-image mode, the
+    only one mmdeploy exports, and the graph's output (mmdeploy's backend model resizes
+    and packs only the label map)."""
     mode = torch_model.test_cfg.get('mode', 'whole')
     if mode != 'whole':
         raise ValueError(f"model.test_cfg.mode is {mode!r}: mmdeploy exports whole-image "
                          f"inference only; set model.test_cfg.mode='whole'.")
     data = torch_model.data_preprocessor(copy.deepcopy(data), False)
-    inputs, samples = data['inputs'], data['data_samples']
-    metas = [dict(s.metainfo, img_shape=inputs.shape[2:]) for s in samples]
-    torch_logits = torch_model.inference(inputs, metas)
-    ort_out = ort_model.wrapper({ort_model.input_name: inputs})[ort_model.output_names[0]]
-    results = []
-    for logits in (torch_logits, ort_out):
-        labels = logits.argmax(1, keepdim=True) if logits.shape[1] > 1 else logits
-        results.append([dict(seg_logits=lg, pred_sem_seg=lb) for lg, lb in zip(logits, labels)])
-    return results[0], results[1]
+    inputs = data['inputs']
+    metas = [dict(s.metainfo, img_shape=inputs.shape[2:]) for s in data['data_samples']]
+    ort_logits = ort_model.wrapper({ort_model.input_name: inputs})[ort_model.output_names[0]]
+    return [torch_model.inference(inputs, metas), ort_logits]
 
 
 def compare_detections(torch_sample, ort_sample, top: Optional[int] = None) -> Dict:
@@ -115,32 +76,39 @@ def compare_detections(torch_sample, ort_sample, top: Optional[int] = None) -> D
     return result
 
 
-def compare_segmentation(torch_result: dict, ort_result: dict) -> Dict:
-    """Differences between the logits (or label maps) of :func:`run_both`."""
-    t_logits, o_logits = torch_result['seg_logits'], ort_result['seg_logits']
-    result = dict(shape=tuple(o_logits.shape))
-    if t_logits.shape == o_logits.shape:
-        result['logit_diff'] = (t_logits - o_logits).abs().max().item()
-        result['logit_range'] = t_logits.abs().max().item()
-    labels_differ = torch_result['pred_sem_seg'] != ort_result['pred_sem_seg'].to(
-        torch_result['pred_sem_seg'].dtype)
-    result['label_pixels_differing'] = int(labels_differ.sum())
-    result['pixels'] = labels_differ.numel()
+def compare_segmentation(torch_logits: torch.Tensor, ort_logits: torch.Tensor) -> Dict:
+    """Differences between the ``(C, H, W)`` logits (or label maps) of one image."""
+    result = dict(shape=tuple(ort_logits.shape))
+    if torch_logits.shape == ort_logits.shape:
+        result['logit_diff'] = (torch_logits - ort_logits).abs().max().item()
+        result['logit_range'] = torch_logits.abs().max().item()
+    labels = [lg.argmax(0) if lg.shape[0] > 1 else lg[0].long()
+              for lg in (torch_logits, ort_logits)]
+    result['label_pixels_differing'] = int((labels[0] != labels[1]).sum())
+    result['pixels'] = labels[0].numel()
     return result
 
 
 def verify(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
            onnx_file: str, images: Sequence[str], top: Optional[int] = None) -> List[Dict]:
-    """:func:`run_both` and the comparison, for each image (batch of one); ``top`` as
-    in :func:`compare_detections`."""
-    models = build_models(deploy_cfg, model_cfg, checkpoint, onnx_file)
+    """Compare the PyTorch and the onnxruntime model on each image (batch of one);
+    ``top`` as in :func:`compare_detections`."""
+    from mmdeploy.apis import build_task_processor
+    from mmdeploy.utils import get_input_shape
+    task = build_task_processor(model_cfg, deploy_cfg, 'cpu')
+    torch_model = task.build_pytorch_model(checkpoint)
+    ort_model = task.build_backend_model([onnx_file])
     reports = []
     for image in images:
-        torch_out, ort_out = run_both(*models, image)
-        if model_cfg.get('default_scope') == 'mmseg':
-            report = compare_segmentation(torch_out[0], ort_out[0])
-        else:
-            report = compare_detections(torch_out[0], ort_out[0], top)
+        data, _ = task.create_input(image, get_input_shape(deploy_cfg))
+        with torch.no_grad():
+            if model_cfg.get('default_scope') == 'mmseg':
+                torch_out, ort_out = segmentation_logits(torch_model, ort_model, data)
+                report = compare_segmentation(torch_out[0], ort_out[0])
+            else:
+                torch_out, ort_out = (model.test_step(copy.deepcopy(data))
+                                      for model in (torch_model, ort_model))
+                report = compare_detections(torch_out[0], ort_out[0], top)
         reports.append(dict(image=osp.basename(image), **report))
     return reports
 

@@ -15,14 +15,6 @@ from ...safe_load import read_checkpoint
 from ..biformer_trunk import BiFormerTrunk
 
 PRETRAINED_KEYS = ('type', 'checkpoint', 'prefix', 'map_location', 'strict')
-
-
-def _is_output_norm(key: str) -> bool:
-    """Keys an ImageNet checkpoint cannot hold: the per-output norms of dense models,
-    and BatchNorm batch counters (unused in training and inference)."""
-    return key.startswith('out_norms.') or key.endswith('.num_batches_tracked')
-
-
 PRETRAINED_HINT = (f'{DOWNLOAD_OFFICIAL_WEIGHTS} and put them there, set '
                    f'model.backbone.init_cfg.checkpoint to their path, or set '
                    f'model.backbone.init_cfg=None to train from scratch.')
@@ -33,9 +25,8 @@ class BiFormer(BiFormerTrunk):
     """BiFormer backbone: "BiFormer: Vision Transformer with Bi-Level Routing Attention"
     (CVPR 2023, https://arxiv.org/abs/2303.08810), for dense prediction.
 
-    The stem, downsampling layers and stages of :class:`BiFormerTrunk` (shared with the
-    timm classifier). Each requested stage output goes through its own LayerNorm and is
-    returned as an NCHW map at stride 4, 8, 16 or 32.
+    :class:`BiFormerTrunk`, then a LayerNorm per requested stage output: NCHW maps at
+    stride 4, 8, 16 or 32.
 
     Args:
         arch (str | dict): ``'tiny'``, ``'small'``, ``'base'`` or a dict with keys
@@ -53,9 +44,8 @@ class BiFormer(BiFormerTrunk):
             ``(0, 1, 2, 3)``.
         frozen_stages (int): -1 freezes nothing, 0 the stem, ``k >= 1`` the stem and
             the first ``k`` stages, each with the downsampling layer in front of it and
-            its output norm, as mmdet's ResNet and PVT do. (mmdet's Swin also freezes
-            the patch merging *after* its last frozen stage, which feeds stage ``k``;
-            ours keeps that layer, ``downsamples[k - 1]``, trainable.) Frozen parts get
+            its output norm, as mmdet's ResNet and PVT do (``downsamples[k - 1]``, which
+            feeds stage ``k``, stays trainable, unlike in mmdet's Swin). Frozen parts get
             ``requires_grad=False`` and stay in eval mode. Defaults to -1.
         norm_eval (bool): Keep the BatchNorm layers (stem and downsampling) in eval
             mode while training: frozen running statistics, as the official detection
@@ -72,14 +62,12 @@ class BiFormer(BiFormerTrunk):
             segmentation models. Defaults to ``dict(type='BN')``.
         act_cfg (dict): Activation of the stem and the MLPs, built with mmcv's
             ``build_activation_layer``. Defaults to ``dict(type='GELU')``.
-        init_cfg (dict | list[dict], optional): Initialization config, a dict or a
-            list of dicts. Without one, Linear layers get a truncated normal (std
-            0.02) and LayerNorms ones and zeros, as in the official code. A
-            ``dict(type='Pretrained', checkpoint=PATH)`` entry loads an official
-            BiFormer checkpoint (classification or dense layout) or one of ours in
-            :meth:`init_weights`, after the other entries. ``PATH`` is a local path, a
-            URL or any mmengine backend path; it is read weights-only (prefix it
-            with ``trusted://`` to load a file you trust in full). Optional keys:
+        init_cfg (dict | list[dict], optional): Initialization config. Linear layers
+            get a truncated normal (std 0.02) and LayerNorms ones and zeros first, as in
+            the official code. A ``dict(type='Pretrained', checkpoint=PATH)`` entry
+            loads an official BiFormer checkpoint (classification or dense layout) or
+            one of ours after the other entries; ``PATH`` (local, URL or mmengine
+            backend) is read weights-only (``trusted://PATH``: in full). Optional keys:
             ``prefix`` (take only the keys under it, e.g. ``'backbone.'``),
             ``map_location`` (default ``'cpu'``) and ``strict`` (default True: every
             tensor but the per-output norms must be loaded, with its shape, and the
@@ -118,8 +106,7 @@ class BiFormer(BiFormerTrunk):
             raise ValueError(f'frozen_stages={frozen_stages} must be in [-1, {num_stages}] '
                              f'(-1: none, 0: stem, k: stem and the first k stages).')
         self.pretrained_entry(init_cfg)  # fail at construction, not at the start of training
-        # mmcv builds the layers of the mm backbone only: `import biformer_mm` and the timm
-        # classifiers must work without mmcv (it is not a requirement of the package).
+        # mmcv only here: `import biformer_mm` and the timm classifiers work without it.
         from mmcv.cnn import build_activation_layer, build_norm_layer
         super().__init__(arch=arch, in_channels=in_channels, n_win=n_win, auto_pad=auto_pad,
                          drop_path_rate=drop_path_rate, with_cp=with_cp, attn_impl=attn_impl,
@@ -134,7 +121,6 @@ class BiFormer(BiFormerTrunk):
         self._freeze_stages()
 
     def _freeze_stages(self) -> None:
-        """Stop gradients and statistics updates of the frozen stages."""
         frozen: List[nn.Module] = []
         if self.frozen_stages >= 0:
             frozen.append(self.stem)
@@ -179,12 +165,8 @@ class BiFormer(BiFormerTrunk):
         return cfg
 
     def init_weights(self) -> None:
-        """Initialise the weights, once.
-
-        Linear layers get a truncated normal (std 0.02), LayerNorms ones and zeros;
-        then the non-``Pretrained`` entries of ``init_cfg`` are applied, then the
-        ``Pretrained`` checkpoint is loaded (see the class docstring). A second call
-        changes nothing and logs a warning.
+        """Initialise the weights once, as the class docstring's ``init_cfg`` says (a
+        second call changes nothing and logs a warning).
 
         Raises:
             FileNotFoundError: If a local pretrained checkpoint does not exist.
@@ -212,14 +194,15 @@ class BiFormer(BiFormerTrunk):
                          prefix: Optional[str] = None,
                          map_location: Union[str, torch.device, None] = 'cpu',
                          strict: bool = True) -> None:
-        """Load an official BiFormer checkpoint (or one of ours) into the backbone."""
         loaded = read_checkpoint(checkpoint, map_location, hint=PRETRAINED_HINT,
                                  where='model.backbone.init_cfg.checkpoint')
         if prefix:
             loaded = select_prefix(loaded, prefix)
+        # An ImageNet checkpoint holds no output norms, nor BatchNorm batch counters.
         load_converted_state_dict(
             self, convert_official_state_dict(loaded), source=f'checkpoint {checkpoint}',
-            optional=_is_output_norm, ignored=lambda key: key.startswith('out_norms.'),
+            optional=lambda k: k.startswith('out_norms.') or k.endswith('.num_batches_tracked'),
+            ignored=lambda k: k.startswith('out_norms.'),
             strict=strict,
             fix='Check that the file is a BiFormer checkpoint of this arch '
                 f'({self.arch["depths"]} blocks, {self.embed_dims} channels), give '
@@ -227,18 +210,8 @@ class BiFormer(BiFormerTrunk):
                 'init_cfg.strict=False to load only what fits (e.g. after changing a stage).')
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """Forward.
-
-        Args:
-            x (Tensor): Images ``(N, in_channels, H, W)``.
-
-        Returns:
-            tuple[Tensor]: NCHW maps of the stages in ``out_indices``.
-        """
+        """Images ``(N, in_channels, H, W)`` to the NCHW maps of ``out_indices``."""
         taken = sorted(set(self.out_indices))
         _, maps = self.forward_stages(x, taken, last=taken[-1])
-        outs = []
-        for i, out in zip(taken, maps):
-            out = self.out_norms[str(i)](out.permute(0, 2, 3, 1))
-            outs.append(out.permute(0, 3, 1, 2).contiguous())
-        return tuple(outs)
+        return tuple(self.out_norms[str(i)](out.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+                     .contiguous() for i, out in zip(taken, maps))

@@ -1,24 +1,10 @@
-"""BiFormer ImageNet classifiers for timm: ``biformer_tiny``, ``biformer_small`` and
-``biformer_base``, registered in timm's model registry when :mod:`biformer_mm` is
-imported.
-
-"BiFormer: Vision Transformer with Bi-Level Routing Attention" (CVPR 2023,
-https://arxiv.org/abs/2303.08810). The stages are :class:`BiFormerTrunk`, the same code
-as the dense backbone :class:`biformer_mm.BiFormer`; the head is the official one
-(BatchNorm2d over the last stage, global average pooling, a linear classifier).
-
-Usage::
-
-    import biformer_mm  # registers the models
-    import timm
+"""BiFormer ImageNet classifiers for timm (``biformer_{tiny,small,base}``, registered in
+timm's model registry when :mod:`biformer_mm` is imported)::
 
     model = timm.create_model('biformer_small', pretrained=True,
                               pretrained_cfg_overlay=dict(file='biformer_small_best.pth'))
 
-The official checkpoints (``biformer_{tiny,small,base}_best.pth``, linked from
-https://github.com/rayleizhu/BiFormer) are read weights-only, with the training
-arguments they pickle (:data:`~biformer_mm.safe_load.OFFICIAL_CHECKPOINT_GLOBALS`)
-allowed; ``file='trusted://PATH'`` loads a file you trust in full.
+The official checkpoints are read weights-only (``file='trusted://PATH'``: in full).
 """
 import dataclasses
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -26,8 +12,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import create_classifier, get_device_dtype, register_notrace_module
-from timm.models import (PretrainedCfg, build_model_with_cfg, generate_default_cfgs,
-                         register_model, resolve_pretrained_cfg)
+from timm.models import (build_model_with_cfg, generate_default_cfgs, register_model,
+                         resolve_pretrained_cfg)
 from timm.models._features import feature_take_indices
 from torch import Tensor
 
@@ -44,11 +30,8 @@ register_notrace_module(GlobalAttentionLePE)
 
 
 class BiFormerClassifier(BiFormerTrunk):
-    """BiFormer image classifier in timm's model API.
-
-    :class:`BiFormerTrunk` (stem, downsampling layers, four stages), then the official
-    head: ``norm`` (BatchNorm2d over the last stage), global pooling, dropout and
-    ``head`` (Linear). Weights are initialised at construction as in the official code.
+    """BiFormer image classifier in timm's model API: :class:`BiFormerTrunk`, then the
+    official head (``norm``: BatchNorm2d, global pooling, dropout, ``head``: Linear).
 
     Args:
         arch (str | dict): ``'tiny'``, ``'small'``, ``'base'`` or an arch dict as for
@@ -59,15 +42,8 @@ class BiFormerClassifier(BiFormerTrunk):
             ``'catavgmax'``, or ``''`` for none). Defaults to ``'avg'``, as the official
             model.
         drop_rate (float): Dropout before the head. Defaults to 0.
-        drop_path_rate (float): Stochastic depth rate, increasing linearly over the
-            blocks. Defaults to 0.
-        n_win (int): Regions per side in Bi-Level Routing Attention. Defaults to 7, as
-            the official ImageNet models.
-        auto_pad (bool): Pad each stage map to a multiple of ``n_win``, so any input
-            size works. At 224x224 (maps 56, 28, 14, 7) nothing is padded. Defaults to
-            True.
-        attn_impl (str): Routed attention implementation (``'auto'``, ``'torch'``,
-            ``'triton'``, ``'gather'``). Defaults to ``'auto'``.
+        drop_path_rate, n_win, auto_pad, attn_impl: As for :class:`biformer_mm.BiFormer`
+            (``n_win`` 7, as the official ImageNet models, pads nothing at 224x224).
     """
 
     def __init__(self,
@@ -100,8 +76,7 @@ class BiFormerClassifier(BiFormerTrunk):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the head by a new one with ``num_classes`` outputs (0: none) and,
-        unless ``global_pool`` is None, a new pooling (``''``: none)."""
+        """A new head of ``num_classes`` outputs (0: none) and pooling (None: kept)."""
         if global_pool is None:
             global_pool = self.global_pool.pool_type
         self.global_pool, self.head = create_classifier(
@@ -110,14 +85,9 @@ class BiFormerClassifier(BiFormerTrunk):
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """Images ``(N, in_chans, H, W)`` to the normed last-stage map
-        ``(N, num_features, H/32, W/32)``."""
-        x, _ = self.forward_stages(x)
-        return self.norm(x)
+        return self.norm(self.forward_stages(x)[0])
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Pool the output of :meth:`forward_features` and classify it (or, with
-        ``pre_logits``, return the pooled features)."""
         x = self.head_drop(self.global_pool(x))
         return x if pre_logits else self.head(x)
 
@@ -133,22 +103,8 @@ class BiFormerClassifier(BiFormerTrunk):
             output_fmt: str = 'NCHW',
             intermediates_only: bool = False,
     ) -> Union[List[Tensor], Tuple[Tensor, List[Tensor]]]:
-        """The stage outputs (timm 1.x feature API).
-
-        Args:
-            x (Tensor): Images ``(N, in_chans, H, W)``.
-            indices (int | list[int], optional): Stages to return: the last ``n`` for an
-                int, these (negative ones count from the end) for a list, all for None.
-            norm (bool): Apply the final BatchNorm to the last stage's output when it is
-                returned.
-            stop_early (bool): Stop after the last stage in ``indices``.
-            output_fmt (str): Only ``'NCHW'``.
-            intermediates_only (bool): Return only the stage outputs.
-
-        Returns:
-            list[Tensor] | tuple[Tensor, list[Tensor]]: The stage outputs, after the
-            final output (as :meth:`forward_features` when every stage ran).
-        """
+        """The stage outputs (timm's feature API; ``output_fmt`` only ``'NCHW'``;
+        ``norm`` applies the final BatchNorm to the last stage's output)."""
         if output_fmt != 'NCHW':
             raise ValueError(f'BiFormer intermediates are NCHW maps, got '
                              f'output_fmt={output_fmt!r}.')
@@ -168,8 +124,7 @@ class BiFormerClassifier(BiFormerTrunk):
                                   indices: Union[int, List[int]] = 1,
                                   prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last one in ``indices`` and, with ``prune_norm`` /
-        ``prune_head`` (or when stages are dropped), the final norm and the head."""
+        """timm's pruning: the stages after ``indices``, the norm and the head go."""
         take, max_index = feature_take_indices(len(self.stages), indices)
         prune_end = max_index < len(self.stages) - 1
         self.stages = self.stages[:max_index + 1]
@@ -188,19 +143,15 @@ CLASSIFIER = 'head'
 
 
 def _adapted_by_timm(key: str) -> bool:
-    """Keys that timm's ``load_pretrained`` adapts after the filter: the classifier
-    (dropped for another ``num_classes``) and the first conv's weight (adapted to another
-    ``in_chans``)."""
+    """Keys that timm's ``load_pretrained`` adapts after the filter (to another
+    ``num_classes`` or ``in_chans``)."""
     return key.startswith(CLASSIFIER + '.') or key == FIRST_CONV + '.weight'
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, Any],
                          model: BiFormerClassifier) -> Dict[str, Tensor]:
     """Map an official BiFormer classification checkpoint (or one of ours) to the
-    classifier's keys, head included, and check that it fits ``model``.
-
-    Every key must be there with the model's shape, and nothing else, except the head
-    and the first conv's weight: timm adapts those afterwards (and checks them).
+    classifier's keys and check that it fits ``model`` (timm checks the adapted keys).
 
     Raises:
         ValueError: If the checkpoint is not a BiFormer classifier of this arch.
@@ -227,34 +178,11 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs({
-    'biformer_tiny.in1k': _cfg(notes=(
-        'Official biformer_tiny_best.pth: ImageNet-1k top-1 81.4% (paper), 13.1M params, '
-        '2.2 GFLOPs at 224.', )),
-    'biformer_small.in1k': _cfg(notes=(
-        'Official biformer_small_best.pth: ImageNet-1k top-1 83.8% (paper), 25.5M params, '
-        '4.5 GFLOPs at 224.', )),
-    'biformer_base.in1k': _cfg(notes=(
-        'Official biformer_base_best.pth: ImageNet-1k top-1 84.3% (paper), 56.8M params, '
-        '9.8 GFLOPs at 224.', )),
-})
-
-
-def _read_weights(cfg: PretrainedCfg) -> PretrainedCfg:
-    """``cfg`` with the checkpoint its ``file`` (or ``url``) names read into
-    ``state_dict``: weights-only, with only the official files' extra types allowed
-    (``trusted://`` loads a trusted file in full)."""
-    location = cfg.file or cfg.url
-    if not location:
-        raise ValueError(
-            f'BiFormer has no downloadable weights in timm (the official links are '
-            f'gone). Download biformer_{{tiny,small,base}}_best.pth (linked from '
-            f'{OFFICIAL_WEIGHTS}) and pass pretrained_cfg_overlay=dict(file=PATH), or '
-            f'use pretrained=False.')
-    where = "pretrained_cfg_overlay['file']"
-    checkpoint = read_checkpoint(
-        location, map_location='cpu', where=where,
-        hint=f'{DOWNLOAD_OFFICIAL_WEIGHTS} and pass their path as {where}.')
-    return dataclasses.replace(cfg, state_dict=checkpoint)
+    f'biformer_{arch}.in1k': _cfg(notes=(
+        f'Official biformer_{arch}_best.pth: ImageNet-1k top-1 {top1}% (paper), {params}M '
+        f'params, {gflops} GFLOPs at 224.', ))
+    for arch, top1, params, gflops in (('tiny', 81.4, 13.1, 2.2), ('small', 83.8, 25.5, 4.5),
+                                       ('base', 84.3, 56.8, 9.8))})
 
 
 def _create_biformer(variant: str, pretrained: bool = False,
@@ -262,10 +190,19 @@ def _create_biformer(variant: str, pretrained: bool = False,
     cfg = resolve_pretrained_cfg(variant, kwargs.pop('pretrained_cfg', None),
                                  kwargs.pop('pretrained_cfg_overlay', None))
     read = pretrained and cfg.state_dict is None and not cfg.hf_hub_id
+    if read and not (cfg.file or cfg.url):
+        raise ValueError(
+            f'BiFormer has no downloadable weights in timm (the official links are '
+            f'gone). Download biformer_{{tiny,small,base}}_best.pth (linked from '
+            f'{OFFICIAL_WEIGHTS}) and pass pretrained_cfg_overlay=dict(file=PATH), or '
+            f'use pretrained=False.')
     if read:
-        # Read here rather than by timm, whose file loads were not weights-only before
-        # timm 1.0.26 and do not accept trusted://.
-        cfg = _read_weights(cfg)
+        # Read here, weights-only, rather than by timm, whose file loads were not
+        # weights-only before timm 1.0.26 and do not accept trusted://.
+        where = "pretrained_cfg_overlay['file']"
+        cfg = dataclasses.replace(cfg, state_dict=read_checkpoint(
+            cfg.file or cfg.url, map_location='cpu', where=where,
+            hint=f'{DOWNLOAD_OFFICIAL_WEIGHTS} and pass their path as {where}.'))
     model = build_model_with_cfg(
         BiFormerClassifier, variant, pretrained, pretrained_cfg=cfg,
         pretrained_filter_fn=checkpoint_filter_fn,
@@ -282,17 +219,14 @@ def _create_biformer(variant: str, pretrained: bool = False,
 
 @register_model
 def biformer_tiny(pretrained: bool = False, **kwargs: Any) -> BiFormerClassifier:
-    """BiFormer-T: depths 2, 2, 8, 2, channels 64-512, 13.1M parameters."""
     return _create_biformer('biformer_tiny', pretrained, **dict(dict(arch='tiny'), **kwargs))
 
 
 @register_model
 def biformer_small(pretrained: bool = False, **kwargs: Any) -> BiFormerClassifier:
-    """BiFormer-S: depths 4, 4, 18, 4, channels 64-512, 25.5M parameters."""
     return _create_biformer('biformer_small', pretrained, **dict(dict(arch='small'), **kwargs))
 
 
 @register_model
 def biformer_base(pretrained: bool = False, **kwargs: Any) -> BiFormerClassifier:
-    """BiFormer-B: depths 4, 4, 18, 4, channels 96-768, 56.8M parameters."""
     return _create_biformer('biformer_base', pretrained, **dict(dict(arch='base'), **kwargs))

@@ -13,11 +13,8 @@ from ...ops.routed_attention import check_attn_impl, routed_attention
 
 def _pad(x: Tensor, pad_b: int, pad_r: int) -> Tensor:
     """``x`` ``(N, H, W, C)`` with ``pad_b`` zero rows and ``pad_r`` zero columns added.
-
-    For the legacy ONNX exporter the zeros are concatenated: its ``Pad`` with computed
-    sizes has no inferable output shape, even when the input's is fixed, and later
-    shape-dependent conversions (adaptive pooling in UperNet's head) then fail.
-    """
+    For the legacy ONNX exporter the zeros are concatenated: its ``Pad`` of computed
+    sizes has no inferable shape, which later conversions (UperNet's pooling) need."""
     if not is_tracing_for_onnx():
         return F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
     n, h, w, c = x.shape
@@ -26,12 +23,9 @@ def _pad(x: Tensor, pad_b: int, pad_r: int) -> Tensor:
 
 
 def _crop(x: Tensor, h: int, w: int) -> Tensor:
-    """The top-left ``h x w`` of a channels-last map ``(N, H', W', C)``.
-
-    Under ``torch.export`` and ``torch.compile`` it selects the rows and columns with
-    ``index_select``: a slice would make them decide whether the result is contiguous, a
-    guard that holds only at sizes needing the same padding as the example.
-    """
+    """The top-left ``h x w`` of a channels-last map ``(N, H', W', C)``. Under
+    ``torch.export``/``torch.compile`` by ``index_select``: a slice would guard on
+    whether the result is contiguous, which holds only at sizes padded alike."""
     if not (is_torch_exporting() or is_compiling()):
         return x[:, :h, :w]
     rows = torch.arange(h, device=x.device)
@@ -62,10 +56,8 @@ class BiLevelRoutingAttention(BaseModule):
             back. Without it the map must divide by ``n_win``. Defaults to True.
         attn_impl (str): Routed attention implementation: ``'auto'``, ``'torch'``,
             ``'chunked'``, ``'sdpa'``, ``'triton'`` or ``'gather'`` (the original
-            algorithm, for reference); see :mod:`biformer_mm.ops.routed_attention`.
-            While exporting (``torch.onnx``, ``torch.export``) every value records the
-            standard-operator form of :mod:`biformer_mm.ops.export_path`, and the
-            padding is computed in the graph. Defaults to ``'auto'``.
+            algorithm); see :mod:`biformer_mm.ops.routed_attention`. Exports record
+            :mod:`biformer_mm.ops.export_path`'s form. Defaults to ``'auto'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -124,15 +116,8 @@ class BiLevelRoutingAttention(BaseModule):
         return x.reshape(n, h, w, m * d)
 
     def route(self, q: Tensor, k: Tensor) -> Tensor:
-        """Indices ``(N, P, topk)`` of the key regions routed to each query region.
-
-        Region queries/keys are token means over the full ``qk_dims`` channels; they
-        are detached, and the top-k scores themselves are not used.
-
-        Args:
-            q (Tensor): Queries ``(N, M, P, W, Dqk)``.
-            k (Tensor): Keys ``(N, M, P, W, Dqk)``.
-        """
+        """Indices ``(N, P, topk)`` of the key regions routed to each query region, from
+        queries and keys ``(N, M, P, W, Dqk)``: detached token means over all heads."""
         n, m, p, _, d = q.shape
         q_win = q.detach().mean(dim=3).transpose(1, 2).reshape(n, p, m * d)
         k_win = k.detach().mean(dim=3).transpose(1, 2).reshape(n, p, m * d)
@@ -140,14 +125,7 @@ class BiLevelRoutingAttention(BaseModule):
         return logits.topk(self.topk, dim=-1).indices
 
     def forward(self, x: Tensor) -> Tensor:
-        """Forward.
-
-        Args:
-            x (Tensor): Channels-last map ``(N, H, W, C)``.
-
-        Returns:
-            Tensor: ``(N, H, W, C)``.
-        """
+        """Channels-last map ``(N, H, W, C)`` to ``(N, H, W, C)``."""
         n, h, w, _ = x.shape
         s = self.n_win
         # As ceil(h / s) * s, so that torch.export knows the padded sizes divide by s.
@@ -160,10 +138,9 @@ class BiLevelRoutingAttention(BaseModule):
                     f'n_win={s}: set auto_pad=True, or give inputs whose stage maps are '
                     f'multiples of n_win.')
             hp, wp = h, w
-        # While exporting or compiling, h and w may be graph values (traced sizes,
-        # SymInts): the pad is then always recorded, by zero where nothing is missing, so
-        # that the graph computes it at the size it runs at; a Python test would fix it at
-        # the example (export) or recompile where it comes out differently (compile).
+        # Exported or compiled, h and w may be graph values: the pad is always recorded
+        # (by zero where nothing is missing), so the graph computes it at its size; a
+        # Python test would fix it at the example or recompile.
         padded = self.auto_pad and (exporting or is_compiling() or hp != h or wp != w)
         if padded:
             x = _pad(x, hp - h, wp - w)

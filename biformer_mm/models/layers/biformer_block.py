@@ -1,6 +1,8 @@
 from typing import Callable, Optional
 
+import torch
 import torch.nn as nn
+import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from timm.layers import DropPath, Mlp
 from torch import Tensor
@@ -66,16 +68,27 @@ class BiFormerBlock(BaseModule):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        """Forward.
-
-        Args:
-            x (Tensor): ``(N, C, H, W)``.
-
-        Returns:
-            Tensor: ``(N, C, H, W)``.
-        """
+        """``(N, C, H, W)`` to ``(N, C, H, W)``."""
         x = x + self.pos_embed(x)
         x = x.permute(0, 2, 3, 1)
         x = x + self.drop_path(self.attn(self.norm1(x)))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x.permute(0, 3, 1, 2)
+
+
+class BiFormerStage(nn.Sequential):
+    """The blocks of one BiFormer stage: a module, so that hooks on ``stages.{i}`` (timm's
+    ``FeatureHookNet``) see its output. ``with_cp``: activation checkpointing per block
+    while gradients are enabled."""
+
+    def __init__(self, *blocks: nn.Module) -> None:
+        super().__init__(*blocks)
+        self.with_cp = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self:
+            if self.with_cp and torch.is_grad_enabled():
+                x = cp.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x

@@ -10,10 +10,9 @@ from ...ops.export_path import is_exporting
 
 
 class GlobalAttentionLePE(BaseModule):
-    """Global multi-head self-attention with a locally-enhanced position encoding.
-
-    BiFormer's last stage: plain attention over all tokens, plus a depthwise
-    convolution of the (normed) block input added before the output projection.
+    """Global multi-head self-attention with a locally-enhanced position encoding
+    (BiFormer's last stage): a depthwise convolution of the input is added before the
+    output projection.
 
     Args:
         embed_dims (int): Input and output channels.
@@ -42,14 +41,7 @@ class GlobalAttentionLePE(BaseModule):
         self.proj = nn.Linear(embed_dims, embed_dims)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Forward.
-
-        Args:
-            x (Tensor): Channels-last map ``(N, H, W, C)``.
-
-        Returns:
-            Tensor: ``(N, H, W, C)``.
-        """
+        """Channels-last map ``(N, H, W, C)`` to ``(N, H, W, C)``."""
         n, h, w, c = x.shape
         m = self.num_heads
         qkv = self.qkv(x).view(n, h * w, 3, m, c // m).permute(2, 0, 3, 1, 4)

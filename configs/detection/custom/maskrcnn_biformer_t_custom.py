@@ -28,21 +28,13 @@ image_scale = (1333, 800)
 metainfo = dict(classes=classes)
 num_classes = len(classes)
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=image_scale, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
+# The recipe's pipelines (mmdet's COCO ones: load the image, load the boxes and masks,
+# Resize, RandomFlip, pack; for testing: load, Resize, annotations, pack), resized to
+# image_scale.
+train_pipeline = _base_.train_pipeline
+test_pipeline = _base_.test_pipeline
+train_pipeline[2].scale = test_pipeline[1].scale = image_scale
+
 # The rest of each dataloader is mmdet's COCO one: CocoDataset, batch size 2 per GPU, 2
 # loading workers; training skips images without annotations and boxes smaller than
 # filter_cfg.min_size (32) pixels.

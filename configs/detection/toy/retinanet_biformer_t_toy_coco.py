@@ -1,18 +1,17 @@
 # RetinaNet + BiFormer-T on the toy shapes dataset (3 classes, 256x256 images, train/val
-# splits; generate it with tools/dataset/make_toy_coco.py), trained from scratch with a
-# short fp32 schedule for CPUs: the config of retinanet_biformer_t.py with the toy data.
+# splits; generate it with tools/dataset/make_toy_coco.py), trained from scratch in fp32
+# on a CPU: the config of ../retinanet_biformer_t.py with the toy data
+# (../_base_/toy_coco.py) and the from-scratch optimizer and schedule
+# (../_base_/from_scratch.py).
 #
 #   python tools/dataset/make_toy_coco.py
 #   python tools/train.py configs/detection/toy/retinanet_biformer_t_toy_coco.py
 #
 # Another backbone size: inherit this file and set model.backbone (and model.neck) as
 # configs/detection/retinanet_biformer_s.py / _b.py do.
-_base_ = ['../retinanet_biformer_t.py', '../_base_/toy_coco.py']
+_base_ = ['../retinanet_biformer_t.py', '../_base_/toy_coco.py', '../_base_/from_scratch.py']
 
-# The toy data (../_base_/toy_coco.py).
 data_root = _base_.toy_data_root
-train_pipeline = _base_.toy_train_pipeline
-test_pipeline = _base_.toy_test_pipeline
 train_dataloader = _base_.toy_train_dataloader
 val_dataloader = test_dataloader = _base_.toy_val_dataloader
 val_evaluator = test_evaluator = _base_.toy_val_evaluator
@@ -22,8 +21,7 @@ val_evaluator = test_evaluator = _base_.toy_val_evaluator
 # 3 classes.
 model = dict(backbone=dict(init_cfg=None, norm_eval=False), bbox_head=dict(num_classes=3))
 
-# The short from-scratch schedule and optimizer (../_base_/toy_coco.py).
+optim_wrapper = _base_.scratch_optim_wrapper
+param_scheduler = _base_.scratch_param_scheduler
 train_cfg = _base_.toy_train_cfg
-param_scheduler = _base_.toy_param_scheduler
-optim_wrapper = _base_.toy_optim_wrapper
 default_hooks = _base_.toy_default_hooks

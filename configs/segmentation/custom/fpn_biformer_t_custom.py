@@ -37,24 +37,16 @@ image_scale = (2048, 512)
 metainfo = dict(classes=classes)
 num_classes = len(classes)
 
-# The ADE20K pipelines, except that the dataset says whether to reduce the zero label.
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='RandomResize', scale=image_scale, ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
-]
-# Test images are resized keeping their ratio, then to a multiple of 32 (as the base).
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_scale, keep_ratio=True),
-    dict(type='ResizeToMultiple', size_divisor=32),
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
+# The recipe's ADE20K pipelines (load the image, LoadAnnotations, RandomResize,
+# RandomCrop, RandomFlip, PhotoMetricDistortion, pack; for testing: load, Resize,
+# ResizeToMultiple to a multiple of 32, LoadAnnotations, pack) with the sizes above, and
+# LoadAnnotations following the dataset's reduce_zero_label.
+train_pipeline = _base_.train_pipeline
+test_pipeline = _base_.test_pipeline
+train_pipeline[1] = test_pipeline[3] = dict(type='LoadAnnotations')
+train_pipeline[2].scale = test_pipeline[1].scale = image_scale
+train_pipeline[3].crop_size = crop_size
+
 seg_dataset = dict(
     type='BaseSegDataset',
     data_root=data_root,
