@@ -13,6 +13,7 @@ import os.path as osp
 
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from torch import nn
@@ -223,3 +224,18 @@ def test_semantic_fpn_tests_at_the_official_resize(config):
     pipeline = built['cfg'].test_dataloader.dataset.pipeline
     assert dict(type='Resize', scale=(2048, 512), keep_ratio=True) in pipeline
     assert dict(type='ResizeToMultiple', size_divisor=32) in pipeline
+
+
+@pytest.mark.parametrize('config', sorted(
+    c for task in ('detection', 'segmentation')
+    for c in glob.glob(osp.join(REPO_ROOT, 'configs', task, '**', '*.py'), recursive=True)
+    if '_base_' not in c), ids=lambda c: osp.relpath(c, osp.join(REPO_ROOT, 'configs')))
+def test_test_pipeline_is_the_one_the_config_tests_with(config):
+    """The top-level ``test_pipeline``, which mmdeploy (``create_input``) and
+    tools/analysis/get_flops.py read, is the pipeline of ``test_dataloader``: a toy
+    config that kept its parent's 1333x800 one made mmdeploy resize toy images 3.6x."""
+    cfg = Config.fromfile(config)
+    # mmengine tags the transforms of a base file with its scope (``_scope_``).
+    steps = [[{k: v for k, v in step.items() if k != '_scope_'} for step in pipeline]
+             for pipeline in (cfg.test_pipeline, cfg.test_dataloader.dataset.pipeline)]
+    assert steps[0] == steps[1]

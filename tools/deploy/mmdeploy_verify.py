@@ -16,7 +16,7 @@ pixels that differ. docs/deploy.md lists the fields. mmdeploy 1.3.1 needs torch 
 import argparse
 import copy
 import os.path as osp
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
@@ -51,14 +51,20 @@ def segmentation_logits(torch_model, ort_model, data: dict) -> List[torch.Tensor
     return [torch_model.inference(inputs, metas), ort_logits]
 
 
-def compare_detections(torch_sample, ort_sample, top: Optional[int] = None) -> Dict:
+def compare_detections(torch_sample, ort_sample, top: Optional[int] = None,
+                       undecided: Optional[torch.Tensor] = None) -> Dict:
     """Differences between two mmdet predictions: each of PyTorch's ``top`` (default:
     all) highest-scoring detections is paired with the onnxruntime detection nearest to
     it (box and score), so that detections whose scores differ by less than the float
-    error do not pair by their order."""
+    error do not pair by their order. ``undecided`` (one ``(H, W)`` bool map per PyTorch
+    detection) marks mask pixels not to compare: whose probability lies so close to the
+    threshold that float noise decides them."""
     ta, oa = torch_sample.pred_instances, ort_sample.pred_instances
-    order = ta.scores.argsort(descending=True)[:top]
+    ranked = ta.scores.sort(descending=True)
+    order = ranked.indices[:top]
     result = dict(torch_dets=len(ta), ort_dets=len(oa), compared=len(order))
+    if top is not None and len(ta) > top:  # how far the cut at ``top`` is from a tie
+        result['rank_gap'] = (ranked.values[top - 1] - ranked.values[top]).item()
     if len(order) == 0 or len(oa) == 0:
         return result
     distance = (ta.bboxes[order, None] - oa.bboxes[None]).abs().amax(-1) \
@@ -71,7 +77,11 @@ def compare_detections(torch_sample, ort_sample, top: Optional[int] = None) -> D
     if 'masks' in ta and 'masks' in oa:
         t_masks = torch.as_tensor(ta.masks)[order].bool()
         o_masks = torch.as_tensor(oa.masks)[match].bool()
-        result['mask_pixels_differing'] = int((t_masks != o_masks).sum())
+        differing = t_masks != o_masks
+        if undecided is not None:
+            differing &= ~undecided[order]
+            result['mask_pixels_undecided'] = int(undecided[order].sum())
+        result['mask_pixels_differing'] = int(differing.sum())
         result['mask_pixels'] = int(t_masks.sum())
     return result
 
@@ -89,28 +99,36 @@ def compare_segmentation(torch_logits: torch.Tensor, ort_logits: torch.Tensor) -
     return result
 
 
-def verify(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
-           onnx_file: str, images: Sequence[str], top: Optional[int] = None) -> List[Dict]:
-    """Compare the PyTorch and the onnxruntime model on each image (batch of one);
-    ``top`` as in :func:`compare_detections`."""
+def predictions(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
+                onnx_file: str, images: Sequence[str]) -> Iterator[Tuple[str, Any, Any]]:
+    """``(image, PyTorch's, onnxruntime's)`` prediction of each image (batch of one): an
+    mmdet ``DetDataSample`` each, or mmseg's ``(C, H, W)`` logits and the graph's."""
     from mmdeploy.apis import build_task_processor
     from mmdeploy.utils import get_input_shape
     task = build_task_processor(model_cfg, deploy_cfg, 'cpu')
     torch_model = task.build_pytorch_model(checkpoint)
     ort_model = task.build_backend_model([onnx_file])
-    reports = []
     for image in images:
         data, _ = task.create_input(image, get_input_shape(deploy_cfg))
         with torch.no_grad():
             if model_cfg.get('default_scope') == 'mmseg':
                 torch_out, ort_out = segmentation_logits(torch_model, ort_model, data)
-                report = compare_segmentation(torch_out[0], ort_out[0])
             else:
                 torch_out, ort_out = (model.test_step(copy.deepcopy(data))
                                       for model in (torch_model, ort_model))
-                report = compare_detections(torch_out[0], ort_out[0], top)
-        reports.append(dict(image=osp.basename(image), **report))
-    return reports
+        yield image, torch_out[0], ort_out[0]
+
+
+def verify(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
+           onnx_file: str, images: Sequence[str], top: Optional[int] = None) -> List[Dict]:
+    """Compare the PyTorch and the onnxruntime model on each image; ``top`` as in
+    :func:`compare_detections`."""
+    segmentor = model_cfg.get('default_scope') == 'mmseg'
+    return [dict(image=osp.basename(image),
+                 **(compare_segmentation(torch_out, ort_out) if segmentor else
+                    compare_detections(torch_out, ort_out, top)))
+            for image, torch_out, ort_out in predictions(deploy_cfg, model_cfg, checkpoint,
+                                                         onnx_file, images)]
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
