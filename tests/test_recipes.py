@@ -231,9 +231,9 @@ def test_semantic_fpn_tests_at_the_official_resize(config):
     for c in glob.glob(osp.join(REPO_ROOT, 'configs', task, '**', '*.py'), recursive=True)
     if '_base_' not in c), ids=lambda c: osp.relpath(c, osp.join(REPO_ROOT, 'configs')))
 def test_test_pipeline_is_the_one_the_config_tests_with(config):
-    """The top-level ``test_pipeline``, which mmdeploy (``create_input``) and
-    tools/analysis/get_flops.py read, is the pipeline of ``test_dataloader``: a toy
-    config that kept its parent's 1333x800 one made mmdeploy resize toy images 3.6x."""
+    """The top-level ``test_pipeline``, which mmdeploy (``create_input``) and mmseg's
+    ``inference_model`` read, is the pipeline of ``test_dataloader``: a toy config that
+    kept its parent's 1333x800 one made mmdeploy resize toy images 3.6x."""
     cfg = Config.fromfile(config)
     # mmengine tags the transforms of a base file with its scope (``_scope_``).
     steps = [[{k: v for k, v in step.items() if k != '_scope_'} for step in pipeline]

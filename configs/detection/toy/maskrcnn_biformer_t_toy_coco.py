@@ -15,7 +15,7 @@ _base_ = ['../custom/maskrcnn_biformer_t_custom_scratch.py', '../_base_/toy_coco
 # of the own-data config's dataset block (classes, image_scale, ...) stay as they are,
 # unused.
 data_root = _base_.toy_data_root
-test_pipeline = _base_.toy_test_pipeline  # read by mmdeploy and get_flops.py
+test_pipeline = _base_.toy_test_pipeline  # what mmdeploy reads
 train_dataloader = _base_.toy_train_dataloader
 val_dataloader = test_dataloader = _base_.toy_val_dataloader
 val_evaluator = test_evaluator = _base_.toy_val_evaluator

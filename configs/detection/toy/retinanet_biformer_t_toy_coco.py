@@ -12,7 +12,7 @@
 _base_ = ['../retinanet_biformer_t.py', '../_base_/toy_coco.py', '../_base_/from_scratch.py']
 
 data_root = _base_.toy_data_root
-test_pipeline = _base_.toy_test_pipeline  # read by mmdeploy and get_flops.py
+test_pipeline = _base_.toy_test_pipeline  # what mmdeploy reads
 train_dataloader = _base_.toy_train_dataloader
 val_dataloader = test_dataloader = _base_.toy_val_dataloader
 val_evaluator = test_evaluator = _base_.toy_val_evaluator
