@@ -157,7 +157,7 @@ def postprocessing_margins() -> Iterator[Dict[str, list]]:
         recorded['undecided'].append(undecided)
         return results
 
-    for (module, name), value in originals.items():
+    for module, name in originals:
         setattr(module, name, {'batched_nms': recording_nms, '_do_paste_mask': recording_paste,
                                'predict_by_feat': recording_predict}[name])
     try:
