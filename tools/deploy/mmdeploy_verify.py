@@ -99,6 +99,11 @@ def compare_segmentation(torch_logits: torch.Tensor, ort_logits: torch.Tensor) -
     return result
 
 
+def is_segmentor(model_cfg: Config) -> bool:
+    """Whether ``model_cfg`` is an mmseg config (else an mmdet one)."""
+    return model_cfg.get('default_scope') == 'mmseg'
+
+
 def predictions(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
                 onnx_file: str, images: Sequence[str]) -> Iterator[Tuple[str, Any, Any]]:
     """``(image, PyTorch's, onnxruntime's)`` prediction of each image (batch of one): an
@@ -111,7 +116,7 @@ def predictions(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str]
     for image in images:
         data, _ = task.create_input(image, get_input_shape(deploy_cfg))
         with torch.no_grad():
-            if model_cfg.get('default_scope') == 'mmseg':
+            if is_segmentor(model_cfg):
                 torch_out, ort_out = segmentation_logits(torch_model, ort_model, data)
             else:
                 torch_out, ort_out = (model.test_step(copy.deepcopy(data))
@@ -123,7 +128,7 @@ def verify(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
            onnx_file: str, images: Sequence[str], top: Optional[int] = None) -> List[Dict]:
     """Compare the PyTorch and the onnxruntime model on each image; ``top`` as in
     :func:`compare_detections`."""
-    segmentor = model_cfg.get('default_scope') == 'mmseg'
+    segmentor = is_segmentor(model_cfg)
     return [dict(image=osp.basename(image),
                  **(compare_segmentation(torch_out, ort_out) if segmentor else
                     compare_detections(torch_out, ort_out, top)))
