@@ -8,11 +8,15 @@
 #
 # Extra arguments go to pytest on each stack. The exit status is non-zero if either run
 # fails; a selection with no classic test in it passes on the classic stack, with a note.
+# pytest-xdist runs PYTEST_WORKERS processes (default: one per core, at most 4; each
+# worker's torch gets cores / workers threads, tests/conftest.py); `-n 0` runs in one.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STACKS=${STACK:-modern classic}
 say() { printf '\033[1;35m[run_tests]\033[0m %s\n' "$*"; }
 
+CORES=$(nproc)
+WORKERS=${PYTEST_WORKERS:-$(( CORES < 4 ? CORES : 4 ))}
 STATUS=0
 for stack in $STACKS; do
   START=$(date +%s)
@@ -23,9 +27,9 @@ for stack in $STACKS; do
     classic) PY="$ROOT/.venv-classic/bin/python"; SELECT=(-m classic) ;;
   esac
   START=$(date +%s)
-  say "$stack stack: pytest ${SELECT[*]+${SELECT[*]}} $*"
+  say "$stack stack: pytest -n $WORKERS ${SELECT[*]+${SELECT[*]}} $*"
   CODE=0
-  (cd "$ROOT" && "$PY" -m pytest "$@" ${SELECT[@]+"${SELECT[@]}"}) || CODE=$?
+  (cd "$ROOT" && "$PY" -m pytest -n "$WORKERS" "$@" ${SELECT[@]+"${SELECT[@]}"}) || CODE=$?
   if [ "$stack" = classic ] && [ "$CODE" = 5 ]; then
     say "classic stack: no test of this selection is marked classic"
     CODE=0
