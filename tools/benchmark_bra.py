@@ -134,9 +134,10 @@ def gather_bytes(case: dict) -> int:
 
 def _build(case: dict, impl: Optional[str], device: str):
     """Module and input for a case: attention layers and backbones in training mode, whole
-    models in eval mode."""
+    models in eval mode; the same random weights and input in every run."""
     import torch
 
+    torch.manual_seed(0)
     if case['kind'] == 'model':
         from mmengine.hub import get_config
 
