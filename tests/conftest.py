@@ -12,11 +12,12 @@ from typing import List, Optional
 import pytest
 
 if os.environ.get('PYTEST_XDIST_WORKER_COUNT'):
-    # pytest-xdist (tools/run_tests.sh): the cores shared among the workers, so that the
-    # workers' torch and the tools they start do not run more threads than cores. Read
-    # at torch's import, which no module imports before this one.
+    # pytest-xdist (tools/run_tests.sh): the usable cores (as nproc counts them) shared
+    # among the workers, so that the workers' torch and the tools they start do not run
+    # more threads than cores. Read at torch's import, which no module imports before
+    # this one.
     os.environ.setdefault('OMP_NUM_THREADS', str(max(
-        1, (os.cpu_count() or 1) // int(os.environ['PYTEST_XDIST_WORKER_COUNT']))))
+        1, len(os.sched_getaffinity(0)) // int(os.environ['PYTEST_XDIST_WORKER_COUNT']))))
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
