@@ -105,16 +105,18 @@ def chunked_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float
     rows = routed_rows(r_idx, m)
     q2, k2, v2 = (t.reshape(-1, w, t.shape[-1]) for t in (q, k, v))
     out = torch.empty(n * m * p, w, d_v, dtype=acc, device=q.device)
-    lse = torch.empty(_rows_per_chunk(q, v, topk, chunk_bytes), w, 1, dtype=acc,
-                      device=q.device)
+    logits = torch.empty(_rows_per_chunk(q, v, topk, chunk_bytes), w, topk * w, dtype=acc,
+                         device=q.device)
     # The arithmetic dtype is chosen here: autocast must not lower it.
     with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
-        for r0, r1 in _chunks(n * m * p, lse.shape[0]):
+        for r0, r1 in _chunks(n * m * p, logits.shape[0]):
             k_sel, v_sel = (select_routed(t, rows[r0 * topk:r1 * topk], r1 - r0).to(acc)
                             for t in (k2, v2))
-            logits = torch.bmm(q2[r0:r1].to(acc) * scale, k_sel.transpose(1, 2))
-            chunk_lse = torch.logsumexp(logits, dim=-1, keepdim=True, out=lse[:r1 - r0])
-            torch.bmm(logits.sub_(chunk_lse).exp_(), v_sel, out=out[r0:r1])
+            # The scale in the product (alpha) and the softmax in place: no scaled copy
+            # of q, no new logits or probabilities per chunk.
+            chunk = logits[:r1 - r0].baddbmm_(q2[r0:r1].to(acc), k_sel.transpose(1, 2),
+                                              beta=0, alpha=scale)
+            torch.bmm(torch.softmax(chunk, dim=-1, out=chunk), v_sel, out=out[r0:r1])
     return out.to(q.dtype).view(n, m, p, w, d_v)
 
 
