@@ -112,8 +112,10 @@ def chunked_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float
         for r0, r1 in _chunks(n * m * p, logits.shape[0]):
             k_sel, v_sel = (select_routed(t, rows[r0 * topk:r1 * topk], r1 - r0).to(acc)
                             for t in (k2, v2))
-            # The scale in the product (alpha) and the softmax in place: no scaled copy
-            # of q, no new logits or probabilities per chunk.
+            # The scale in the product (alpha) and the softmax written over its input: no
+            # scaled copy of q, no new logits or probabilities per chunk. torch does not
+            # document out= aliasing the input; its softmax reads each row before writing
+            # it, and the tests compare this kernel with 'gather' on both stacks.
             chunk = logits[:r1 - r0].baddbmm_(q2[r0:r1].to(acc), k_sel.transpose(1, 2),
                                               beta=0, alpha=scale)
             torch.bmm(torch.softmax(chunk, dim=-1, out=chunk), v_sel, out=out[r0:r1])
