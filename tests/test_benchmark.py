@@ -11,7 +11,7 @@ from conftest import REPO_ROOT
 sys.path.insert(0, osp.join(REPO_ROOT, 'tools'))  # spawned measurement processes import it
 import benchmark_bra  # noqa: E402
 
-ARGS = Namespace(device='cpu', dtype='fp32', warmup=0, repeats=1, timeout=300)
+ARGS = Namespace(device='cpu', dtype='fp32', warmup=0, repeats=1, timeout=300, profile=0)
 BRA = dict(kind='bra', input='cls', stage=3, batch=1)
 TINY_BACKBONE = dict(kind='backbone', batch=1, size=(64, 96))
 
@@ -64,14 +64,14 @@ def test_cpu_case_list_compares_against_the_original_wherever_it_fits_in_memory(
 def test_runtimes_mode_measures_both_backbones_in_every_runtime_in_one_run(tmp_path):
     """``--mode runtimes``: BiFormer-S and Swin-T backbones in eager, torch.compile and
     onnxruntime, each in a fresh process, with the first call (compilation or export
-    included), the step time, the ratios within the run, and the onnxruntime graph
-    checked against eager. Dynamo's ``eager`` backend keeps this fast; the measurement
-    itself uses inductor."""
+    included), the step time, the ratios within the run, the onnxruntime graph checked
+    against eager, and with ``--profile`` where each row's time went. Dynamo's ``eager``
+    backend keeps this fast; the measurement itself uses inductor."""
     out = tmp_path / 'runtimes.json'
     report = benchmark_bra.main(['--device', 'cpu', '--mode', 'runtimes', '--only', 'backbone',
                                  '--size', '64', '96', '--compile-backend', 'eager',
                                  '--runs', '1', '--warmup', '0', '--repeats', '1',
-                                 '--out', str(out)])
+                                 '--profile', '3', '--out', str(out)])
     rows = {(r['backbone'], r['runtime']): r for r in report['rows']}
     assert set(rows) == {(b, runtime) for b in ('biformer_s', 'swin_t')
                          for runtime in benchmark_bra.RUNTIMES}
@@ -80,6 +80,12 @@ def test_runtimes_mode_measures_both_backbones_in_every_runtime_in_one_run(tmp_p
         assert row['first_s'] > 0 and row['fwd_ms'] > 0
         assert (row['onnx_max_error'] <= 1e-4) if row['runtime'] == 'onnxruntime' else \
             'onnx_max_error' not in row
+        # The 3 operators that took the most self time, torch's or onnxruntime's own.
+        assert len(row['op_ms']) == 3 and row['profiled_ms'] >= sum(row['op_ms'].values())
+        assert all(ms > 0 for ms in row['op_ms'].values())
+        if row['runtime'] != 'compile':  # torch's namespace::operator, or ONNX node types
+            assert all('::' in op for op in row['op_ms']) == (row['runtime'] == 'eager'), \
+                row['op_ms']
     assert {r['impl'] for r in report['rows'] if r['backbone'] == 'biformer_s'} == \
         {'auto: chunked'}
     for cell in report['summary']:

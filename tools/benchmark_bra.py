@@ -21,6 +21,11 @@ onnxruntime (the legacy ``torch.onnx`` exporter's graph, checked against eager),
 Every row runs ``--runs`` times; the speed-up over eager and BiFormer-S / Swin-T are
 taken within a run and reported as the median and min-max over the runs.
 
+``--profile N`` (CPU): after its timings, each row profiles one more call of its timed
+step and reports the ``N`` operators that took the most self time: ``torch.profiler``'s
+operators (a compiled graph's generated kernels by name), or onnxruntime's own profile
+by node type.
+
 Rows name the algorithm they ran (``'chunked'``, ``'sdpa'``, ``'triton'``, ``'gather'``;
 ``auto: ALGORITHM`` where a model runs its default ``attn_impl``).
 
@@ -28,9 +33,11 @@ Example::
 
     python tools/benchmark_bra.py --device cpu
     python tools/benchmark_bra.py --device cpu --mode runtimes --runs 3
+    python tools/benchmark_bra.py --device cpu --mode runtimes --runs 1 --profile 10
     python tools/benchmark_bra.py --device cuda --dtype bf16
 """
 import argparse
+import collections
 import json
 import math
 import multiprocessing as mp
@@ -189,12 +196,47 @@ def _onnxruntime(module, x, path: str) -> Callable:
     return lambda inputs: session.run(None, {INPUT_NAME: inputs.numpy()})
 
 
+def _op_times(step: Callable, x, onnx_path: Optional[str], top: int
+              ) -> Tuple[float, Dict[str, float]]:
+    """The self time (ms) of one more call of ``step``, in all and for the ``top``
+    operators that took the most: ``torch.profiler``'s operators, or for an onnxruntime
+    row (``onnx_path``) onnxruntime's profile of a new session of that graph on ``x``,
+    summed per node type over its second run."""
+    import torch
+    times = collections.Counter()
+    if onnx_path is None:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            step()
+        for event in prof.key_averages():
+            times[event.key] += event.self_cpu_time_total / 1e3
+    else:
+        import onnxruntime
+
+        from export_onnx import INPUT_NAME
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(onnx_path).with_suffix(''))
+        session = onnxruntime.InferenceSession(onnx_path, options,
+                                               providers=['CPUExecutionProvider'])
+        for _ in range(2):  # the first run allocates; the second is reported
+            session.run(None, {INPUT_NAME: x.numpy()})
+        events = json.loads(Path(session.end_profiling()).read_text())
+        last_run = max(e['ts'] for e in events if e['name'] == 'model_run')
+        for e in events:
+            if e.get('cat') == 'Node' and e['ts'] >= last_run and \
+                    e['name'].endswith('_kernel_time'):
+                times[e['args']['op_name']] += e['dur'] / 1e3
+    return sum(times.values()), dict(times.most_common(top))
+
+
 def _measure(case: dict, impl: Optional[str], device: str, dtype: str, warmup: int,
-             repeats: int) -> dict:
+             repeats: int, profile: int = 0) -> dict:
     """Child process: one row. Training rows time the forward (``no_grad``) and the
     forward+backward; inference rows (``kind='model'`` or ``step='infer'``: eval mode) the
     forward; ``step='train'`` only the forward+backward. The first call of the last
-    step is timed with the runtime's preparation (``first_s``) and gives the peak."""
+    step is timed with the runtime's preparation (``first_s``) and gives the peak.
+    ``profile``: the number of operators :func:`_op_times` reports (0: none)."""
     import torch
 
     from export_onnx import flatten_outputs, onnx_errors
@@ -246,8 +288,12 @@ def _measure(case: dict, impl: Optional[str], device: str, dtype: str, warmup: i
             call(fn)
             times.append(time.perf_counter() - start)
         result[name] = statistics.median(times) * 1e3
-    if runtime == 'onnxruntime':  # a wrong graph's time would mean nothing
-        result['onnx_max_error'] = max(onnx_errors(f'{tmp.name}/model.onnx', module, x))
+    onnx_path = f'{tmp.name}/model.onnx' if runtime == 'onnxruntime' else None
+    if profile:
+        result['profiled_ms'], result['op_ms'] = _op_times(list(steps.values())[-1], x,
+                                                           onnx_path, profile)
+    if onnx_path:  # a wrong graph's time would mean nothing
+        result['onnx_max_error'] = max(onnx_errors(onnx_path, module, x))
     return result
 
 
@@ -277,8 +323,8 @@ def run_in_fresh_process(fn: Callable[..., dict], args: tuple, timeout: float) -
 
 def run_case(case: dict, impl: Optional[str], args) -> dict:
     return run_in_fresh_process(
-        _measure, (case, impl, args.device, args.dtype, args.warmup, args.repeats),
-        args.timeout)
+        _measure, (case, impl, args.device, args.dtype, args.warmup, args.repeats,
+                   args.profile), args.timeout)
 
 
 def available_impls(device: str) -> List[str]:
@@ -406,6 +452,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                         help='--mode runtimes: torch.compile backend (default inductor)')
     parser.add_argument('--runs', type=int, default=3,
                         help='--mode runtimes: runs of every row (default 3)')
+    parser.add_argument('--profile', type=int, default=0, metavar='N',
+                        help='CPU: report the N operators with the most self time in one '
+                             'more call of each row (default 0: none)')
     args = parser.parse_args(argv)
     cpu = args.device == 'cpu'
     args.dtype = args.dtype or ('fp32' if cpu else 'bf16')
@@ -413,6 +462,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     args.repeats = args.repeats or (3 if cpu else 20)
     args.max_gather_gb = args.max_gather_gb or (12 if cpu else 60)
     runtimes = args.runtimes.split(',')
+    if args.profile and not cpu:
+        parser.error('--profile reads CPU self times: --device cpu.')
     if args.mode == 'runtimes' and 'onnxruntime' in runtimes and (args.step == 'train'
                                                                   or not cpu):
         parser.error('onnxruntime rows are CPU inference: --device cpu --step infer, or '
@@ -480,6 +531,13 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         report['summary'] = runtime_table(cases, rows, args.runs)
     else:
         attention_tables(rows)
+    if args.profile:
+        print(f'\nOperators by self time in one call (ms, the {args.profile} largest):')
+        for row in rows:
+            if 'op_ms' in row:
+                print(f"- {row['case']} ({row['impl']}), run {row['run'] + 1}: "
+                      f"{row['profiled_ms']:.0f} ms in all; " +
+                      ', '.join(f'{op} {ms:.0f}' for op, ms in row['op_ms'].items()))
     save()
     print(f'\nwrote {args.out}')
     return report
