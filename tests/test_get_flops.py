@@ -43,7 +43,8 @@ def test_json_reports_the_model_and_its_backbone(config, args, input_shape, caps
     cfg = load_config(config)
     backbone = count_complexity(backbone_of(cfg), (torch.randn(*input_shape), ))
     assert result['parts']['backbone'] == dict(flops=backbone['flops'],
-                                               params=backbone['params'])
+                                               params=backbone['params'],
+                                               by_operator=backbone['by_operator'])
     heads = {'neck', 'bbox_head'} if 'retinanet' in config else {'decode_head'}
     assert set(result['parts']) == {'backbone'} | heads, 'auxiliary heads are training-only'
     # Ops a model runs outside its parts' calls (mmseg calls decode_head.forward directly)
@@ -70,6 +71,8 @@ def test_arch_reproduces_the_paper_table(arch, capsys):
     assert result['params'] == params
     assert set(result['parts']) == {'stages', 'head'}
     assert result['params'] == sum(part['params'] for part in result['parts'].values())
+    for part in result['parts'].values():
+        assert sum(part['by_operator'].values()) == part['flops']
 
 
 @pytest.mark.parametrize('argv,message', [

@@ -22,15 +22,18 @@ def count_complexity(model: nn.Module, inputs: Tuple[torch.Tensor, ...],
 
     Returns:
         dict: ``flops`` and ``params`` of the model; ``parts``: ``{name: {'flops',
-        'params'}}``; ``by_operator``: FLOPs per counted operator; ``uncounted_ops``:
-        operator -> number of calls the convention does not count.
+        'params', 'by_operator'}}``; ``by_operator``: FLOPs per counted operator;
+        ``uncounted_ops``: operator -> number of calls the convention does not count.
     """
     analyzer = FlopAnalyzer(model, inputs)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with torch.no_grad():
         flops = analyzer.by_module()
+        flops_by_operator = analyzer.by_module_and_operator()
     params = parameter_count(model)
     return dict(flops=flops[''], params=params[''],
-                parts={name: dict(flops=flops[name], params=params[name]) for name in parts},
+                parts={name: dict(flops=flops[name], params=params[name],
+                                  by_operator=dict(flops_by_operator[name]))
+                       for name in parts},
                 by_operator=dict(analyzer.by_operator()),
                 uncounted_ops=dict(analyzer.unsupported_ops()))

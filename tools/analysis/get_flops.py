@@ -14,6 +14,7 @@ Reference: docs/analysis.md.
 """
 import argparse
 import json
+from collections import Counter
 from typing import Dict, Optional, Sequence, Tuple
 
 import timm
@@ -60,9 +61,12 @@ def classifier_complexity(arch: str, shape: Tuple[int, int] = (224, 224)) -> dic
     groups = dict(stages=['stem', 'downsamples', 'stages'],
                   head=['norm', 'global_pool', 'head_drop', 'head'])
     result = count_complexity(model, (inputs, ), parts=sum(groups.values(), []))
+    parts = result['parts']
     result['parts'] = {
-        group: {key: sum(result['parts'][name][key] for name in names)
-                for key in ('flops', 'params')}
+        group: dict(flops=sum(parts[name]['flops'] for name in names),
+                    params=sum(parts[name]['params'] for name in names),
+                    by_operator=dict(sum((Counter(parts[name]['by_operator']) for name in names),
+                                         Counter())))
         for group, names in groups.items()}
     result.update(model=f'biformer_{arch}', input_shape=list(inputs.shape))
     return result
