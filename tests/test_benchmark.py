@@ -16,20 +16,21 @@ BRA = dict(kind='bra', input='cls', stage=3, batch=1)
 TINY_BACKBONE = dict(kind='backbone', batch=1, size=(64, 96))
 
 
-def test_cpu_compares_the_original_with_the_chunked_algorithm():
-    assert benchmark_bra.available_impls('cpu') == ['gather', 'chunked']
+def test_cpu_compares_the_original_with_the_chunked_and_fused_algorithms():
+    assert benchmark_bra.available_impls('cpu') == ['gather', 'chunked', 'cpp']
 
 
 def test_rows_name_the_algorithm_the_default_runs():
-    assert benchmark_bra.auto_algorithm('cpu', 'fp32') == 'chunked'
+    assert benchmark_bra.auto_algorithm('cpu', 'fp32') == 'cpp'
 
 
 @pytest.mark.parametrize('case,impl', [
     (BRA, 'gather'),
     (BRA, 'chunked'),
+    (BRA, 'cpp'),
     (dict(TINY_BACKBONE, backbone='biformer_s', n_win=4), 'chunked'),
     (dict(TINY_BACKBONE, backbone='swin_t'), None),
-], ids=['bra-gather', 'bra-chunked', 'biformer_s-step', 'swin_t-step'])
+], ids=['bra-gather', 'bra-chunked', 'bra-cpp', 'biformer_s-step', 'swin_t-step'])
 def test_every_row_kind_is_measured_in_a_fresh_process(case, impl):
     result = benchmark_bra.run_case(case, impl, ARGS)
     assert 'error' not in result, result.get('error')
@@ -87,7 +88,7 @@ def test_runtimes_mode_measures_both_backbones_in_every_runtime_in_one_run(tmp_p
             assert all('::' in op for op in row['op_ms']) == (row['runtime'] == 'eager'), \
                 row['op_ms']
     assert {r['impl'] for r in report['rows'] if r['backbone'] == 'biformer_s'} == \
-        {'auto: chunked'}
+        {'auto: cpp'}
     for cell in report['summary']:
         assert len(cell['ms']) == len(cell['vs_eager']) == 1
         assert len(cell['vs_swin_t']) == (cell['backbone'] == 'biformer_s')

@@ -11,6 +11,7 @@ import site
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,16 @@ def test_mim_runs_the_checkouts_tools_from_an_editable_install(editable_install,
                      'missing.pth'], str(tmp_path), fails=True)
     assert f'{python} {tools}/test.py {toy} missing.pth' in out
     assert 'test.py: error: FileNotFoundError: Checkpoint' in out
+
+
+def test_a_wheel_ships_the_cpu_kernel_source_next_to_its_loader(tmp_path):
+    """The fused CPU routed attention is compiled from its C++ source on first use: a
+    wheel without it would leave every user of the wheel on the slower kernel."""
+    source = copy_checkout(str(tmp_path / 'biformer-mm'))
+    run_clean([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-index',
+               '--no-build-isolation', '--disable-pip-version-check', '-w',
+               str(tmp_path / 'dist'), source], str(tmp_path))
+    (wheel,) = (tmp_path / 'dist').glob('biformer_mm-*.whl')
+    names = zipfile.ZipFile(wheel).namelist()
+    assert 'biformer_mm/ops/cpp_routed_attention.py' in names
+    assert 'biformer_mm/ops/routed_attention_cpu.cpp' in names

@@ -12,8 +12,9 @@ import torch
 
 from biformer_mm.models.layers import BiLevelRoutingAttention
 from biformer_mm.ops import (OPERATOR, ChunkedRoutedAttention, resolve_algorithm,
-                             resolve_attn_impl, routed_attention, routed_attention_gather,
-                             routed_attention_sdpa, routed_attention_torch)
+                             resolve_attn_impl, routed_attention, routed_attention_cpp,
+                             routed_attention_gather, routed_attention_sdpa,
+                             routed_attention_torch)
 
 pytestmark = pytest.mark.classic
 
@@ -26,9 +27,18 @@ def operator(q, k, v, r_idx, scale):
     return torch.ops.biformer_mm.routed_attention(q, k, v, r_idx, scale)
 
 
+def chunked_operator(q, k, v, r_idx, scale):
+    return torch.ops.biformer_mm.routed_attention(q, k, v, r_idx, scale, 'chunked')
+
+
 PURE_TORCH = [routed_attention_torch, routed_attention_sdpa]
-# The operator where this torch has it (its CPU kernel is the chunked algorithm).
-FAST = PURE_TORCH + [pytest.param(operator, marks=needs_operator, id='operator')]
+# The operator where this torch has it: 'auto' (the fused C++ kernel in float32, built on
+# first use), its chunked kernel, and attn_impl='cpp'.
+FAST = PURE_TORCH + [pytest.param(fn, marks=needs_operator, id=fn.__name__)
+                     for fn in (operator, chunked_operator, routed_attention_cpp)]
+CPU_FUSED = 'cpp' if OPERATOR else 'chunked'
+"""What attn_impl='auto' runs on the CPU in float32: the fused C++ kernel where torch has
+custom_op (and a compiler builds the kernel, as on every machine the suite runs on)."""
 TRITON_MAJOR = (int(importlib.metadata.version('triton').split('.')[0])
                 if importlib.util.find_spec('triton') else None)
 
@@ -86,6 +96,16 @@ def test_torch_matches_original_gather_in_outputs_and_gradients(ours, m, p, w, t
     assert_matches_original(ours, random_problem(m=m, p=p, w=w, topk=topk))
 
 
+@pytest.mark.parametrize('ours', FAST)
+def test_widely_spread_logits_give_the_original_probabilities(ours):
+    """Logits spread over hundreds (a large scale): the softmax's exponentials underflow
+    for most keys and must neither overflow nor lose the largest ones."""
+    q, k, v, r_idx = random_problem(m=2, p=9, w=7, topk=4)
+    torch.testing.assert_close(ours(q, k, v, r_idx, 8.0),
+                               routed_attention_gather(q, k, v, r_idx, 8.0),
+                               atol=1e-5, rtol=1e-4)
+
+
 def gathered_bytes(q, v, r_idx):
     """Bytes of the routed keys and values of one query row (one region of one head)."""
     return r_idx.shape[-1] * q.shape[-2] * (q.shape[-1] + v.shape[-1]) * q.element_size()
@@ -137,7 +157,7 @@ def test_torch_in_bfloat16_stays_close_to_float32():
 @pytest.mark.parametrize('size', [(23, 37), (16, 16), (5, 3)])
 def test_bra_module_is_identical_across_implementations(size):
     torch.manual_seed(0)
-    impls = ('gather', 'torch', 'auto', 'chunked', 'sdpa')
+    impls = ('gather', 'torch', 'auto', 'chunked', 'sdpa') + (('cpp',) if OPERATOR else ())
     modules = {impl: BiLevelRoutingAttention(64, num_heads=2, n_win=4, topk=5, attn_impl=impl)
                for impl in impls}
     for module in modules.values():
@@ -172,9 +192,10 @@ def test_bra_module_trains_under_cpu_bfloat16_autocast(impl):
         torch.testing.assert_close(mixed, full, atol=0.1, rtol=0.05)
 
 
-def test_auto_uses_torch_on_cpu_and_never_triton_without_cuda():
+def test_auto_uses_the_fused_cpu_kernel_in_float32_and_torch_otherwise_on_cpu():
     q, k, v, r_idx = random_problem()
-    assert resolve_attn_impl('auto', q, k, v, r_idx) == 'torch'
+    assert resolve_attn_impl('auto', q, k, v, r_idx) == ('cpp' if OPERATOR else 'torch')
+    assert resolve_attn_impl('auto', q.double(), k.double(), v.double(), r_idx) == 'torch'
     assert resolve_attn_impl('gather', q, k, v, r_idx) == 'gather'
 
 
@@ -182,13 +203,63 @@ def test_every_setting_names_the_algorithm_that_runs_on_the_cpu():
     """'torch' and 'auto' are policies; logs and benchmark rows name the algorithm."""
     problem = random_problem()
     names = {impl: resolve_algorithm(impl, *problem)
-             for impl in ('auto', 'torch', 'chunked', 'sdpa', 'gather')}
-    assert names == dict(auto='chunked', torch='chunked', chunked='chunked', sdpa='sdpa',
-                         gather='gather')
+             for impl in ('auto', 'torch', 'chunked', 'cpp', 'sdpa', 'gather')}
+    assert names == dict(auto=CPU_FUSED, torch='chunked', chunked='chunked', cpp='cpp',
+                         sdpa='sdpa', gather='gather')
+
+
+@pytest.mark.skipif(OPERATOR, reason='the classic stack (torch < 2.4) has no operator')
+def test_cpp_without_the_operator_says_what_it_needs():
+    with pytest.raises(RuntimeError, match=r"attn_impl='cpp' cannot run.*torch >= 2\.4"):
+        routed_attention(*random_problem(), 0.1, attn_impl='cpp')
 
 
 @needs_operator
-@pytest.mark.parametrize('impl', ['auto', 'torch', 'chunked'])
+def test_cpp_in_another_dtype_says_why_and_what_to_use():
+    q, k, v, r_idx = random_problem()
+    with pytest.raises(RuntimeError, match="float32, not torch.float64.*attn_impl='auto'"):
+        routed_attention(q.double(), k.double(), v.double(), r_idx, 0.1, attn_impl='cpp')
+
+
+@needs_operator
+def test_auto_runs_chunked_and_warns_with_the_fix_where_the_cpp_kernel_cannot_build(
+        tmp_path):
+    """No working compiler (CXX fails) and an empty extension cache: 'auto' still gives
+    the right result, with the 'chunked' algorithm, and says why and what to do; an
+    explicit 'cpp' raises with the reason."""
+    script = """
+import torch
+from mmengine.logging import MMLogger
+from biformer_mm.ops import resolve_algorithm, routed_attention, routed_attention_gather
+MMLogger.get_instance('check', log_level='INFO')
+g = torch.Generator().manual_seed(0)
+q, k, v = (torch.randn(1, 2, 4, 5, 8, generator=g) for _ in range(3))
+r_idx = torch.tensor([[[0, 1], [1, 2], [2, 3], [3, 0]]])
+assert resolve_algorithm('auto', q, k, v, r_idx) == 'chunked'
+torch.testing.assert_close(routed_attention(q, k, v, r_idx, 0.3),
+                           routed_attention_gather(q, k, v, r_idx, 0.3))
+try:
+    routed_attention(q, k, v, r_idx, 0.3, attn_impl='cpp')
+except RuntimeError as e:
+    print('RAISED', e)
+"""
+    env = dict(os.environ, CXX=str(Path('/bin/false')),
+               TORCH_EXTENSIONS_DIR=str(tmp_path / 'extensions'))
+    result = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert re.search(r"WARNING - routed attention: the fused C\+\+ CPU kernel cannot run: "
+                     r"it could not be built or loaded.*attn_impl='auto' runs 'chunked'.*"
+                     r'Install a C\+\+ compiler and ninja', out), out
+    assert re.search(r"attn_impl='auto' uses 'torch', because it could not be built.*the "
+                     r"'chunked' algorithm", out), out
+    assert re.search(r"RAISED attn_impl='cpp' cannot run: it could not be built", out), out
+    assert out.count('WARNING') == 1, out
+
+
+@needs_operator
+@pytest.mark.parametrize('impl', ['auto', 'torch', 'chunked', 'cpp'])
 def test_bra_module_calls_the_operator_on_cpu(impl):
     """Tracing sees one operator node, not the chunk loop."""
     from torch.fx.experimental.proxy_tensor import make_fx
@@ -199,15 +270,17 @@ def test_bra_module_calls_the_operator_on_cpu(impl):
 
 
 @needs_operator
-@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('dtype,attn_impl', [(torch.float32, 'cpp'),
+                                             (torch.float32, 'chunked'),
+                                             (torch.float64, 'auto')])
 @pytest.mark.parametrize('requires_grad', [False, True], ids=['no-grad', 'grad'])
-def test_operator_passes_opcheck(dtype, requires_grad):
-    """Schema, autograd registration, fake (meta) implementation against the CPU
+def test_operator_passes_opcheck(dtype, attn_impl, requires_grad):
+    """Schema, autograd registration, fake (meta) implementation against each CPU
     kernel, and AOT dispatch with dynamic shapes, forward and backward."""
     q, k, v, r_idx = random_problem(n=1, p=6, w=5, d_qk=8, d_v=6, topk=3)
     q, k, v = (t.to(dtype).requires_grad_(requires_grad) for t in (q, k, v))
     torch.library.opcheck(torch.ops.biformer_mm.routed_attention.default,
-                          (q, k, v, r_idx, 0.3))
+                          (q, k, v, r_idx, 0.3, attn_impl))
 
 
 @needs_operator
@@ -240,12 +313,14 @@ def bra_pair(impl):
     return ours, reference, torch.randn(1, 14, 14, 32, dtype=torch.float64)
 
 
-@pytest.mark.parametrize('impl', ['auto', 'torch', 'chunked'])
-def test_chunked_second_order_gradients_raise_naming_gather(impl):
+@pytest.mark.parametrize('impl,dtype', [
+    ('auto', torch.float64), ('torch', torch.float64), ('chunked', torch.float64),
+    pytest.param('cpp', torch.float32, marks=needs_operator)])
+def test_chunked_second_order_gradients_raise_naming_gather(impl, dtype):
     """They used to be silently wrong by up to 11 (first order is right)."""
     module, _, x = bra_pair(impl)
     with pytest.raises(RuntimeError, match="differentiate twice.*attn_impl='gather'"):
-        second_order_input_gradient(module, x)
+        second_order_input_gradient(module.to(dtype), x.to(dtype))
 
 
 def test_sdpa_second_order_gradients_are_right_or_raise():

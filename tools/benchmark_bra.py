@@ -26,8 +26,8 @@ step and reports the ``N`` operators that took the most self time: ``torch.profi
 operators (a compiled graph's generated kernels by name), or onnxruntime's own profile
 by node type.
 
-Rows name the algorithm they ran (``'chunked'``, ``'sdpa'``, ``'triton'``, ``'gather'``;
-``auto: ALGORITHM`` where a model runs its default ``attn_impl``).
+Rows name the algorithm they ran (``'chunked'``, ``'cpp'``, ``'sdpa'``, ``'triton'``,
+``'gather'``; ``auto: ALGORITHM`` where a model runs its default ``attn_impl``).
 
 Example::
 
@@ -58,7 +58,7 @@ INPUTS = {
     'upernet': dict(batch=2, size=(512, 512), n_win=8),
     'cls': dict(batch=64, size=(224, 224), n_win=7),
 }
-IMPLS = ('gather', 'chunked', 'sdpa', 'triton')
+IMPLS = ('gather', 'chunked', 'cpp', 'sdpa', 'triton')
 """The algorithms (``attn_impl`` values) rows can measure; each row names the one it ran."""
 RUNTIMES = ('eager', 'compile', 'onnxruntime')
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -330,12 +330,14 @@ def run_case(case: dict, impl: Optional[str], args) -> dict:
 
 
 def available_impls(device: str) -> List[str]:
-    """The algorithms measured by default: the original and what ``attn_impl='torch'``
-    runs on the device (``'chunked'`` on the CPU, ``'sdpa'`` on CUDA), and Triton on
+    """The algorithms measured by default: the original, what ``attn_impl='torch'``
+    runs on the device (``'chunked'`` on the CPU, ``'sdpa'`` on CUDA), and the device's
+    fused kernel: the C++ one on the CPU where torch has the operator (>= 2.4), Triton on
     CUDA where it is installed."""
+    from biformer_mm.ops import OPERATOR
     from biformer_mm.ops.bra_triton import TRITON_AVAILABLE
     if device == 'cpu':
-        return ['gather', 'chunked']
+        return ['gather', 'chunked'] + (['cpp'] if OPERATOR else [])
     return ['gather', 'sdpa'] + (['triton'] if TRITON_AVAILABLE else [])
 
 

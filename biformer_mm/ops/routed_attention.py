@@ -13,11 +13,13 @@ Layouts shared by all implementations (heads first, then regions, then tokens):
 
 Algorithms (the names logs and benchmark rows use): ``'gather'`` (the original
 expand-and-gather, plain PyTorch ops: the reference, and the one that supports
-higher-order gradients), ``'chunked'`` (:mod:`.chunked_routed_attention`, the CPU
-algorithm), ``'sdpa'`` (row selection + ``scaled_dot_product_attention``, the portable
-GPU algorithm) and ``'triton'`` (:mod:`.bra_triton`, fused CUDA kernels). ``attn_impl``
-takes these names and two policies: ``'torch'`` (plain PyTorch: ``'chunked'`` on the CPU,
-``'sdpa'`` elsewhere) and ``'auto'`` (``'triton'`` where it can run, ``'torch'``
+higher-order gradients), ``'chunked'`` (:mod:`.chunked_routed_attention`, the
+plain-PyTorch CPU algorithm), ``'cpp'`` (:mod:`.cpp_routed_attention`, a fused C++ CPU
+forward built on first use), ``'sdpa'`` (row selection + ``scaled_dot_product_attention``,
+the portable GPU algorithm) and ``'triton'`` (:mod:`.bra_triton`, fused CUDA kernels).
+``attn_impl`` takes these names and two policies: ``'torch'`` (plain PyTorch:
+``'chunked'`` on the CPU, ``'sdpa'`` elsewhere) and ``'auto'`` (the fused kernel of the
+device where it can run, ``'cpp'`` on the CPU and ``'triton'`` on CUDA; ``'torch'``
 otherwise).
 """
 import logging
@@ -30,10 +32,12 @@ from torch import Tensor
 
 from .bra_triton import routed_attention_triton_heads_first, unsupported_reason
 from .chunked_routed_attention import ChunkedRoutedAttention, routed_rows, select_routed
+from .cpp_routed_attention import require as require_cpp
+from .cpp_routed_attention import unsupported_reason as cpp_unsupported_reason
 from .export_path import is_exporting, routed_attention_export
 from .triton_self_check import triton_self_check
 
-ALGORITHMS = ('chunked', 'sdpa', 'triton', 'gather')
+ALGORITHMS = ('chunked', 'cpp', 'sdpa', 'triton', 'gather')
 """The algorithms; each computes the same function (see the module docstring)."""
 ATTN_IMPLS = ('auto', 'torch') + ALGORITHMS
 """Accepted ``attn_impl`` values: the policies ``'auto'`` and ``'torch'``, and the
@@ -142,8 +146,25 @@ def routed_attention_chunked(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     return ChunkedRoutedAttention.apply(q, k, v, r_idx, scale)
 
 
+def routed_attention_cpp(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
+                         scale: float) -> Tensor:
+    """The ``'cpp'`` algorithm, through the operator: CPU float32 tensors on torch >= 2.4.
+    Raises ``RuntimeError`` with the reason elsewhere. Arguments and result as
+    :func:`routed_attention_torch`."""
+    require_cpp(_cpp_unsupported_reason(q))
+    return torch.ops.biformer_mm.routed_attention(q, k, v, r_idx, float(scale), 'cpp')
+
+
+def _cpp_unsupported_reason(q: Tensor) -> Optional[str]:
+    if not OPERATOR:
+        return ('it runs in the operator torch.ops.biformer_mm.routed_attention, which '
+                f'needs torch >= 2.4 (this is {torch.__version__})')
+    return cpp_unsupported_reason(q)
+
+
 _ALGORITHMS: Dict[str, Callable[..., Tensor]] = {
     'chunked': routed_attention_chunked,
+    'cpp': routed_attention_cpp,
     'sdpa': routed_attention_sdpa,
     'triton': routed_attention_triton_heads_first,
     'gather': routed_attention_gather,
@@ -160,7 +181,8 @@ def _log_choice(device: torch.device, dtype: torch.dtype, impl: str,
     if key in _logged_choices:
         return
     _logged_choices.add(key)
-    because = (': the fused Triton kernels' if reason is None else
+    fused = 'the fused C++ kernel' if impl == 'cpp' else 'the fused Triton kernels'
+    because = (f': {fused}' if reason is None else
                f", because {reason}: the '{torch_algorithm(device)}' algorithm")
     print_log(f"routed attention on {device} ({dtype}): attn_impl='auto' uses "
               f"'{impl}'{because}.", logger='current', level=logging.INFO)
@@ -175,12 +197,15 @@ def torch_algorithm(device: torch.device) -> str:
 def resolve_attn_impl(attn_impl: str, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> str:
     """Resolve the ``'auto'`` policy for the given inputs.
 
-    ``'auto'`` is ``'triton'`` where :func:`~.bra_triton.unsupported_reason` finds
-    nothing against the fused kernels and the first-use self-check
+    On the CPU, ``'auto'`` is ``'cpp'`` where
+    :func:`~.cpp_routed_attention.unsupported_reason` finds nothing against the fused C++
+    kernel (float32, torch >= 2.4, the kernel built and loaded). Elsewhere it is
+    ``'triton'`` where :func:`~.bra_triton.unsupported_reason` finds nothing against the
+    fused kernels and the first-use self-check
     (:func:`~.triton_self_check.triton_self_check`) passed for the compiled kernels the
-    call selects; ``'torch'`` everywhere else. The choice is logged once per device, dtype
-    and outcome (INFO, mmengine's current logger). Other values are returned as they
-    are: an explicit ``'triton'`` raises where it cannot run, when called.
+    call selects. It is ``'torch'`` everywhere else. The choice is logged once per device,
+    dtype and outcome (INFO, mmengine's current logger). Other values are returned as they
+    are: an explicit ``'cpp'`` or ``'triton'`` raises where it cannot run, when called.
 
     Args:
         attn_impl (str): One of :data:`ATTN_IMPLS`.
@@ -190,15 +215,18 @@ def resolve_attn_impl(attn_impl: str, q: Tensor, k: Tensor, v: Tensor, r_idx: Te
         r_idx (Tensor): Routed key regions ``(N, P, K)``.
 
     Returns:
-        str: ``attn_impl``, or for ``'auto'`` ``'triton'`` or ``'torch'``.
+        str: ``attn_impl``, or for ``'auto'`` ``'cpp'``, ``'triton'`` or ``'torch'``.
     """
     check_attn_impl(attn_impl)
     if attn_impl != 'auto':
         return attn_impl
-    reason = unsupported_reason(q, k, v, r_idx)
-    if reason is None:
-        reason = triton_self_check(q, k, v, r_idx)
-    impl = 'triton' if reason is None else 'torch'
+    if q.device.type == 'cpu':
+        fused, reason = 'cpp', _cpp_unsupported_reason(q)
+    else:
+        fused, reason = 'triton', unsupported_reason(q, k, v, r_idx)
+        if reason is None:
+            reason = triton_self_check(q, k, v, r_idx)
+    impl = fused if reason is None else 'torch'
     _log_choice(q.device, q.dtype, impl, reason)
     return impl
 
@@ -214,12 +242,12 @@ def resolve_algorithm(attn_impl: str, q: Tensor, k: Tensor, v: Tensor, r_idx: Te
 def _runs_operator(attn_impl: str, q: Tensor) -> bool:
     """Whether :func:`routed_attention` calls ``torch.ops.biformer_mm.routed_attention``.
 
-    On the CPU the operator runs ``'chunked'`` (for ``'auto'``, ``'torch'`` and
-    ``'chunked'``) at the Function's speed. On CUDA it serves ``'auto'`` under
-    ``torch.compile`` only: its backward recomputes the forward, where the eager
-    Functions keep what their backward needs (see :mod:`.routed_attention_op`).
+    On the CPU the operator runs ``'auto'``, ``'torch'``, ``'chunked'`` and ``'cpp'``.
+    On CUDA it serves ``'auto'`` under ``torch.compile`` only: its backward recomputes
+    the forward, where the eager Functions keep what their backward needs (see
+    :mod:`.routed_attention_op`).
     """
-    if not OPERATOR or attn_impl not in ('auto', 'torch', 'chunked'):
+    if not OPERATOR or attn_impl not in ('auto', 'torch', 'chunked', 'cpp'):
         return False
     if q.device.type == 'cpu':
         return True
@@ -234,10 +262,11 @@ def routed_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: floa
     ``attn_impl`` records :func:`~.export_path.routed_attention_export`, the same
     function in standard operators.
 
-    Where torch has ``torch.library.custom_op`` (>= 2.4), ``'auto'``, ``'torch'`` and
-    ``'chunked'`` on the CPU, and ``'auto'`` under ``torch.compile`` on CUDA, call the
-    operator ``torch.ops.biformer_mm.routed_attention`` (:mod:`.routed_attention_op`),
-    which tracing sees as one node; everything else calls the algorithm's function.
+    Where torch has ``torch.library.custom_op`` (>= 2.4), ``'auto'``, ``'torch'``,
+    ``'chunked'`` and ``'cpp'`` on the CPU, and ``'auto'`` under ``torch.compile`` on
+    CUDA, call the operator ``torch.ops.biformer_mm.routed_attention``
+    (:mod:`.routed_attention_op`) with ``attn_impl``, which tracing sees as one node;
+    everything else calls the algorithm's function.
 
     Args:
         q (Tensor): Queries ``(N, M, P, W, Dqk)``.
@@ -254,5 +283,6 @@ def routed_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: floa
         check_attn_impl(attn_impl)
         return routed_attention_export(q, k, v, r_idx, scale)
     if _runs_operator(attn_impl, q):
-        return torch.ops.biformer_mm.routed_attention(q, k, v, r_idx, float(scale))
+        return torch.ops.biformer_mm.routed_attention(q, k, v, r_idx, float(scale),
+                                                      attn_impl)
     return _ALGORITHMS[resolve_algorithm(attn_impl, q, k, v, r_idx)](q, k, v, r_idx, scale)

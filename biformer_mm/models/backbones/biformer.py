@@ -52,11 +52,11 @@ class BiFormer(BiFormerTrunk):
             models train. Defaults to False.
         with_cp (bool): Activation checkpointing per block while gradients are
             enabled, trading compute for memory. Defaults to False.
-        attn_impl (str): Routed attention implementation: ``'auto'`` (fused Triton
-            kernel on CUDA when available, else ``'torch'``), ``'torch'`` (``'chunked'``
-            on the CPU, ``'sdpa'`` elsewhere), or an algorithm: ``'chunked'``,
-            ``'sdpa'``, ``'triton'`` or ``'gather'`` (the original algorithm). Defaults
-            to ``'auto'``.
+        attn_impl (str): Routed attention implementation: ``'auto'`` (the fused C++
+            kernel on the CPU, the fused Triton kernel on CUDA, where they can run; else
+            ``'torch'``), ``'torch'`` (``'chunked'`` on the CPU, ``'sdpa'`` elsewhere), or
+            an algorithm: ``'chunked'``, ``'cpp'``, ``'sdpa'``, ``'triton'`` or
+            ``'gather'`` (the original algorithm). Defaults to ``'auto'``.
         norm_cfg (dict): Norm layer of the stem and the downsampling layers, built
             with mmcv's ``build_norm_layer``; ``dict(type='SyncBN')`` as the official
             segmentation models. Defaults to ``dict(type='BN')``.

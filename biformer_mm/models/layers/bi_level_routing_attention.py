@@ -55,7 +55,7 @@ class BiLevelRoutingAttention(BaseModule):
         auto_pad (bool): Pad the map to a multiple of ``n_win`` and crop the output
             back. Without it the map must divide by ``n_win``. Defaults to True.
         attn_impl (str): Routed attention implementation: ``'auto'``, ``'torch'``,
-            ``'chunked'``, ``'sdpa'``, ``'triton'`` or ``'gather'`` (the original
+            ``'chunked'``, ``'cpp'``, ``'sdpa'``, ``'triton'`` or ``'gather'`` (the original
             algorithm); see :mod:`biformer_mm.ops.routed_attention`. Exports record
             :mod:`biformer_mm.ops.export_path`'s form. Defaults to ``'auto'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.

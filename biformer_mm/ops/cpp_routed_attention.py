@@ -1,0 +1,111 @@
+"""The fused C++ CPU routed attention (``attn_impl='cpp'``, which ``'auto'`` runs on the
+CPU where it can): a forward kernel built on first use, and the chunked backward.
+
+The kernel (``routed_attention_cpu.cpp``, next to this file) takes one (image, head,
+query region) row at a time, in ``at::parallel_for``: it copies the routed key/values
+into a thread-local buffer, computes the logits with one GEMM, their exponentials in
+place and the output with a second GEMM, so nothing larger than one row's logits is
+written and a row's work stays in cache. Where the chunked algorithm
+(:mod:`.chunked_routed_attention`) writes a chunk of rows' logits and probabilities
+through memory, this is 1.2x to 1.6x faster per stage of BiFormer-S at 800x1216
+(``docs/benchmarks.md``). Its backward is
+:func:`~.chunked_routed_attention.chunked_backward`, which needs only the inputs and the
+output.
+
+:func:`unsupported_reason` builds the kernel with :func:`torch.utils.cpp_extension.load`
+the first time a process asks (about 10 s; the build is cached, per torch version, under
+``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``) and says why it
+cannot run where it cannot: float32 only; Linux on an x86-64 CPU with AVX2 (its softmax's
+``exp`` is vectorised with AVX2/FMA flags); a C++ compiler and ninja; torch's library must
+export the BLAS ``sgemm_`` (torch's x86-64 wheels do, through MKL). ``'auto'`` then runs
+``'chunked'`` and logs why; ``attn_impl='cpp'`` raises with the reason.
+"""
+import logging
+import os.path as osp
+import re
+import sys
+from functools import lru_cache
+from typing import Optional
+
+import torch
+from mmengine.logging import print_log
+from torch import Tensor
+
+from .chunked_routed_attention import routed_rows
+
+SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'routed_attention_cpu.cpp')
+"""The kernel's C++ source."""
+CFLAGS = ('-O3', '-fno-trapping-math', '-fopenmp', '-mavx2', '-mfma')
+"""Compiler flags: ``-fno-trapping-math`` lets the compiler vectorise the branch-free
+``exp``; OpenMP is torch's ``at::parallel_for`` backend (the loaded library shares
+torch's OpenMP runtime)."""
+
+
+@lru_cache(maxsize=None)
+def _load() -> Optional[str]:
+    """Build (first use) and load the kernel library once per process; ``None`` when
+    ``torch.ops.biformer_mm_cpu.routed_attention_forward`` is registered, else why not."""
+    if not sys.platform.startswith('linux'):
+        return f'it is built on Linux only, not {sys.platform}'
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not capability.startswith(('AVX2', 'AVX512')):
+        return f'it needs an x86-64 CPU with AVX2 (torch reports {capability})'
+    from torch.utils import cpp_extension
+    name = 'biformer_mm_routed_attention_cpu_' + re.sub(r'\W', '_', torch.__version__)
+    print_log(f'routed attention: loading the fused C++ CPU kernel {name} (built on first '
+              f'use, about 10 s; cached under {cpp_extension.get_default_build_root()})',
+              logger='current', level=logging.INFO)
+    try:
+        cpp_extension.load(name=name, sources=[SOURCE], extra_cflags=list(CFLAGS),
+                           extra_ldflags=['-fopenmp'], is_python_module=False)
+    except Exception as e:  # no compiler or ninja, a failed build, a missing sgemm_
+        lines = str(e).strip().splitlines() or ['']
+        reason = f'it could not be built or loaded ({type(e).__name__}: {lines[0][:300]})'
+        print_log(f'routed attention: the fused C++ CPU kernel cannot run: {reason}. '
+                  "attn_impl='auto' runs 'chunked' on the CPU instead (right, slower). "
+                  'Install a C++ compiler and ninja (tools/setup_env.sh does), or set '
+                  "attn_impl='torch' to not build it.", logger='current',
+                  level=logging.WARNING)
+        return reason
+    return None
+
+
+def unsupported_reason(q: Tensor) -> Optional[str]:
+    """Why the fused C++ kernel cannot run on queries ``q`` (and keys/values like them),
+    or ``None`` when it can. Builds and loads the kernel on the first call that gets that
+    far (see the module docstring); a failed build is logged once, as a warning with the
+    fix.
+    """
+    if q.device.type != 'cpu':
+        return f'it runs on the CPU, not {q.device}'
+    if q.dtype != torch.float32:
+        return f'it computes in float32, not {q.dtype}'
+    return _load()
+
+
+def require(reason: Optional[str]) -> None:
+    """Raise the error of an explicit ``attn_impl='cpp'`` that cannot run for ``reason``
+    (``None``: it can)."""
+    if reason is not None:
+        raise RuntimeError(f"attn_impl='cpp' cannot run: {reason}; use attn_impl='auto' "
+                           "or 'torch'.")
+
+
+def cpp_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float) -> Tensor:
+    """Routed attention over heads-first inputs with the fused C++ kernel.
+
+    Args:
+        q, k, v, r_idx, scale: As in :func:`~.routed_attention.routed_attention_gather`.
+
+    Returns:
+        Tensor: Contiguous ``(N, M, P, W, Dv)`` float32.
+
+    Raises:
+        RuntimeError: Where the kernel cannot run (:func:`unsupported_reason`).
+    """
+    require(unsupported_reason(q))
+    n, m, p, w, _ = q.shape
+    q2, k2, v2 = (t.reshape(-1, w, t.shape[-1]).contiguous() for t in (q, k, v))
+    rows = routed_rows(r_idx, m)
+    out = torch.ops.biformer_mm_cpu.routed_attention_forward(q2, k2, v2, rows, float(scale))
+    return out.view(n, m, p, w, v.shape[-1])
