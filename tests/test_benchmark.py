@@ -105,16 +105,23 @@ def test_runtimes_mode_runs_mask_rcnn_in_every_runtime_torch_onnx_can_export():
         (800, 1216), 'train', ('eager', 'compile'), 'inductor'))
 
 
-def test_runtimes_mode_times_a_backbone_training_step(tmp_path):
+def test_runtimes_mode_times_a_backbone_training_step_with_each_algorithm(tmp_path):
+    """``--step train``, and ``--impls``: BiFormer-S once per algorithm, each against the
+    Swin-T row of its run."""
     report = benchmark_bra.main(['--device', 'cpu', '--mode', 'runtimes', '--step', 'train',
                                  '--runtimes', 'compile', '--size', '64', '96',
                                  '--compile-backend', 'eager', '--runs', '1', '--warmup', '0',
-                                 '--repeats', '1', '--out', str(tmp_path / 'train.json')])
-    assert [(r['backbone'], r['runtime']) for r in report['rows']] == \
-        [('biformer_s', 'compile'), ('swin_t', 'compile')]
+                                 '--repeats', '1', '--impls', 'chunked,cpp',
+                                 '--out', str(tmp_path / 'train.json')])
+    assert [(r['backbone'], r['runtime'], r['impl']) for r in report['rows']] == \
+        [('biformer_s', 'compile', 'chunked'), ('biformer_s', 'compile', 'cpp'),
+         ('swin_t', 'compile', 'mmdet')]
     for row in report['rows']:
         assert 'error' not in row, row.get('error')
         assert row['fwd_bwd_ms'] > 0 and 'fwd_ms' not in row
+    assert [(c['backbone'], c['impl'], len(c['ms']), len(c['vs_swin_t']))
+            for c in report['summary']] == \
+        [('biformer_s', 'chunked', 1, 1), ('biformer_s', 'cpp', 1, 1), ('swin_t', 'mmdet', 1, 0)]
 
 
 def test_onnxruntime_rows_are_cpu_inference():

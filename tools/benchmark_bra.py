@@ -19,7 +19,8 @@ cpu`` runs a reduced set.
 with each, at one image (default 1x3x800x1216), in eager PyTorch, ``torch.compile`` and
 onnxruntime (the legacy ``torch.onnx`` exporter's graph, checked against eager), CPU.
 Every row runs ``--runs`` times; the speed-up over eager and BiFormer-S / Swin-T are
-taken within a run and reported as the median and min-max over the runs.
+taken within a run and reported as the median and min-max over the runs. ``--impls``
+runs the BiFormer-S backbone rows once per listed algorithm, side by side in each run.
 
 ``--profile N`` (CPU): after its timings, each row profiles one more call of its timed
 step and reports the ``N`` operators that took the most self time: ``torch.profiler``'s
@@ -364,9 +365,11 @@ def spread(values: List[float], unit: str = '', digits: int = 2) -> str:
 def runtime_table(cases: List[dict], rows: List[dict], runs: int) -> List[dict]:
     """Print ``--mode runtimes``' table; return its cells: each row's times, and its
     ratios to the eager and the Swin-T row of the same run."""
+    def matching(key: dict) -> List[dict]:
+        return [r for r in rows if all(r.get(k) == v for k, v in key.items())]
+
     def value(case: dict, run: int, **change) -> Optional[float]:
-        key = dict(case, run=run, **change)
-        row = next((r for r in rows if all(r.get(k) == v for k, v in key.items())), {})
+        row = next(iter(matching(dict(case, run=run, **change))), {})
         return row.get('fwd_bwd_ms' if case['step'] == 'train' else 'fwd_ms')
 
     h, w = cases[0]['size']
@@ -375,12 +378,15 @@ def runtime_table(cases: List[dict], rows: List[dict], runs: int) -> List[dict]:
           f"| onnxruntime max error |")
     print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |')
     summary = []
-    for case in cases:
-        done = [r for r in rows if all(r.get(k) == v for k, v in case.items())]
+    # One cell per case and algorithm (BiFormer-S backbone rows may run several).
+    for case in [dict(c, impl=impl) for c in cases
+                 for impl in dict.fromkeys(r['impl'] for r in matching(c))]:
+        done = matching(case)
         ms = [value(case, run) for run in range(runs)]
         eager = [value(case, run, runtime='eager') for run in range(runs)]
-        swin = [value(case, run, backbone='swin_t') for run in range(runs)]
-        cell = dict(case, impl=done[0]['impl'] if done else '', ms=[m for m in ms if m],
+        swin = [value({k: v for k, v in case.items() if k != 'impl'}, run, backbone='swin_t')
+                for run in range(runs)]
+        cell = dict(case, ms=[m for m in ms if m],
                     first_s=[r['first_s'] for r in done if 'first_s' in r],
                     vs_eager=[e / m for e, m in zip(eager, ms) if e and m],
                     vs_swin_t=[m / s for m, s in zip(ms, swin)
@@ -436,7 +442,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     parser.add_argument('--dtype', choices=['fp32', 'bf16'], default=None,
                         help='bf16 runs under autocast (default: bf16 on CUDA, fp32 on CPU)')
     parser.add_argument('--impls', default=None, help='comma-separated subset of ' +
-                        ','.join(IMPLS))
+                        ','.join(IMPLS) + ' (--mode runtimes: BiFormer-S backbone rows for '
+                        "each, instead of one with its default attn_impl='auto')")
     parser.add_argument('--warmup', type=int, default=None)
     parser.add_argument('--repeats', type=int, default=None)
     parser.add_argument('--timeout', type=float, default=900, help='seconds per row')
@@ -497,7 +504,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     if args.mode == 'runtimes':
         cases = runtime_cases(args.size, args.step, runtimes, args.compile_backend)
         cases = [c for c in cases if not args.only or args.only in case_name(c)]
-        todo = [(run, case, None) for run in range(args.runs) for case in cases]
+        impls = args.impls.split(',') if args.impls else [None]
+        todo = [(run, case, impl) for run in range(args.runs) for case in cases
+                for impl in (impls if case['kind'] == 'backbone'
+                             and case['backbone'] == 'biformer_s' else [None])]
     else:
         impls = args.impls.split(',') if args.impls else available_impls(args.device)
         cases = [c for c in case_list(args.device) if not args.only or args.only in case_name(c)]
