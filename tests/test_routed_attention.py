@@ -96,6 +96,12 @@ def test_torch_matches_original_gather_in_outputs_and_gradients(ours, m, p, w, t
     assert_matches_original(ours, random_problem(m=m, p=p, w=w, topk=topk))
 
 
+@pytest.mark.parametrize('fn', [routed_attention_torch] + FAST[2:])
+def test_cpu_kernels_take_an_empty_batch(fn):
+    q, k, v, r_idx = (t[:0] for t in random_problem())
+    assert fn(q, k, v, r_idx, 0.1).shape == (0, ) + q.shape[1:-1] + v.shape[-1:]
+
+
 @pytest.mark.parametrize('ours', FAST)
 def test_widely_spread_logits_give_the_original_probabilities(ours):
     """Logits spread over hundreds (a large scale): the softmax's exponentials underflow

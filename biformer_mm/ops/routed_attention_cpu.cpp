@@ -89,12 +89,13 @@ at::Tensor routed_attention_forward(const at::Tensor& q, const at::Tensor& k,
                   rows.is_contiguous(),
               "routed_attention_forward: contiguous inputs expected");
   const int64_t num_rows = q.size(0), w = q.size(1), d = q.size(2), dv = v.size(2);
-  TORCH_CHECK(num_rows > 0 && rows.numel() % num_rows == 0,
+  auto out = at::empty({num_rows, w, dv}, q.options());
+  if (num_rows == 0) return out;  // an empty batch
+  TORCH_CHECK(rows.numel() % num_rows == 0,
               "routed_attention_forward: rows must list K key rows per query row");
   TORCH_CHECK(rows.min().item<int64_t>() >= 0 && rows.max().item<int64_t>() < num_rows,
               "routed_attention_forward: rows out of range");
   const int64_t topk = rows.numel() / num_rows, length = topk * w;
-  auto out = at::empty({num_rows, w, dv}, q.options());
   const float* qp = q.data_ptr<float>();
   const float* kp = k.data_ptr<float>();
   const float* vp = v.data_ptr<float>();
