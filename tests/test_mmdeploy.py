@@ -287,3 +287,6 @@ def test_segmentor_converts_and_matches_mmseg_logits(tmp_path, verify, model_con
     assert min(margins) > MIN_MARGIN, 'the test routes near a tie: pick another SEED'
     assert report['shape'] == (150, 192, 192)
     assert report['logit_diff'] < 1e-4 * report['logit_range'], report
+    times = verify.timings(deploy_cfg, model_cfg, checkpoint, onnx_file, image, repeats=1)
+    assert times['pytorch_ms'] > 0 and times['onnxruntime_ms'] > 0
+    assert times['onnxruntime_speedup'] == times['pytorch_ms'] / times['onnxruntime_ms']

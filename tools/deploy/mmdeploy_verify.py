@@ -3,6 +3,7 @@ and compare the onnxruntime model with plain mmdet/mmseg on images.
 
     python tools/deploy/mmdeploy_verify.py DEPLOY_CFG MODEL_CFG CHECKPOINT IMAGE
         --work-dir DIR [--test-image IMG ...] [--top N] [--cfg-options K=V ...]
+        [--deploy-options K=V ...] [--repeats N]
 
 The conversion is mmdeploy's ``mmdeploy.apis.torch2onnx`` traced on IMAGE, as its
 ``tools/deploy.py`` does (``DIR/end2end.onnx``). For IMAGE and every ``--test-image``,
@@ -11,11 +12,16 @@ model (``build_pytorch_model``: mmdet/mmseg as they are) and the onnxruntime mod
 (``build_backend_model``). One line per image: for detectors, each of PyTorch's
 detections (its ``N`` best with ``--top N``) paired with the nearest onnxruntime one;
 for segmentors, the largest logit difference (with ``with_argmax=False``) and the label
-pixels that differ. docs/deploy.md lists the fields. mmdeploy 1.3.1 needs torch <= 2.1.
+pixels that differ. docs/deploy.md lists the fields. ``--repeats N`` then times both
+models end to end (``test_step``: pre-processing, network, post-processing) on IMAGE's
+input, the median of N calls after one untimed call each. mmdeploy 1.3.1 needs torch <=
+2.1.
 """
 import argparse
 import copy
 import os.path as osp
+import statistics
+import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -104,15 +110,42 @@ def is_segmentor(model_cfg: Config) -> bool:
     return model_cfg.get('default_scope') == 'mmseg'
 
 
+def models(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
+           onnx_file: str) -> Tuple[Any, Any, Any]:
+    """mmdeploy's task processor, its PyTorch model (mmdet/mmseg as they are) and its
+    onnxruntime model of ``onnx_file``, on the CPU."""
+    from mmdeploy.apis import build_task_processor
+    task = build_task_processor(model_cfg, deploy_cfg, 'cpu')
+    return task, task.build_pytorch_model(checkpoint), task.build_backend_model([onnx_file])
+
+
+def timings(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
+            onnx_file: str, image: str, repeats: int) -> Dict[str, float]:
+    """Milliseconds of one end-to-end ``test_step`` of the PyTorch and the onnxruntime
+    model on ``image``'s input, each the median of ``repeats`` calls after an untimed one,
+    and the onnxruntime model's speed-up."""
+    from mmdeploy.utils import get_input_shape
+    task, torch_model, ort_model = models(deploy_cfg, model_cfg, checkpoint, onnx_file)
+    data, _ = task.create_input(image, get_input_shape(deploy_cfg))
+    result = {}
+    for name, model in (('pytorch', torch_model), ('onnxruntime', ort_model)):
+        calls = []
+        with torch.no_grad():
+            for _ in range(repeats + 1):
+                start = time.perf_counter()
+                model.test_step(copy.deepcopy(data))
+                calls.append(time.perf_counter() - start)
+        result[f'{name}_ms'] = statistics.median(calls[1:]) * 1e3
+    result['onnxruntime_speedup'] = result['pytorch_ms'] / result['onnxruntime_ms']
+    return result
+
+
 def predictions(deploy_cfg: Config, model_cfg: Config, checkpoint: Optional[str],
                 onnx_file: str, images: Sequence[str]) -> Iterator[Tuple[str, Any, Any]]:
     """``(image, PyTorch's, onnxruntime's)`` prediction of each image (batch of one): an
     mmdet ``DetDataSample`` each, or mmseg's ``(C, H, W)`` logits and the graph's."""
-    from mmdeploy.apis import build_task_processor
     from mmdeploy.utils import get_input_shape
-    task = build_task_processor(model_cfg, deploy_cfg, 'cpu')
-    torch_model = task.build_pytorch_model(checkpoint)
-    ort_model = task.build_backend_model([onnx_file])
+    task, torch_model, ort_model = models(deploy_cfg, model_cfg, checkpoint, onnx_file)
     for image in images:
         data, _ = task.create_input(image, get_input_shape(deploy_cfg))
         with torch.no_grad():
@@ -148,6 +181,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--top', type=int, help="compare PyTorch's N best detections only")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides of CONFIG, e.g. "model.backbone.init_cfg=None"')
+    parser.add_argument('--deploy-options', nargs='+', action=DictAction,
+                        help='overrides of DEPLOY_CFG, e.g. '
+                        '"codebase_config.post_processing.score_threshold=0.3"')
+    parser.add_argument('--repeats', type=int, default=0,
+                        help='time both models end to end on IMAGE, median of N calls')
     return parser.parse_args(argv)
 
 
@@ -157,12 +195,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     checkpoint = weights_only_path(args.checkpoint, where='the CHECKPOINT argument')
     model_cfg = load_config(args.config, args.cfg_options)
     deploy_cfg = Config.fromfile(args.deploy_config)
+    deploy_cfg.merge_from_dict(args.deploy_options or {})
     onnx_file = convert(deploy_cfg, model_cfg, checkpoint, args.image, args.work_dir)
     print(f'wrote {onnx_file}')
     for report in verify(deploy_cfg, model_cfg, checkpoint, onnx_file,
                          [args.image] + args.test_image, args.top):
         print(', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}'
                         for k, v in report.items()))
+    if args.repeats:
+        times = timings(deploy_cfg, model_cfg, checkpoint, onnx_file, args.image,
+                        args.repeats)
+        print(', '.join(f'{k}={v:.4g}' for k, v in times.items()))
 
 
 if __name__ == '__main__':
