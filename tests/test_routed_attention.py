@@ -34,8 +34,9 @@ def chunked_operator(q, k, v, r_idx, scale):
 PURE_TORCH = [routed_attention_torch, routed_attention_sdpa]
 # The operator where this torch has it: 'auto' (the fused C++ kernel in float32, built on
 # first use), its chunked kernel, and attn_impl='cpp'.
-FAST = PURE_TORCH + [pytest.param(fn, marks=needs_operator, id=fn.__name__)
-                     for fn in (operator, chunked_operator, routed_attention_cpp)]
+OPERATOR_CALLS = [pytest.param(fn, marks=needs_operator, id=fn.__name__)
+                  for fn in (operator, chunked_operator, routed_attention_cpp)]
+FAST = PURE_TORCH + OPERATOR_CALLS
 CPU_FUSED = 'cpp' if OPERATOR else 'chunked'
 """What attn_impl='auto' runs on the CPU in float32: the fused C++ kernel where torch has
 custom_op (and a compiler builds the kernel, as on every machine the suite runs on)."""
@@ -96,7 +97,7 @@ def test_torch_matches_original_gather_in_outputs_and_gradients(ours, m, p, w, t
     assert_matches_original(ours, random_problem(m=m, p=p, w=w, topk=topk))
 
 
-@pytest.mark.parametrize('fn', [routed_attention_torch] + FAST[2:])
+@pytest.mark.parametrize('fn', [routed_attention_torch] + OPERATOR_CALLS)
 def test_cpu_kernels_take_an_empty_batch(fn):
     q, k, v, r_idx = (t[:0] for t in random_problem())
     assert fn(q, k, v, r_idx, 0.1).shape == (0, ) + q.shape[1:-1] + v.shape[-1:]
