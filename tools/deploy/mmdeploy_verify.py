@@ -13,7 +13,7 @@ model (``build_pytorch_model``: mmdet/mmseg as they are) and the onnxruntime mod
 detections (its ``N`` best with ``--top N``) paired with the nearest onnxruntime one;
 for segmentors, the largest logit difference (with ``with_argmax=False``) and the label
 pixels that differ. docs/deploy.md lists the fields. ``--repeats N`` then times both
-models end to end (``test_step``: pre-processing, network, post-processing) on IMAGE's
+models (``test_step``: the data preprocessor, network, post-processing) on IMAGE's
 input, the median of N calls after one untimed call each. mmdeploy 1.3.1 needs torch <=
 2.1.
 """
