@@ -7,7 +7,7 @@ into a thread-local buffer, computes the logits with one GEMM, their exponential
 place and the output with a second GEMM, so nothing larger than one row's logits is
 written and a row's work stays in cache. Where the chunked algorithm
 (:mod:`.chunked_routed_attention`) writes a chunk of rows' logits and probabilities
-through memory, this makes the BRA module's forward 1.07x to 1.38x faster at
+through memory, this makes the BRA module's forward 1.07x to 1.38x faster (medians) at
 BiFormer-S's shapes on a 2-core x86-64 CPU (``docs/benchmarks.md``). Its backward is
 :func:`~.chunked_routed_attention.chunked_backward`, which needs only the inputs and the
 output.
