@@ -68,7 +68,7 @@ def smallest_routing_gap(model: BiFormer, x: torch.Tensor) -> float:
 def outputs_and_gradients(model, x):
     x = x.clone().requires_grad_()
     outs = model(x)
-    weights = [torch.linspace(-1, 1, o.numel()).view_as(o) for o in outs]
+    weights = [torch.linspace(-1, 1, o.numel(), device=o.device).view_as(o) for o in outs]
     sum((o * w).sum() for o, w in zip(outs, weights)).backward()
     grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)
@@ -90,6 +90,27 @@ def test_backbone_compiles_to_one_graph_equal_to_eager_forward_and_backward():
         torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_gpu_backbone_compiles_to_one_graph_of_operators_equal_to_eager():
+    """On CUDA, ``attn_impl='auto'`` under ``torch.compile`` runs the operator (its CUDA
+    kernel: Triton where its guards and self-check pass, SDPA otherwise), one node per
+    routed block in one inductor graph; outputs and gradients within 1e-4 of eager, which
+    runs the autograd Functions instead."""
+    torch._dynamo.reset()
+    model = tiny_backbone().cuda()
+    x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)).cuda()
+    assert smallest_routing_gap(model, x) > ROUTING_GAP, 'pick another seed: near tie'
+    eager = outputs_and_gradients(model, x)
+    backend = RecordingBackend('inductor')
+    compiled = outputs_and_gradients(torch.compile(model, backend=backend, fullgraph=True), x)
+    for ours, expected in zip(compiled, eager):
+        torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+    routed_blocks = sum(1 for m in model.modules() if isinstance(m, BiLevelRoutingAttention))
+    assert len(backend.graphs) == 1
+    assert sum('biformer_mm.routed_attention' in t for t in backend.graphs[0]) == routed_blocks
+
+
 # COCO-like inputs (mmdet pads to multiples of 32) at 1/8 scale: landscape, portrait,
 # square and wide, which pad differently at every stage.
 # Five aspect ratios as COCO's, scaled down. Every size has more than 10240 pixels: below
@@ -101,14 +122,16 @@ COCO_LIKE_SIZES = [(100, 152), (100, 136), (152, 100), (112, 112), (88, 168)]
 
 class RecordingBackend:
     """A ``torch.compile`` backend that counts compilations and records the call
-    targets of each captured graph, then hands it to ``aot_eager``."""
+    targets of each captured graph, then hands it to ``inner`` (``aot_eager`` unless
+    told)."""
 
-    def __init__(self) -> None:
+    def __init__(self, inner: str = 'aot_eager') -> None:
         self.graphs = []
+        self.inner = inner
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs):
         self.graphs.append([str(node.target) for node in gm.graph.nodes])
-        return lookup_backend('aot_eager')(gm, example_inputs)
+        return lookup_backend(self.inner)(gm, example_inputs)
 
 
 def test_dynamic_shapes_compile_at_most_twice_over_five_coco_like_sizes():
