@@ -59,10 +59,11 @@ def routing_margin(model: nn.Module, x: Tensor) -> float:
         map_sizes[attn] = x.shape[1:3]
         return forward(attn, x)
 
-    def recording_route(attn: BiLevelRoutingAttention, q: Tensor, k: Tensor) -> Tensor:
-        n, m, p, _, d = q.shape
-        q_win = q.mean(dim=3).transpose(1, 2).reshape(n, p, m * d)
-        k_win = k.mean(dim=3).transpose(1, 2).reshape(n, p, m * d)
+    def recording_route(attn: BiLevelRoutingAttention, qkv: Tensor) -> Tensor:
+        n, h_pad, w_pad, _ = qkv.shape
+        s, c, p = attn.n_win, attn.qk_dims, attn.n_win**2
+        means = qkv[..., :2 * c].reshape(n, s, h_pad // s, s, w_pad // s, 2 * c).mean((2, 4))
+        q_win, k_win = means.reshape(n, p, 2 * c).split(c, dim=-1)
         logits = (q_win * attn.scale) @ k_win.transpose(-2, -1)
         if attn.topk < p:
             # Each region's group: the first region with the same key.
@@ -77,7 +78,7 @@ def routing_margin(model: nn.Module, x: Tensor) -> float:
             rows, cols = -(-h // s), -(-w // s)  # tokens per region
             real = [(r // s) * rows < h and (r % s) * cols < w for r in range(p)]
             margins.append(float(gap[:, real].min()))
-        return route(attn, q, k)
+        return route(attn, qkv)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(BiLevelRoutingAttention, 'route', recording_route)

@@ -43,21 +43,21 @@ def smallest_routing_gap(model: BiFormer, x: torch.Tensor) -> float:
     :meth:`BiLevelRoutingAttention.route`)."""
     gaps = []
 
-    def record(module, args, _):
-        q, k = args[0].detach().mean(3), args[1].detach().mean(3)
-        n, m, p, d = q.shape
-        scores = (q.transpose(1, 2).reshape(n, p, m * d) * module.scale) @ \
-            k.transpose(1, 2).reshape(n, p, m * d).transpose(-2, -1)
-        if module.topk < p:
+    def record(module, qkv):
+        n, h, w, _ = qkv.shape
+        s, c = module.n_win, module.qk_dims
+        means = qkv[..., :2 * c].reshape(n, s, h // s, s, w // s, 2 * c).mean((2, 4))
+        q, k = means.reshape(n, s * s, 2 * c).split(c, dim=-1)
+        scores = (q * module.scale) @ k.transpose(-2, -1)
+        if module.topk < s * s:
             ranked = scores.sort(dim=-1, descending=True).values
             gaps.append(float((ranked[..., module.topk - 1] - ranked[..., module.topk]).min()))
 
     original = BiLevelRoutingAttention.route
 
-    def route(self, q, k):
-        out = original(self, q, k)
-        record(self, (q, k), out)
-        return out
+    def route(self, qkv):
+        record(self, qkv)
+        return original(self, qkv)
 
     with pytest.MonkeyPatch.context() as patch, torch.no_grad():
         patch.setattr(BiLevelRoutingAttention, 'route', route)

@@ -81,7 +81,8 @@ def routing_margins() -> Iterator[List[float]]:
     margins: List[float] = []
     route = BiLevelRoutingAttention.route
 
-    def recording_route(self, q, k):
+    def recording_route(self, qkv):
+        q, k = self.to_heads_and_regions(qkv[..., :2 * self.qk_dims], groups=2).unbind(0)
         n, m, p, _, d = q.shape
         if self.topk < p:
             q_win = q.mean(dim=3).transpose(1, 2).reshape(n, p, m * d)
@@ -96,7 +97,7 @@ def routing_margins() -> Iterator[List[float]]:
             q_bias = self.qkv.bias[:self.qk_dims].view(1, m, 1, 1, d)
             padded_query = (q == q_bias).all(-1).all(-1).all(1)
             margins.append(gap.masked_fill(same_keys | padded_query, float('inf')).min().item())
-        return route(self, q, k)
+        return route(self, qkv)
 
     BiLevelRoutingAttention.route = recording_route
     try:

@@ -276,6 +276,68 @@ def test_bra_module_calls_the_operator_on_cpu(impl):
     assert 'index_add' not in graph and 'logsumexp' not in graph
 
 
+def kernels_called(module, x):
+    """The output of ``module(x)`` and the routed-attention operators it dispatched."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if 'biformer_mm' in str(func):
+                self.names.append(str(func).rsplit('.', 1)[0])
+            return func(*args, **(kwargs or {}))
+
+    with Record() as record:
+        out = module(x)
+    return out, record.names
+
+
+MAP_KERNEL = 'biformer_mm_cpu.routed_attention_map_forward'
+
+
+@needs_operator
+@pytest.mark.parametrize('impl', ['auto', 'cpp'])
+@pytest.mark.parametrize('size,qk_dims', [((23, 37), None), ((16, 16), 32), ((5, 3), 96)])
+def test_bra_module_in_cpu_inference_reads_the_qkv_map_with_the_fused_kernel(
+        impl, size, qk_dims):
+    """Eager inference: one call of the C++ kernel's map entry, no heads-first operator,
+    and the original algorithm's output, padded or not, with qk_dims other than the
+    value channels too."""
+    torch.manual_seed(0)
+    module = BiLevelRoutingAttention(64, num_heads=2, n_win=4, topk=5, qk_dims=qk_dims,
+                                     attn_impl=impl).eval()
+    original = BiLevelRoutingAttention(64, num_heads=2, n_win=4, topk=5, qk_dims=qk_dims,
+                                       attn_impl='gather').eval()
+    original.load_state_dict(module.state_dict())
+    x = torch.randn(2, *size, 64)
+    with torch.no_grad():
+        out, called = kernels_called(module, x)
+        torch.testing.assert_close(out, original(x))
+    assert called == [MAP_KERNEL]
+    with torch.inference_mode():
+        assert kernels_called(module, x)[1] == [MAP_KERNEL]
+        assert kernels_called(module, x[:0])[0].shape == (0, *size, 64)
+
+
+@needs_operator
+def test_bra_module_keeps_the_operator_where_the_map_kernel_does_not_apply():
+    """With gradients, under the 'torch' policy and in float64 'auto' the module calls
+    the heads-first operator; an explicit 'cpp' in float64 raises naming what to use."""
+    module = BiLevelRoutingAttention(64, num_heads=2, n_win=4, topk=5)
+    x = torch.randn(1, 16, 16, 64)
+    assert kernels_called(module, x)[1] == ['biformer_mm.routed_attention']
+    with torch.no_grad():
+        assert kernels_called(module.double(), x.double())[1] == ['biformer_mm.routed_attention']
+        module.attn_impl = 'torch'
+        assert kernels_called(module.float(), x)[1] == ['biformer_mm.routed_attention']
+        module.attn_impl = 'cpp'
+        with pytest.raises(RuntimeError, match="float32, not torch.float64.*attn_impl='auto'"):
+            module.double()(x.double())
+
+
 @needs_operator
 @pytest.mark.parametrize('dtype,attn_impl', [(torch.float32, 'cpp'),
                                              (torch.float32, 'chunked'),

@@ -12,6 +12,13 @@ BiFormer-S's shapes on a 2-core x86-64 CPU (``docs/benchmarks.md``). Its backwar
 :func:`~.chunked_routed_attention.chunked_backward`, which needs only the inputs and the
 output.
 
+A second entry of the same kernel, :func:`cpp_map_forward`, takes the BRA module's
+channels-last qkv map instead and writes the output map, one query region (all heads) at
+a time: it saves the copies of the queries, keys, values and output into and out of the
+heads-first layout. The module uses it in eager CPU inference
+(:func:`~.routed_attention.runs_map_kernel`); training, ``torch.compile`` and exports
+keep the operator and the heads-first layout.
+
 :func:`unsupported_reason` builds the kernel with :func:`torch.utils.cpp_extension.load`
 the first time a process asks (about 10 s; the build is cached, per torch version, under
 ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``) and says why it
@@ -44,7 +51,8 @@ torch's OpenMP runtime)."""
 @lru_cache(maxsize=None)
 def _load() -> Optional[str]:
     """Build (first use) and load the kernel library once per process; ``None`` when
-    ``torch.ops.biformer_mm_cpu.routed_attention_forward`` is registered, else why not."""
+    ``torch.ops.biformer_mm_cpu``'s ``routed_attention_forward`` and
+    ``routed_attention_map_forward`` are registered, else why not."""
     if not sys.platform.startswith('linux'):
         return f'it is built on Linux only, not {sys.platform}'
     capability = torch.backends.cpu.get_cpu_capability()
@@ -109,3 +117,30 @@ def cpp_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float) ->
     rows = routed_rows(r_idx, m)
     out = torch.ops.biformer_mm_cpu.routed_attention_forward(q2, k2, v2, rows, float(scale))
     return out.view(n, m, p, w, v.shape[-1])
+
+
+def cpp_map_forward(qkv: Tensor, r_idx: Tensor, n_win: int, num_heads: int, qk_dims: int,
+                    scale: float) -> Tensor:
+    """Routed attention of a channels-last qkv map with the fused C++ kernel's map entry,
+    which reads each region's heads from the map and writes the output map: no
+    heads-and-regions copies of the queries, keys, values and output.
+
+    Args:
+        qkv (Tensor): ``(N, H, W, 2 * qk_dims + Cv)`` float32: the BRA module's qkv
+            projection (queries, keys, values, each head-major), ``H`` and ``W``
+            multiples of ``n_win``.
+        r_idx (Tensor): Routed key regions ``(N, n_win**2, K)``, regions row-major.
+        n_win (int): Regions per side.
+        num_heads (int): Heads.
+        qk_dims (int): Query/key channels (all heads).
+        scale (float): Logit scale.
+
+    Returns:
+        Tensor: ``(N, H, W, Cv)`` float32, the heads' outputs concatenated (head-major).
+
+    Raises:
+        RuntimeError: Where the kernel cannot run (:func:`unsupported_reason`).
+    """
+    require(unsupported_reason(qkv))
+    return torch.ops.biformer_mm_cpu.routed_attention_map_forward(
+        qkv.contiguous(), r_idx.contiguous(), n_win, num_heads, qk_dims, float(scale))

@@ -32,9 +32,10 @@ from torch import Tensor
 
 from .bra_triton import routed_attention_triton_heads_first, unsupported_reason
 from .chunked_routed_attention import ChunkedRoutedAttention, routed_rows, select_routed
+from .cpp_routed_attention import cpp_map_forward
 from .cpp_routed_attention import require as require_cpp
 from .cpp_routed_attention import unsupported_reason as cpp_unsupported_reason
-from .export_path import is_exporting, routed_attention_export
+from .export_path import is_compiling, is_exporting, routed_attention_export
 from .triton_self_check import triton_self_check
 
 ALGORITHMS = ('chunked', 'cpp', 'sdpa', 'triton', 'gather')
@@ -221,12 +222,19 @@ def resolve_attn_impl(attn_impl: str, q: Tensor, k: Tensor, v: Tensor, r_idx: Te
     if attn_impl != 'auto':
         return attn_impl
     if q.device.type == 'cpu':
-        fused, reason = 'cpp', _cpp_unsupported_reason(q)
-    else:
-        fused, reason = 'triton', unsupported_reason(q, k, v, r_idx)
-        if reason is None:
-            reason = triton_self_check(q, k, v, r_idx)
-    impl = fused if reason is None else 'torch'
+        return _resolve_auto_on_cpu(q)
+    reason = unsupported_reason(q, k, v, r_idx)
+    if reason is None:
+        reason = triton_self_check(q, k, v, r_idx)
+    impl = 'triton' if reason is None else 'torch'
+    _log_choice(q.device, q.dtype, impl, reason)
+    return impl
+
+
+def _resolve_auto_on_cpu(q: Tensor) -> str:
+    """``'auto'`` on the CPU for inputs like ``q``: ``'cpp'`` or ``'torch'``, logged."""
+    reason = _cpp_unsupported_reason(q)
+    impl = 'cpp' if reason is None else 'torch'
     _log_choice(q.device, q.dtype, impl, reason)
     return impl
 
@@ -286,3 +294,46 @@ def routed_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: floa
         return torch.ops.biformer_mm.routed_attention(q, k, v, r_idx, float(scale),
                                                       attn_impl)
     return _ALGORITHMS[resolve_algorithm(attn_impl, q, k, v, r_idx)](q, k, v, r_idx, scale)
+
+
+def runs_map_kernel(attn_impl: str, qkv: Tensor) -> bool:
+    """Whether the BRA module hands its channels-last qkv map to
+    :func:`routed_attention_map` rather than heads-first copies to
+    :func:`routed_attention`: in eager CPU inference (no gradient asked for; not
+    compiling, exporting or tracing) where ``attn_impl`` is ``'cpp'`` or ``'auto'``
+    choosing it. Training, ``torch.compile``, exports and FLOP counting (a
+    ``torch.jit`` trace) keep the operator.
+
+    Args:
+        attn_impl (str): One of :data:`ATTN_IMPLS`.
+        qkv (Tensor): The module's qkv projection ``(N, H, W, C)``.
+    """
+    if attn_impl not in ('auto', 'cpp') or qkv.device.type != 'cpu':
+        return False
+    if ((qkv.requires_grad and torch.is_grad_enabled()) or is_exporting() or is_compiling()
+            or torch.jit.is_tracing()):
+        return False
+    return attn_impl == 'cpp' or _resolve_auto_on_cpu(qkv) == 'cpp'
+
+
+def routed_attention_map(qkv: Tensor, r_idx: Tensor, n_win: int, num_heads: int,
+                         qk_dims: int, scale: float) -> Tensor:
+    """The ``'cpp'`` algorithm on the BRA module's qkv map
+    (:func:`~.cpp_routed_attention.cpp_map_forward`): the function of
+    :func:`routed_attention` without the heads-and-regions layout, forward only. Raises
+    ``RuntimeError`` with the reason where the kernel cannot run.
+
+    Args:
+        qkv (Tensor): ``(N, H, W, 2 * qk_dims + Cv)``: queries, keys and values, each
+            head-major, ``H`` and ``W`` multiples of ``n_win``.
+        r_idx (Tensor): Routed key regions ``(N, n_win**2, K)``, regions row-major.
+        n_win (int): Regions per side.
+        num_heads (int): Heads.
+        qk_dims (int): Query/key channels (all heads).
+        scale (float): Logit scale.
+
+    Returns:
+        Tensor: ``(N, H, W, Cv)``.
+    """
+    require_cpp(_cpp_unsupported_reason(qkv))
+    return cpp_map_forward(qkv, r_idx, n_win, num_heads, qk_dims, scale)

@@ -1,17 +1,27 @@
 // The fused CPU routed-attention forward: cpp_routed_attention.py builds and loads
-// it. Registers torch.ops.biformer_mm_cpu.routed_attention_forward(q, k, v, rows, scale).
+// it. Registers two entries of one kernel in torch.ops.biformer_mm_cpu:
 //
-// q, k: (R, W, D), v: (R, W, Dv), float32, contiguous; R = images x heads x regions query
-// rows of W tokens. rows: (R * K,) int64, the K key rows each query row attends to
-// (routed_rows() in chunked_routed_attention.py). Result: (R, W, Dv), softmax over the
-// K * W routed tokens of the scaled logits, times their values.
+// routed_attention_forward(q, k, v, rows, scale): heads-first inputs, the layout of
+// torch.ops.biformer_mm.routed_attention. q, k: (R, W, D), v: (R, W, Dv), float32,
+// contiguous; R = images x heads x regions query rows of W tokens. rows: (R * K,) int64,
+// the K key rows each query row attends to (routed_rows() in chunked_routed_attention.py).
+// Result: (R, W, Dv), softmax over the K * W routed tokens of the scaled logits, times
+// their values.
 //
-// Per query row, in at::parallel_for: copy its routed keys and values into a thread-local
-// buffer, one GEMM for the logits, their exponentials in place, one GEMM for the output,
-// whose rows are then divided by the exponentials' sums. Nothing larger than one row's
-// logits is written, so a row's work stays in cache. The GEMMs are the Fortran BLAS
-// sgemm_ that torch's library exports (MKL on x86-64); where it does not, the library
-// fails to load, and cpp_routed_attention.py says so.
+// routed_attention_map_forward(qkv, r_idx, n_win, num_heads, qk_dim, scale): the same
+// attention read from and written to channels-last maps, as the BRA module holds them,
+// without its layout copies. qkv: (N, H, W, 2 * qk_dim + Cv) float32 contiguous, the
+// module's qkv projection (queries, keys, values, each head-major); H and W multiples of
+// n_win. r_idx: (N, P, K) int64, the routed regions of each of the P = n_win^2 regions
+// (row-major). Result: (N, H, W, Cv).
+//
+// Per query row (heads-first) or query region (map, all heads), in at::parallel_for: copy
+// its routed keys and values into a thread-local buffer, one GEMM for the logits, their
+// exponentials in place, one GEMM for the output, whose rows are then divided by the
+// exponentials' sums. Nothing larger than one row's logits is written, so a row's work
+// stays in cache. The GEMMs are the Fortran BLAS sgemm_ that torch's library exports (MKL
+// on x86-64); where it does not, the library fails to load, and cpp_routed_attention.py
+// says so.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -76,19 +86,40 @@ void exp_rows(float* s, float* inv_sum, int64_t rows, int64_t length) {
   }
 }
 
+// One query row's attention, all matrices row-major with the given row strides: out
+// (W x Dv) = softmax(alpha * q (W x D) keys^T (D x L)) values (L x Dv). logits (W x L)
+// and inv_sum (W) are scratch.
+void attend(const float* q, int64_t ldq, const float* keys, int64_t ldk, const float* values,
+            int64_t ldv, float* out, int64_t ldo, int64_t w, int64_t length, int64_t d,
+            int64_t dv, float alpha, float* logits, float* inv_sum) {
+  // Row-major logits (W x L) = alpha * q keys^T: column-major L x W.
+  gemm('T', 'N', length, w, d, alpha, keys, ldk, q, ldq, logits, length);
+  exp_rows(logits, inv_sum, w, length);
+  // Row-major out (W x Dv) = exp(logits) (W x L) values (L x Dv), then each row divided
+  // by its exponentials' sum.
+  gemm('N', 'N', dv, w, length, 1.f, values, ldv, logits, length, out, ldo);
+  for (int64_t i = 0; i < w; ++i) {
+    float* row = out + i * ldo;
+    const float f = inv_sum[i];
+#pragma omp simd
+    for (int64_t c = 0; c < dv; ++c) row[c] *= f;
+  }
+}
+
+void check_float32(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous(), name,
+              ": contiguous float32 expected");
+}
+
 at::Tensor routed_attention_forward(const at::Tensor& q, const at::Tensor& k,
                                     const at::Tensor& v, const at::Tensor& rows,
                                     double scale) {
-  TORCH_CHECK(q.scalar_type() == at::kFloat && k.scalar_type() == at::kFloat &&
-                  v.scalar_type() == at::kFloat,
-              "routed_attention_forward: float32 q, k, v expected");
-  TORCH_CHECK(rows.scalar_type() == at::kLong, "routed_attention_forward: int64 rows");
+  for (const auto* t : {&q, &k, &v}) check_float32(*t, "routed_attention_forward");
+  TORCH_CHECK(rows.scalar_type() == at::kLong && rows.is_contiguous(),
+              "routed_attention_forward: contiguous int64 rows expected");
   TORCH_CHECK(q.dim() == 3 && k.sizes() == q.sizes() && v.dim() == 3 &&
                   v.size(0) == q.size(0) && v.size(1) == q.size(1),
               "routed_attention_forward: q, k (R, W, D) and v (R, W, Dv) expected");
-  TORCH_CHECK(q.is_contiguous() && k.is_contiguous() && v.is_contiguous() &&
-                  rows.is_contiguous(),
-              "routed_attention_forward: contiguous inputs expected");
   const int64_t num_rows = q.size(0), w = q.size(1), d = q.size(2), dv = v.size(2);
   auto out = at::empty({num_rows, w, dv}, q.options());
   if (num_rows == 0) return out;  // an empty batch
@@ -111,19 +142,75 @@ at::Tensor routed_attention_forward(const at::Tensor& q, const at::Tensor& k,
         std::copy_n(kp + src * w * d, w * d, keys.data() + j * w * d);
         std::copy_n(vp + src * w * dv, w * dv, values.data() + j * w * dv);
       }
-      // Row-major logits (W x L) = scale * q (W x D) keys^T: column-major L x W.
-      gemm('T', 'N', length, w, d, alpha, keys.data(), d, qp + r * w * d, d,
-           logits.data(), length);
-      exp_rows(logits.data(), inv_sum.data(), w, length);
-      // Row-major out (W x Dv) = exp(logits) (W x L) values (L x Dv), then each row
-      // divided by its exponentials' sum.
-      float* out_row = op + r * w * dv;
-      gemm('N', 'N', dv, w, length, 1.f, values.data(), dv, logits.data(), length, out_row,
-           dv);
-      for (int64_t i = 0; i < w; ++i) {
-#pragma omp simd
-        for (int64_t c = 0; c < dv; ++c) out_row[i * dv + c] *= inv_sum[i];
+      attend(qp + r * w * d, d, keys.data(), d, values.data(), dv, op + r * w * dv, dv, w,
+             length, d, dv, alpha, logits.data(), inv_sum.data());
+    }
+  });
+  return out;
+}
+
+at::Tensor routed_attention_map_forward(const at::Tensor& qkv, const at::Tensor& r_idx,
+                                        int64_t n_win, int64_t num_heads, int64_t qk_dim,
+                                        double scale) {
+  check_float32(qkv, "routed_attention_map_forward");
+  TORCH_CHECK(r_idx.scalar_type() == at::kLong && r_idx.is_contiguous() && r_idx.dim() == 3,
+              "routed_attention_map_forward: contiguous int64 r_idx (N, P, K) expected");
+  TORCH_CHECK(qkv.dim() == 4 && n_win > 0 && qkv.size(1) % n_win == 0 &&
+                  qkv.size(2) % n_win == 0,
+              "routed_attention_map_forward: qkv (N, H, W, C) with H and W multiples of "
+              "n_win expected");
+  const int64_t n = qkv.size(0), h = qkv.size(1), w_map = qkv.size(2), c = qkv.size(3);
+  const int64_t cv = c - 2 * qk_dim;
+  TORCH_CHECK(num_heads > 0 && qk_dim > 0 && cv > 0 && qk_dim % num_heads == 0 &&
+                  cv % num_heads == 0,
+              "routed_attention_map_forward: qkv channels must be 2 * qk_dim + Cv, both "
+              "divisible by num_heads");
+  const int64_t rh = h / n_win, rw = w_map / n_win, w = rh * rw, p = n_win * n_win;
+  TORCH_CHECK(r_idx.size(0) == n && r_idx.size(1) == p && r_idx.size(2) > 0,
+              "routed_attention_map_forward: r_idx (N, n_win^2, K) expected");
+  auto out = at::empty({n, h, w_map, cv}, qkv.options());
+  if (n == 0) return out;  // an empty batch
+  TORCH_CHECK(r_idx.min().item<int64_t>() >= 0 && r_idx.max().item<int64_t>() < p,
+              "routed_attention_map_forward: r_idx out of range");
+  const int64_t topk = r_idx.size(2), length = topk * w, c_kv = qk_dim + cv;
+  const int64_t d = qk_dim / num_heads, dv = cv / num_heads;
+  // Offsets (in floats) of a region's first token and of each token within a region, in a
+  // map of `channels` channels.
+  auto region = [&](int64_t image, int64_t reg, int64_t channels) {
+    return ((image * h + reg / n_win * rh) * w_map + reg % n_win * rw) * channels;
+  };
+  std::vector<int64_t> token(w), token_out(w);
+  for (int64_t t = 0; t < w; ++t) {
+    token[t] = (t / rw * w_map + t % rw) * c;
+    token_out[t] = (t / rw * w_map + t % rw) * cv;
+  }
+  const float* src = qkv.data_ptr<float>();
+  const int64_t* rp = r_idx.data_ptr<int64_t>();
+  float* op = out.data_ptr<float>();
+  const float alpha = static_cast<float>(scale);
+  at::parallel_for(0, n * p, 1, [&](int64_t begin, int64_t end) {
+    // Per query region: its queries (W x qk_dim), its routed tokens' keys and values
+    // (L x (qk_dim + Cv), each token's channels contiguous) and its output (W x Cv), all
+    // heads; each head's GEMMs take column slices of them.
+    std::vector<float> queries(w * qk_dim), kv(length * c_kv), result(w * cv),
+        logits(w * length), inv_sum(w);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t image = r / p;
+      const float* q_src = src + region(image, r % p, c);
+      for (int64_t t = 0; t < w; ++t)
+        std::copy_n(q_src + token[t], qk_dim, queries.data() + t * qk_dim);
+      for (int64_t j = 0; j < topk; ++j) {
+        const float* kv_src = src + region(image, rp[r * topk + j], c) + qk_dim;
+        float* dst = kv.data() + j * w * c_kv;
+        for (int64_t t = 0; t < w; ++t) std::copy_n(kv_src + token[t], c_kv, dst + t * c_kv);
       }
+      for (int64_t m = 0; m < num_heads; ++m)
+        attend(queries.data() + m * d, qk_dim, kv.data() + m * d, c_kv,
+               kv.data() + qk_dim + m * dv, c_kv, result.data() + m * dv, cv, w, length, d,
+               dv, alpha, logits.data(), inv_sum.data());
+      float* dst = op + region(image, r % p, cv);
+      for (int64_t t = 0; t < w; ++t)
+        std::copy_n(result.data() + t * cv, cv, dst + token_out[t]);
     }
   });
   return out;
@@ -134,5 +221,9 @@ at::Tensor routed_attention_forward(const at::Tensor& q, const at::Tensor& k,
 TORCH_LIBRARY(biformer_mm_cpu, m) {
   m.def("routed_attention_forward(Tensor q, Tensor k, Tensor v, Tensor rows, float scale)"
         " -> Tensor");
+  m.def("routed_attention_map_forward(Tensor qkv, Tensor r_idx, int n_win, int num_heads, "
+        "int qk_dim, float scale) -> Tensor");
   m.impl("routed_attention_forward", c10::DispatchKey::CPU, &routed_attention_forward);
+  m.impl("routed_attention_map_forward", c10::DispatchKey::CPU,
+         &routed_attention_map_forward);
 }

@@ -75,17 +75,19 @@ def record_routing(backbone: BiFormer, inputs: Tensor, stages: Sequence[int],
                    block: int = -1) -> Dict[int, Routing]:
     """Run ``backbone`` on ``inputs`` (one image) and return the routing of block
     ``block`` of each stage in ``stages``: a forward pre-hook takes each module's input
-    map size, and its ``route`` step is wrapped for the run to keep q, k and the indices."""
+    map size, and its ``route`` step is wrapped for the run to keep q, k (heads first) and
+    the indices."""
     records: Dict[int, Routing] = {}
     map_sizes: Dict[int, Tuple[int, int]] = {}
 
     def recording(stage: int, module: BiLevelRoutingAttention):
         route = module.route
 
-        def recording_route(q: Tensor, k: Tensor) -> Tensor:
-            r_idx = route(q, k)
-            records[stage] = Routing(map_sizes[stage], module.n_win, module.scale,
-                                     q.detach(), k.detach(), r_idx)
+        def recording_route(qkv: Tensor) -> Tensor:
+            r_idx = route(qkv)
+            qk = qkv[..., :2 * module.qk_dims].detach()
+            q, k = module.to_heads_and_regions(qk, groups=2).unbind(0)
+            records[stage] = Routing(map_sizes[stage], module.n_win, module.scale, q, k, r_idx)
             return r_idx
 
         return recording_route

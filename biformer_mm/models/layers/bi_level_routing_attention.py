@@ -8,7 +8,8 @@ from torch import Tensor
 
 from ...ops.export_path import (is_compiling, is_exporting, is_torch_exporting,
                                 is_tracing_for_onnx)
-from ...ops.routed_attention import check_attn_impl, routed_attention
+from ...ops.routed_attention import (check_attn_impl, routed_attention, routed_attention_map,
+                                     runs_map_kernel)
 
 
 def _pad(x: Tensor, pad_b: int, pad_r: int) -> Tensor:
@@ -57,7 +58,10 @@ class BiLevelRoutingAttention(BaseModule):
         attn_impl (str): Routed attention implementation: ``'auto'``, ``'torch'``,
             ``'chunked'``, ``'cpp'``, ``'sdpa'``, ``'triton'`` or ``'gather'`` (the original
             algorithm); see :mod:`biformer_mm.ops.routed_attention`. Exports record
-            :mod:`biformer_mm.ops.export_path`'s form. Defaults to ``'auto'``.
+            :mod:`biformer_mm.ops.export_path`'s form. In eager CPU inference, ``'cpp'``
+            (and ``'auto'`` choosing it) reads the qkv map directly
+            (:func:`~biformer_mm.ops.routed_attention.runs_map_kernel`). Defaults to
+            ``'auto'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -99,7 +103,7 @@ class BiLevelRoutingAttention(BaseModule):
                               groups=embed_dims) if side_dwconv > 0 else None
         self.proj = nn.Linear(embed_dims, embed_dims)
 
-    def _to_heads_and_regions(self, x: Tensor, groups: int = 1) -> Tensor:
+    def to_heads_and_regions(self, x: Tensor, groups: int = 1) -> Tensor:
         """``(N, H, W, G * M * D)`` -> ``(G, N, M, n_win**2, H/n_win * W/n_win, D)``, one
         copy for all ``G`` channel groups."""
         n, h, w, c = x.shape
@@ -108,19 +112,24 @@ class BiLevelRoutingAttention(BaseModule):
         x = x.permute(5, 0, 6, 1, 3, 2, 4, 7)
         return x.reshape(groups, n, m, s * s, (h // s) * (w // s), c // (groups * m))
 
-    def _from_heads_and_regions(self, x: Tensor, h: int, w: int) -> Tensor:
-        """Inverse of :meth:`_to_heads_and_regions`."""
+    def from_heads_and_regions(self, x: Tensor, h: int, w: int) -> Tensor:
+        """Inverse of :meth:`to_heads_and_regions`."""
         n, m, _, _, d = x.shape
         s = self.n_win
         x = x.view(n, m, s, s, h // s, w // s, d).permute(0, 2, 4, 3, 5, 1, 6)
         return x.reshape(n, h, w, m * d)
 
-    def route(self, q: Tensor, k: Tensor) -> Tensor:
-        """Indices ``(N, P, topk)`` of the key regions routed to each query region, from
-        queries and keys ``(N, M, P, W, Dqk)``: detached token means over all heads."""
-        n, m, p, _, d = q.shape
-        q_win = q.detach().mean(dim=3).transpose(1, 2).reshape(n, p, m * d)
-        k_win = k.detach().mean(dim=3).transpose(1, 2).reshape(n, p, m * d)
+    def route(self, qkv: Tensor) -> Tensor:
+        """Indices ``(N, P, topk)`` of the key regions routed to each query region
+        (regions row-major), from the padded qkv map ``(N, H, W, C)``: the scores of the
+        detached region means of the queries and keys over all heads, which are read from
+        the map as it is."""
+        n, h, w, _ = qkv.shape
+        s, c_qk = self.n_win, self.qk_dims
+        qk = qkv.detach()[..., :2 * c_qk].reshape(n, s, h // s, s, w // s, 2 * c_qk)
+        # Summed in float32 or wider: low precision rounds the row means only once.
+        means = qk.mean(4, dtype=torch.promote_types(qk.dtype, torch.float32)).mean(2)
+        q_win, k_win = means.reshape(n, s * s, 2 * c_qk).split(c_qk, dim=-1)
         logits = (q_win * self.scale) @ k_win.transpose(-2, -1)
         return logits.topk(self.topk, dim=-1).indices
 
@@ -147,13 +156,17 @@ class BiLevelRoutingAttention(BaseModule):
 
         qkv = self.qkv(x)
         c_qk = self.qk_dims
-        if c_qk == self.embed_dims:
-            q, k, v = self._to_heads_and_regions(qkv, groups=3).unbind(0)
+        r_idx = self.route(qkv)
+        if runs_map_kernel(self.attn_impl, qkv):  # eager CPU inference, the C++ kernel
+            out = routed_attention_map(qkv, r_idx, s, self.num_heads, c_qk, self.scale)
         else:
-            q, k = self._to_heads_and_regions(qkv[..., :2 * c_qk], groups=2).unbind(0)
-            v = self._to_heads_and_regions(qkv[..., 2 * c_qk:])[0]
-        out = routed_attention(q, k, v, self.route(q, k), self.scale, self.attn_impl)
-        out = self._from_heads_and_regions(out, hp, wp)
+            if c_qk == self.embed_dims:
+                q, k, v = self.to_heads_and_regions(qkv, groups=3).unbind(0)
+            else:
+                q, k = self.to_heads_and_regions(qkv[..., :2 * c_qk], groups=2).unbind(0)
+                v = self.to_heads_and_regions(qkv[..., 2 * c_qk:])[0]
+            out = routed_attention(q, k, v, r_idx, self.scale, self.attn_impl)
+            out = self.from_heads_and_regions(out, hp, wp)
         if self.lepe is not None:
             v_map = qkv[..., 2 * c_qk:].permute(0, 3, 1, 2)
             v_map = v_map.contiguous(memory_format=torch.channels_last)
