@@ -16,7 +16,8 @@ output.
 A second entry of the same kernel, :func:`cpp_map_forward`, takes the BRA module's
 channels-last qkv map instead and writes the output map, one query region (all heads) at
 a time: it saves the copies of the queries, keys, values and output into and out of the
-heads-first layout. The module uses it in eager CPU inference
+heads-first layout, and computes no query of the padding to a multiple of ``n_win``
+(whose outputs the module would crop). The module uses it in eager CPU inference
 (:func:`~.routed_attention.runs_map_kernel`); training, ``torch.compile`` and exports
 keep the operator and the heads-first layout.
 
@@ -33,7 +34,7 @@ import os.path as osp
 import re
 import sys
 from functools import lru_cache
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -121,27 +122,31 @@ def cpp_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float) ->
 
 
 def cpp_map_forward(qkv: Tensor, r_idx: Tensor, n_win: int, num_heads: int, qk_dims: int,
-                    scale: float) -> Tensor:
+                    scale: float, size: Tuple[int, int]) -> Tensor:
     """Routed attention of a channels-last qkv map with the fused C++ kernel's map entry,
     which reads each region's heads from the map and writes the output map: no
-    heads-and-regions copies of the queries, keys, values and output.
+    heads-and-regions copies of the queries, keys, values and output, and no queries of
+    the padding computed.
 
     Args:
         qkv (Tensor): ``(N, H, W, 2 * qk_dims + Cv)`` float32: the BRA module's qkv
-            projection (queries, keys, values, each head-major), ``H`` and ``W``
-            multiples of ``n_win``.
+            projection (queries, keys, values, each head-major) of its map padded to
+            ``H`` and ``W``, multiples of ``n_win``.
         r_idx (Tensor): Routed key regions ``(N, n_win**2, K)``, regions row-major.
         n_win (int): Regions per side.
         num_heads (int): Heads.
         qk_dims (int): Query/key channels (all heads).
         scale (float): Logit scale.
+        size (tuple[int, int]): ``(h, w)``, the map before padding.
 
     Returns:
-        Tensor: ``(N, H, W, Cv)`` float32, the heads' outputs concatenated (head-major).
+        Tensor: ``(N, h, w, Cv)`` float32, the heads' outputs concatenated (head-major),
+        of the tokens before padding.
 
     Raises:
         RuntimeError: Where the kernel cannot run (:func:`unsupported_reason`).
     """
     require(unsupported_reason(qkv))
     return torch.ops.biformer_mm_cpu.routed_attention_map_forward(
-        qkv.contiguous(), r_idx.contiguous(), n_win, num_heads, qk_dims, float(scale))
+        qkv.contiguous(), r_idx.contiguous(), n_win, num_heads, qk_dims, float(scale),
+        *size)

@@ -8,12 +8,13 @@
 // Result: (R, W, Dv), softmax over the K * W routed tokens of the scaled logits, times
 // their values.
 //
-// routed_attention_map_forward(qkv, r_idx, n_win, num_heads, qk_dim, scale): the same
-// attention read from and written to channels-last maps, as the BRA module holds them,
-// without its layout copies. qkv: (N, H, W, 2 * qk_dim + Cv) float32 contiguous, the
+// routed_attention_map_forward(qkv, r_idx, n_win, num_heads, qk_dim, scale, out_h, out_w):
+// the same attention read from and written to channels-last maps, as the BRA module holds
+// them, without its layout copies. qkv: (N, H, W, 2 * qk_dim + Cv) float32 contiguous, the
 // module's qkv projection (queries, keys, values, each head-major); H and W multiples of
-// n_win. r_idx: (N, P, K) int64, the routed regions of each of the P = n_win^2 regions
-// (row-major). Result: (N, H, W, Cv).
+// n_win (padded). r_idx: (N, P, K) int64, the routed regions of each of the P = n_win^2
+// regions (row-major). Result: (N, out_h, out_w, Cv), the top-left out_h x out_w tokens
+// (those the padding was added to), the only queries computed.
 //
 // Per query row (heads-first) or query region (map, all heads), in at::parallel_for: copy
 // its routed keys and values into a thread-local buffer, one GEMM for the logits, their
@@ -151,7 +152,7 @@ at::Tensor routed_attention_forward(const at::Tensor& q, const at::Tensor& k,
 
 at::Tensor routed_attention_map_forward(const at::Tensor& qkv, const at::Tensor& r_idx,
                                         int64_t n_win, int64_t num_heads, int64_t qk_dim,
-                                        double scale) {
+                                        double scale, int64_t out_h, int64_t out_w) {
   check_float32(qkv, "routed_attention_map_forward");
   TORCH_CHECK(r_idx.scalar_type() == at::kLong && r_idx.is_contiguous() && r_idx.dim() == 3,
               "routed_attention_map_forward: contiguous int64 r_idx (N, P, K) expected");
@@ -165,52 +166,56 @@ at::Tensor routed_attention_map_forward(const at::Tensor& qkv, const at::Tensor&
                   cv % num_heads == 0,
               "routed_attention_map_forward: qkv channels must be 2 * qk_dim + Cv, both "
               "divisible by num_heads");
+  TORCH_CHECK(0 <= out_h && out_h <= h && 0 <= out_w && out_w <= w_map,
+              "routed_attention_map_forward: the kept out_h x out_w must fit in the map");
   const int64_t rh = h / n_win, rw = w_map / n_win, w = rh * rw, p = n_win * n_win;
   TORCH_CHECK(r_idx.size(0) == n && r_idx.size(1) == p && r_idx.size(2) > 0,
               "routed_attention_map_forward: r_idx (N, n_win^2, K) expected");
-  auto out = at::empty({n, h, w_map, cv}, qkv.options());
-  if (n == 0) return out;  // an empty batch
+  auto out = at::empty({n, out_h, out_w, cv}, qkv.options());
+  if (out.numel() == 0) return out;  // an empty batch or map
   TORCH_CHECK(r_idx.min().item<int64_t>() >= 0 && r_idx.max().item<int64_t>() < p,
               "routed_attention_map_forward: r_idx out of range");
   const int64_t topk = r_idx.size(2), length = topk * w, c_kv = qk_dim + cv;
   const int64_t d = qk_dim / num_heads, dv = cv / num_heads;
-  // Offsets (in floats) of a region's first token and of each token within a region, in a
-  // map of `channels` channels.
-  auto region = [&](int64_t image, int64_t reg, int64_t channels) {
-    return ((image * h + reg / n_win * rh) * w_map + reg % n_win * rw) * channels;
-  };
-  std::vector<int64_t> token(w), token_out(w);
-  for (int64_t t = 0; t < w; ++t) {
-    token[t] = (t / rw * w_map + t % rw) * c;
-    token_out[t] = (t / rw * w_map + t % rw) * cv;
-  }
+  // Offsets (in floats) of each token of a region from the region's first one.
+  std::vector<int64_t> token(w);
+  for (int64_t t = 0; t < w; ++t) token[t] = (t / rw * w_map + t % rw) * c;
   const float* src = qkv.data_ptr<float>();
   const int64_t* rp = r_idx.data_ptr<int64_t>();
   float* op = out.data_ptr<float>();
   const float alpha = static_cast<float>(scale);
   at::parallel_for(0, n * p, 1, [&](int64_t begin, int64_t end) {
-    // Per query region: its queries (W x qk_dim), its routed tokens' keys and values
-    // (L x (qk_dim + Cv), each token's channels contiguous) and its output (W x Cv), all
+    // Per query region: its kept queries (at most W x qk_dim), its routed tokens' keys and
+    // values (L x (qk_dim + Cv), each token's channels contiguous) and its output, all
     // heads; each head's GEMMs take column slices of them.
     std::vector<float> queries(w * qk_dim), kv(length * c_kv), result(w * cv),
         logits(w * length), inv_sum(w);
     for (int64_t r = begin; r < end; ++r) {
-      const int64_t image = r / p;
-      const float* q_src = src + region(image, r % p, c);
-      for (int64_t t = 0; t < w; ++t)
-        std::copy_n(q_src + token[t], qk_dim, queries.data() + t * qk_dim);
+      const int64_t image = r / p, top = r % p / n_win * rh, left = r % p % n_win * rw;
+      // Only the query tokens inside the kept out_h x out_w are computed and written: the
+      // rest (padding to a multiple of n_win) would be cropped. Every token of the routed
+      // regions is a key, padding included, as in the original.
+      const int64_t rows = std::min(rh, out_h - top), cols = std::min(rw, out_w - left);
+      if (rows <= 0 || cols <= 0) continue;
+      const float* region_src = src + ((image * h + top) * w_map + left) * c;
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < cols; ++j)
+          std::copy_n(region_src + (i * w_map + j) * c, qk_dim,
+                      queries.data() + (i * cols + j) * qk_dim);
       for (int64_t j = 0; j < topk; ++j) {
-        const float* kv_src = src + region(image, rp[r * topk + j], c) + qk_dim;
+        const int64_t key_region = rp[r * topk + j];
+        const float* kv_src = src + ((image * h + key_region / n_win * rh) * w_map +
+                                     key_region % n_win * rw) * c + qk_dim;
         float* dst = kv.data() + j * w * c_kv;
         for (int64_t t = 0; t < w; ++t) std::copy_n(kv_src + token[t], c_kv, dst + t * c_kv);
       }
       for (int64_t m = 0; m < num_heads; ++m)
         attend(queries.data() + m * d, qk_dim, kv.data() + m * d, c_kv,
-               kv.data() + qk_dim + m * dv, c_kv, result.data() + m * dv, cv, w, length, d,
-               dv, alpha, logits.data(), inv_sum.data());
-      float* dst = op + region(image, r % p, cv);
-      for (int64_t t = 0; t < w; ++t)
-        std::copy_n(result.data() + t * cv, cv, dst + token_out[t]);
+               kv.data() + qk_dim + m * dv, c_kv, result.data() + m * dv, cv, rows * cols,
+               length, d, dv, alpha, logits.data(), inv_sum.data());
+      float* dst = op + ((image * out_h + top) * out_w + left) * cv;
+      for (int64_t i = 0; i < rows; ++i)
+        std::copy_n(result.data() + i * cols * cv, cols * cv, dst + i * out_w * cv);
     }
   });
   return out;
@@ -222,7 +227,7 @@ TORCH_LIBRARY(biformer_mm_cpu, m) {
   m.def("routed_attention_forward(Tensor q, Tensor k, Tensor v, Tensor rows, float scale)"
         " -> Tensor");
   m.def("routed_attention_map_forward(Tensor qkv, Tensor r_idx, int n_win, int num_heads, "
-        "int qk_dim, float scale) -> Tensor");
+        "int qk_dim, float scale, int out_h, int out_w) -> Tensor");
   m.impl("routed_attention_forward", c10::DispatchKey::CPU, &routed_attention_forward);
   m.impl("routed_attention_map_forward", c10::DispatchKey::CPU,
          &routed_attention_map_forward);

@@ -157,20 +157,25 @@ class BiLevelRoutingAttention(BaseModule):
         qkv = self.qkv(x)
         c_qk = self.qk_dims
         r_idx = self.route(qkv)
-        if runs_map_kernel(self.attn_impl, qkv):  # eager CPU inference, the C++ kernel
-            out = routed_attention_map(qkv, r_idx, s, self.num_heads, c_qk, self.scale)
-        else:
-            if c_qk == self.embed_dims:
-                q, k, v = self.to_heads_and_regions(qkv, groups=3).unbind(0)
-            else:
-                q, k = self.to_heads_and_regions(qkv[..., :2 * c_qk], groups=2).unbind(0)
-                v = self.to_heads_and_regions(qkv[..., 2 * c_qk:])[0]
-            out = routed_attention(q, k, v, r_idx, self.scale, self.attn_impl)
-            out = self.from_heads_and_regions(out, hp, wp)
+        lepe = None
         if self.lepe is not None:
             v_map = qkv[..., 2 * c_qk:].permute(0, 3, 1, 2)
             v_map = v_map.contiguous(memory_format=torch.channels_last)
-            out = out + self.lepe(v_map).permute(0, 2, 3, 1)
+            lepe = self.lepe(v_map).permute(0, 2, 3, 1)
+        if runs_map_kernel(self.attn_impl, qkv):
+            # Eager CPU inference: the C++ kernel reads the padded map as it is and
+            # computes the h x w tokens kept.
+            out = routed_attention_map(qkv, r_idx, s, self.num_heads, c_qk, self.scale, (h, w))
+            return self.proj(out if lepe is None else out + lepe[:, :h, :w])
+        if c_qk == self.embed_dims:
+            q, k, v = self.to_heads_and_regions(qkv, groups=3).unbind(0)
+        else:
+            q, k = self.to_heads_and_regions(qkv[..., :2 * c_qk], groups=2).unbind(0)
+            v = self.to_heads_and_regions(qkv[..., 2 * c_qk:])[0]
+        out = routed_attention(q, k, v, r_idx, self.scale, self.attn_impl)
+        out = self.from_heads_and_regions(out, hp, wp)
+        if lepe is not None:
+            out = out + lepe
         if padded:
             out = _crop(out, h, w)
         return self.proj(out)
