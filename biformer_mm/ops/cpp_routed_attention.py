@@ -8,7 +8,7 @@ place and the output with a second GEMM, so nothing larger than one row's logits
 written and a row's work stays in cache. Where the chunked algorithm
 (:mod:`.chunked_routed_attention`) writes a chunk of rows' logits and probabilities
 through memory, this makes the BRA module's forward 1.07x to 1.38x faster (medians) at
-BiFormer-S's shapes on a 2-core x86-64 CPU, and 1.24x to 1.60x with the map entry below
+BiFormer-S's shapes on a 2-core x86-64 CPU, and 1.20x to 1.54x with the map entry below
 (``docs/benchmarks.md``). Its backward is
 :func:`~.chunked_routed_attention.chunked_backward`, which needs only the inputs and the
 output.

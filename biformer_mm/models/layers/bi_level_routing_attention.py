@@ -127,7 +127,7 @@ class BiLevelRoutingAttention(BaseModule):
         n, h, w, _ = qkv.shape
         s, c_qk = self.n_win, self.qk_dims
         qk = qkv.detach()[..., :2 * c_qk].reshape(n, s, h // s, s, w // s, 2 * c_qk)
-        # Summed in float32 or wider: low precision rounds the row means only once.
+        # Accumulated in float32 or wider, so low precision rounds each region mean once.
         means = qk.mean(4, dtype=torch.promote_types(qk.dtype, torch.float32)).mean(2)
         q_win, k_win = means.reshape(n, s * s, 2 * c_qk).split(c_qk, dim=-1)
         logits = (q_win * self.scale) @ k_win.transpose(-2, -1)
