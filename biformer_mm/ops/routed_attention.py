@@ -318,24 +318,10 @@ def runs_map_kernel(attn_impl: str, qkv: Tensor) -> bool:
 
 def routed_attention_map(qkv: Tensor, r_idx: Tensor, n_win: int, num_heads: int,
                          qk_dims: int, scale: float, size: Tuple[int, int]) -> Tensor:
-    """The ``'cpp'`` algorithm on the BRA module's padded qkv map
-    (:func:`~.cpp_routed_attention.cpp_map_forward`): the function of
+    """The ``'cpp'`` algorithm on the BRA module's padded qkv map: the function of
     :func:`routed_attention` without the heads-and-regions layout, for the tokens before
     padding, forward only. Raises ``RuntimeError`` with the reason where the kernel cannot
-    run.
-
-    Args:
-        qkv (Tensor): ``(N, H, W, 2 * qk_dims + Cv)``: queries, keys and values, each
-            head-major, of the map padded to ``H`` and ``W``, multiples of ``n_win``.
-        r_idx (Tensor): Routed key regions ``(N, n_win**2, K)``, regions row-major.
-        n_win (int): Regions per side.
-        num_heads (int): Heads.
-        qk_dims (int): Query/key channels (all heads).
-        scale (float): Logit scale.
-        size (tuple[int, int]): ``(h, w)``, the map before padding.
-
-    Returns:
-        Tensor: ``(N, h, w, Cv)``.
-    """
+    run (torch < 2.4 included, as for :func:`routed_attention_cpp`). Arguments and result
+    as :func:`~.cpp_routed_attention.cpp_map_forward`."""
     require_cpp(_cpp_unsupported_reason(qkv))
     return cpp_map_forward(qkv, r_idx, n_win, num_heads, qk_dims, scale, size)
