@@ -177,10 +177,14 @@ at::Tensor routed_attention_map_forward(const at::Tensor& qkv, const at::Tensor&
               "routed_attention_map_forward: r_idx out of range");
   const int64_t topk = r_idx.size(2), length = topk * w, c_kv = qk_dim + cv;
   const int64_t d = qk_dim / num_heads, dv = cv / num_heads;
-  // Offsets (in floats) of each token of a region from the region's first one.
+  const float* src = qkv.data_ptr<float>();
+  // The first token of region `reg` of image `image`, and the offsets (in floats) of each
+  // token of a region from it.
+  auto region_start = [&](int64_t image, int64_t reg) {
+    return src + ((image * h + reg / n_win * rh) * w_map + reg % n_win * rw) * c;
+  };
   std::vector<int64_t> token(w);
   for (int64_t t = 0; t < w; ++t) token[t] = (t / rw * w_map + t % rw) * c;
-  const float* src = qkv.data_ptr<float>();
   const int64_t* rp = r_idx.data_ptr<int64_t>();
   float* op = out.data_ptr<float>();
   const float alpha = static_cast<float>(scale);
@@ -197,15 +201,13 @@ at::Tensor routed_attention_map_forward(const at::Tensor& qkv, const at::Tensor&
       // regions is a key, padding included, as in the original.
       const int64_t rows = std::min(rh, out_h - top), cols = std::min(rw, out_w - left);
       if (rows <= 0 || cols <= 0) continue;
-      const float* region_src = src + ((image * h + top) * w_map + left) * c;
+      const float* region_src = region_start(image, r % p);
       for (int64_t i = 0; i < rows; ++i)
         for (int64_t j = 0; j < cols; ++j)
           std::copy_n(region_src + (i * w_map + j) * c, qk_dim,
                       queries.data() + (i * cols + j) * qk_dim);
       for (int64_t j = 0; j < topk; ++j) {
-        const int64_t key_region = rp[r * topk + j];
-        const float* kv_src = src + ((image * h + key_region / n_win * rh) * w_map +
-                                     key_region % n_win * rw) * c + qk_dim;
+        const float* kv_src = region_start(image, rp[r * topk + j]) + qk_dim;
         float* dst = kv.data() + j * w * c_kv;
         for (int64_t t = 0; t < w; ++t) std::copy_n(kv_src + token[t], c_kv, dst + t * c_kv);
       }
