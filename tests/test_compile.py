@@ -108,7 +108,7 @@ def test_gpu_backbone_compiles_to_one_graph_of_operators_equal_to_eager():
         torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
     routed_blocks = sum(1 for m in model.modules() if isinstance(m, BiLevelRoutingAttention))
     assert len(backend.graphs) == 1
-    assert sum('biformer_mm.routed_attention' in t for t in backend.graphs[0]) == routed_blocks
+    assert operator_nodes(backend.graphs[0], 'routed_attention') == routed_blocks
 
 
 # COCO-like inputs (mmdet pads to multiples of 32) at 1/8 scale: landscape, portrait,
@@ -118,6 +118,11 @@ def test_gpu_backbone_compiles_to_one_graph_of_operators_equal_to_eager():
 # torch, > 20480 elements) and recompiles, which real COCO inputs (800 px and more) never
 # reach.
 COCO_LIKE_SIZES = [(100, 152), (100, 136), (152, 100), (112, 112), (88, 168)]
+
+
+def operator_nodes(targets, name: str) -> int:
+    """How many of a graph's call targets are the operator ``biformer_mm::<name>``."""
+    return sum(t.split('.')[:2] == ['biformer_mm', name] for t in targets)
 
 
 class RecordingBackend:
@@ -148,7 +153,34 @@ def test_dynamic_shapes_compile_at_most_twice_over_five_coco_like_sizes():
     assert 1 <= len(backend.graphs) <= 2, f'{len(backend.graphs)} compilations'
     routed_blocks = sum(1 for m in model.modules() if isinstance(m, BiLevelRoutingAttention))
     for targets in backend.graphs:
-        assert sum('biformer_mm.routed_attention' in t for t in targets) == routed_blocks
+        assert operator_nodes(targets, 'routed_attention') == routed_blocks
+
+
+@pytest.mark.parametrize('dynamic', [False, True], ids=['static', 'dynamic'])
+def test_cpu_inference_compiles_the_map_kernel_equal_to_eager(dynamic):
+    """In CPU inference (no gradient) ``attn_impl='auto'`` compiles each routed block to
+    one node of the C++ kernel's map entry, ``biformer_mm.routed_attention_map``, as
+    eager inference runs it; outputs within 1e-4 of eager. Static: inductor, one graph.
+    Dynamic: the five COCO-like sizes compile at most twice."""
+    torch._dynamo.reset()
+    model = tiny_backbone().eval()
+    # Input seeds whose routing has no near tie at each size.
+    sizes, seeds = (COCO_LIKE_SIZES, (1, 2, 1, 1, 1)) if dynamic else ([(128, 128)], (0, ))
+    inputs = [torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed))
+              for size, seed in zip(sizes, seeds)]
+    for x in inputs:
+        assert smallest_routing_gap(model, x) > ROUTING_GAP, 'pick another seed: near tie'
+    backend = RecordingBackend('aot_eager' if dynamic else 'inductor')
+    compiled = torch.compile(model, backend=backend, dynamic=dynamic, fullgraph=True)
+    with torch.no_grad():
+        for x in inputs:
+            for ours, expected in zip(compiled(x), model(x)):
+                torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+    assert 1 <= len(backend.graphs) <= (2 if dynamic else 1), f'{len(backend.graphs)} graphs'
+    routed_blocks = sum(1 for m in model.modules() if isinstance(m, BiLevelRoutingAttention))
+    for targets in backend.graphs:
+        assert operator_nodes(targets, 'routed_attention_map') == routed_blocks
+        assert operator_nodes(targets, 'routed_attention') == 0
 
 
 def test_mmengine_compile_option_trains_the_toy_mask_rcnn(toy_coco_workdir, tmp_path,
@@ -196,5 +228,4 @@ def test_mmengine_compile_option_trains_the_toy_mask_rcnn(toy_coco_workdir, tmp_
     assert torch.isfinite(torch.tensor(runner.message_hub.get_scalar('train/loss').data[0]))
     routed_blocks = sum(1 for m in runner.model.modules()
                         if isinstance(m, BiLevelRoutingAttention))
-    assert sum('biformer_mm.routed_attention' in t for g in backend.graphs
-               for t in g) == routed_blocks
+    assert sum(operator_nodes(g, 'routed_attention') for g in backend.graphs) == routed_blocks

@@ -295,7 +295,8 @@ def kernels_called(module, x):
     return out, record.names
 
 
-MAP_KERNEL = 'biformer_mm_cpu.routed_attention_map_forward'
+MAP_KERNEL = 'biformer_mm.routed_attention_map'
+"""The operator whose kernel is the C++ kernel's map entry."""
 
 
 @needs_operator
@@ -350,6 +351,22 @@ def test_operator_passes_opcheck(dtype, attn_impl, requires_grad):
     q, k, v = (t.to(dtype).requires_grad_(requires_grad) for t in (q, k, v))
     torch.library.opcheck(torch.ops.biformer_mm.routed_attention.default,
                           (q, k, v, r_idx, 0.3, attn_impl))
+
+
+@needs_operator
+def test_map_operator_passes_opcheck_and_refuses_a_backward():
+    """Schema, fake implementation against the kernel's map entry (padded map, an output
+    smaller than it) and AOT dispatch with dynamic shapes; it is forward only, and a
+    gradient through it raises naming the operator to differentiate."""
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(2, 8, 12, 2 * 16 + 24, generator=g)
+    r_idx = torch.stack([torch.randperm(16, generator=g)[:3] for _ in range(2 * 16)])
+    args = (qkv, r_idx.view(2, 16, 3), 4, 2, 16, 0.3, 7, 10)
+    torch.library.opcheck(torch.ops.biformer_mm.routed_attention_map.default, args)
+    out = torch.ops.biformer_mm.routed_attention_map(qkv.requires_grad_(), *args[1:])
+    assert out.shape == (2, 7, 10, 24)
+    with pytest.raises(RuntimeError, match='forward only.*biformer_mm::routed_attention,'):
+        out.sum().backward()
 
 
 @needs_operator

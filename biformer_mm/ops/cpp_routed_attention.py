@@ -17,9 +17,10 @@ A second entry of the same kernel, :func:`cpp_map_forward`, takes the BRA module
 channels-last qkv map instead and writes the output map, one query region (all heads) at
 a time: it saves the copies of the queries, keys, values and output into and out of the
 heads-first layout, and computes no query of the padding to a multiple of ``n_win``
-(whose outputs the module would crop). The module uses it in eager CPU inference
-(:func:`~.routed_attention.runs_map_kernel`); training, ``torch.compile`` and exports
-keep the operator and the heads-first layout.
+(whose outputs the module would crop). The module uses it in CPU inference, eager or
+compiled, through the operator ``torch.ops.biformer_mm.routed_attention_map``
+(:func:`~.routed_attention.runs_map_kernel`); training and exports keep the heads-first
+operator and layout.
 
 :func:`unsupported_reason` builds the kernel with :func:`torch.utils.cpp_extension.load`
 the first time a process asks (about 10 s; the build is cached, per torch version, under
@@ -80,16 +81,16 @@ def _load() -> Optional[str]:
     return None
 
 
-def unsupported_reason(q: Tensor) -> Optional[str]:
-    """Why the fused C++ kernel cannot run on queries ``q`` (and keys/values like them),
-    or ``None`` when it can. Builds and loads the kernel on the first call that gets that
+def unsupported_reason(device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """Why the fused C++ kernel cannot run on tensors of ``device`` and ``dtype``, or
+    ``None`` when it can. Builds and loads the kernel on the first call that gets that
     far (see the module docstring); a failed build is logged once, as a warning with the
     fix.
     """
-    if q.device.type != 'cpu':
-        return f'it runs on the CPU, not {q.device}'
-    if q.dtype != torch.float32:
-        return f'it computes in float32, not {q.dtype}'
+    if torch.device(device).type != 'cpu':
+        return f'it runs on the CPU, not {device}'
+    if dtype != torch.float32:
+        return f'it computes in float32, not {dtype}'
     return _load()
 
 
@@ -113,7 +114,7 @@ def cpp_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float) ->
     Raises:
         RuntimeError: Where the kernel cannot run (:func:`unsupported_reason`).
     """
-    require(unsupported_reason(q))
+    require(unsupported_reason(q.device, q.dtype))
     n, m, p, w, _ = q.shape
     q2, k2, v2 = (t.reshape(-1, w, t.shape[-1]).contiguous() for t in (q, k, v))
     rows = routed_rows(r_idx, m)
@@ -146,7 +147,7 @@ def cpp_map_forward(qkv: Tensor, r_idx: Tensor, n_win: int, num_heads: int, qk_d
     Raises:
         RuntimeError: Where the kernel cannot run (:func:`unsupported_reason`).
     """
-    require(unsupported_reason(qkv))
+    require(unsupported_reason(qkv.device, qkv.dtype))
     return torch.ops.biformer_mm_cpu.routed_attention_map_forward(
         qkv.contiguous(), r_idx.contiguous(), n_win, num_heads, qk_dims, float(scale),
         *size)

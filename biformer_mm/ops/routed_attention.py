@@ -32,10 +32,9 @@ from torch import Tensor
 
 from .bra_triton import routed_attention_triton_heads_first, unsupported_reason
 from .chunked_routed_attention import ChunkedRoutedAttention, routed_rows, select_routed
-from .cpp_routed_attention import cpp_map_forward
 from .cpp_routed_attention import require as require_cpp
 from .cpp_routed_attention import unsupported_reason as cpp_unsupported_reason
-from .export_path import is_compiling, is_exporting, routed_attention_export
+from .export_path import is_exporting, routed_attention_export
 from .triton_self_check import triton_self_check
 
 ALGORITHMS = ('chunked', 'cpp', 'sdpa', 'triton', 'gather')
@@ -152,15 +151,15 @@ def routed_attention_cpp(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     """The ``'cpp'`` algorithm, through the operator: CPU float32 tensors on torch >= 2.4.
     Raises ``RuntimeError`` with the reason elsewhere. Arguments and result as
     :func:`routed_attention_torch`."""
-    require_cpp(_cpp_unsupported_reason(q))
+    require_cpp(_cpp_unsupported_reason(q.device, q.dtype))
     return torch.ops.biformer_mm.routed_attention(q, k, v, r_idx, float(scale), 'cpp')
 
 
-def _cpp_unsupported_reason(q: Tensor) -> Optional[str]:
+def _cpp_unsupported_reason(device: torch.device, dtype: torch.dtype) -> Optional[str]:
     if not OPERATOR:
-        return ('it runs in the operator torch.ops.biformer_mm.routed_attention, which '
-                f'needs torch >= 2.4 (this is {torch.__version__})')
-    return cpp_unsupported_reason(q)
+        return ('it runs in the operators torch.ops.biformer_mm.routed_attention and '
+                f'routed_attention_map, which need torch >= 2.4 (this is {torch.__version__})')
+    return cpp_unsupported_reason(device, dtype)
 
 
 _ALGORITHMS: Dict[str, Callable[..., Tensor]] = {
@@ -222,7 +221,7 @@ def resolve_attn_impl(attn_impl: str, q: Tensor, k: Tensor, v: Tensor, r_idx: Te
     if attn_impl != 'auto':
         return attn_impl
     if q.device.type == 'cpu':
-        return _resolve_auto_on_cpu(q)
+        return _resolve_auto_on_cpu(q.dtype)
     reason = unsupported_reason(q, k, v, r_idx)
     if reason is None:
         reason = triton_self_check(q, k, v, r_idx)
@@ -231,11 +230,15 @@ def resolve_attn_impl(attn_impl: str, q: Tensor, k: Tensor, v: Tensor, r_idx: Te
     return impl
 
 
-def _resolve_auto_on_cpu(q: Tensor) -> str:
-    """``'auto'`` on the CPU for inputs like ``q``: ``'cpp'`` or ``'torch'``, logged."""
-    reason = _cpp_unsupported_reason(q)
+@torch.compiler.assume_constant_result
+def _resolve_auto_on_cpu(dtype: torch.dtype) -> str:
+    """``'auto'`` on the CPU for ``dtype``: ``'cpp'`` or ``'torch'``, logged. While
+    ``torch.compile`` traces, it runs once and its result is a constant of the graph
+    (building the kernel is no graph operation)."""
+    cpu = torch.device('cpu')
+    reason = _cpp_unsupported_reason(cpu, dtype)
     impl = 'cpp' if reason is None else 'torch'
-    _log_choice(q.device, q.dtype, impl, reason)
+    _log_choice(cpu, dtype, impl, reason)
     return impl
 
 
@@ -299,10 +302,10 @@ def routed_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: floa
 def runs_map_kernel(attn_impl: str, qkv: Tensor) -> bool:
     """Whether the BRA module hands its channels-last qkv map to
     :func:`routed_attention_map` rather than heads-first copies to
-    :func:`routed_attention`: in eager CPU inference (no gradient asked for; not
-    compiling, exporting or tracing) where ``attn_impl`` is ``'cpp'`` or ``'auto'``
-    choosing it. Training, ``torch.compile``, exports and FLOP counting (a
-    ``torch.jit`` trace) keep the operator.
+    :func:`routed_attention`: in CPU inference (no gradient asked for), eager or under
+    ``torch.compile``, where ``attn_impl`` is ``'cpp'`` or ``'auto'`` choosing it.
+    Training, exports and FLOP counting (a ``torch.jit`` trace) keep the heads-first
+    operator.
 
     Args:
         attn_impl (str): One of :data:`ATTN_IMPLS`.
@@ -310,18 +313,22 @@ def runs_map_kernel(attn_impl: str, qkv: Tensor) -> bool:
     """
     if attn_impl not in ('auto', 'cpp') or qkv.device.type != 'cpu':
         return False
-    if ((qkv.requires_grad and torch.is_grad_enabled()) or is_exporting() or is_compiling()
-            or torch.jit.is_tracing()):
+    grad = qkv.requires_grad and torch.is_grad_enabled()
+    if grad or is_exporting() or torch.jit.is_tracing():
         return False
-    return attn_impl == 'cpp' or _resolve_auto_on_cpu(qkv) == 'cpp'
+    return attn_impl == 'cpp' or _resolve_auto_on_cpu(qkv.dtype) == 'cpp'
 
 
 def routed_attention_map(qkv: Tensor, r_idx: Tensor, n_win: int, num_heads: int,
                          qk_dims: int, scale: float, size: Tuple[int, int]) -> Tensor:
     """The ``'cpp'`` algorithm on the BRA module's padded qkv map: the function of
     :func:`routed_attention` without the heads-and-regions layout, for the tokens before
-    padding, forward only. Raises ``RuntimeError`` with the reason where the kernel cannot
-    run (torch < 2.4 included, as for :func:`routed_attention_cpp`). Arguments and result
+    padding, forward only, as the operator ``torch.ops.biformer_mm.routed_attention_map``
+    (one node to ``torch.compile``; :mod:`.routed_attention_op`). Raises
+    ``RuntimeError`` with the reason where the kernel cannot run (torch < 2.4 included,
+    as for :func:`routed_attention_cpp`), when the kernel is called. Arguments and result
     as :func:`~.cpp_routed_attention.cpp_map_forward`."""
-    require_cpp(_cpp_unsupported_reason(qkv))
-    return cpp_map_forward(qkv, r_idx, n_win, num_heads, qk_dims, scale, size)
+    if not OPERATOR:
+        require_cpp(_cpp_unsupported_reason(qkv.device, qkv.dtype))
+    return torch.ops.biformer_mm.routed_attention_map(qkv, r_idx, n_win, num_heads, qk_dims,
+                                                      float(scale), *size)

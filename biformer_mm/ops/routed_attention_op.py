@@ -27,6 +27,14 @@ there.
 Differentiable once: differentiating ``routed_attention_backward`` (a second-order
 gradient) raises :data:`~.chunked_routed_attention.DOUBLE_BACKWARD_ERROR`, which names
 ``attn_impl='gather'`` for higher-order gradients.
+
+A third operator serves CPU inference, eager and compiled:
+``torch.ops.biformer_mm.routed_attention_map(qkv, r_idx, n_win, num_heads, qk_dims, scale,
+h, w) -> Tensor`` runs the C++ kernel's map entry
+(:func:`~.cpp_routed_attention.cpp_map_forward`) on the BRA module's padded qkv map and
+returns the ``(N, h, w, Cv)`` output map. It has a fake implementation and no gradient:
+differentiating it raises, and the module calls it only where no gradient is asked for
+(:func:`~.routed_attention.runs_map_kernel`).
 """
 from typing import Any, Callable, Optional, Tuple
 
@@ -36,7 +44,7 @@ from torch import Tensor
 from .bra_triton import routed_attention_triton_heads_first
 from .chunked_routed_attention import (DOUBLE_BACKWARD_ERROR, check_inputs,
                                        chunked_backward, chunked_forward)
-from .cpp_routed_attention import cpp_forward
+from .cpp_routed_attention import cpp_forward, cpp_map_forward
 from .routed_attention import OPERATOR, resolve_algorithm, routed_attention_sdpa
 
 _CPU_KERNELS = {'cpp': cpp_forward, 'chunked': chunked_forward}
@@ -117,3 +125,21 @@ if OPERATOR:
     # Runs only when a gradient of the gradients is asked for (create_graph=True, then
     # a second grad): the refusal costs nothing in first-order training.
     routed_attention_backward_op.register_autograd(_refuse_double_backward)
+
+    @torch.library.custom_op('biformer_mm::routed_attention_map', mutates_args=())
+    def routed_attention_map_op(qkv: Tensor, r_idx: Tensor, n_win: int, num_heads: int,
+                                qk_dims: int, scale: float, h: int, w: int) -> Tensor:
+        """The C++ kernel's map entry; see the module docstring."""
+        return cpp_map_forward(qkv, r_idx, n_win, num_heads, qk_dims, scale, (h, w))
+
+    @routed_attention_map_op.register_fake
+    def _routed_attention_map_fake(qkv: Tensor, r_idx: Tensor, n_win: int, num_heads: int,
+                                   qk_dims: int, scale: float, h: int, w: int) -> Tensor:
+        return qkv.new_empty(qkv.shape[0], h, w, qkv.shape[-1] - 2 * qk_dims)
+
+    def _refuse_backward(ctx: Any, grad_out: Tensor) -> None:
+        raise RuntimeError('biformer_mm::routed_attention_map is forward only (inference); '
+                           'differentiate biformer_mm::routed_attention, which the BRA '
+                           'module calls when a gradient is asked for.')
+
+    routed_attention_map_op.register_autograd(_refuse_backward)

@@ -58,8 +58,8 @@ class BiLevelRoutingAttention(BaseModule):
         attn_impl (str): Routed attention implementation: ``'auto'``, ``'torch'``,
             ``'chunked'``, ``'cpp'``, ``'sdpa'``, ``'triton'`` or ``'gather'`` (the original
             algorithm); see :mod:`biformer_mm.ops.routed_attention`. Exports record
-            :mod:`biformer_mm.ops.export_path`'s form. In eager CPU inference, ``'cpp'``
-            (and ``'auto'`` choosing it) reads the qkv map directly
+            :mod:`biformer_mm.ops.export_path`'s form. In CPU inference (eager or
+            compiled), ``'cpp'`` (and ``'auto'`` choosing it) reads the qkv map directly
             (:func:`~biformer_mm.ops.routed_attention.runs_map_kernel`). Defaults to
             ``'auto'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
@@ -163,10 +163,10 @@ class BiLevelRoutingAttention(BaseModule):
             v_map = v_map.contiguous(memory_format=torch.channels_last)
             lepe = self.lepe(v_map).permute(0, 2, 3, 1)
         if runs_map_kernel(self.attn_impl, qkv):
-            # Eager CPU inference: the C++ kernel reads the padded map as it is and
-            # computes the h x w tokens kept.
+            # CPU inference: the C++ kernel reads the padded map as it is and computes
+            # the h x w tokens kept.
             out = routed_attention_map(qkv, r_idx, s, self.num_heads, c_qk, self.scale, (h, w))
-            return self.proj(out if lepe is None else out + lepe[:, :h, :w])
+            return self.proj(out if lepe is None else out + _crop(lepe, h, w))
         if c_qk == self.embed_dims:
             q, k, v = self.to_heads_and_regions(qkv, groups=3).unbind(0)
         else:
