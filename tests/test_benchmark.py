@@ -63,8 +63,8 @@ def test_cpu_case_list_compares_against_the_original_wherever_it_fits_in_memory(
 
 
 def test_runtimes_mode_measures_both_backbones_in_every_runtime_in_one_run(tmp_path):
-    """``--mode runtimes``: BiFormer-S and Swin-T backbones in eager, torch.compile and
-    onnxruntime, each in a fresh process, with the first call (compilation or export
+    """``--mode runtimes``: BiFormer-S and Swin-T backbones in eager, torch.compile (also
+    with freezing) and onnxruntime, each in a fresh process, with the first call (compilation or export
     included), the step time, the ratios within the run, the onnxruntime graph checked
     against eager, and with ``--profile`` where each row's time went. Dynamo's ``eager``
     backend keeps this fast; the measurement itself uses inductor."""
@@ -84,7 +84,7 @@ def test_runtimes_mode_measures_both_backbones_in_every_runtime_in_one_run(tmp_p
         # The 3 operators that took the most self time, torch's or onnxruntime's own.
         assert len(row['op_ms']) == 3 and row['profiled_ms'] >= sum(row['op_ms'].values())
         assert all(ms > 0 for ms in row['op_ms'].values())
-        if row['runtime'] != 'compile':  # torch's namespace::operator, or ONNX node types
+        if row['runtime'] not in ('compile', 'frozen'):  # torch's ns::op, or ONNX node types
             assert all('::' in op for op in row['op_ms']) == (row['runtime'] == 'eager'), \
                 row['op_ms']
     assert {r['impl'] for r in report['rows'] if r['backbone'] == 'biformer_s'} == \
@@ -124,6 +124,11 @@ def test_runtimes_mode_times_a_backbone_training_step_with_each_algorithm(tmp_pa
         [('biformer_s', 'chunked', 1, 1), ('biformer_s', 'cpp', 1, 1), ('swin_t', 'mmdet', 1, 0)]
 
 
-def test_onnxruntime_rows_are_cpu_inference():
+@pytest.mark.parametrize('runtimes,message', [
+    ('eager,compile,onnxruntime', 'onnxruntime rows are CPU inference'),
+    ('eager,frozen', 'frozen rows are inference')])
+def test_onnxruntime_and_frozen_rows_refuse_a_training_step(runtimes, message, capsys):
     with pytest.raises(SystemExit):
-        benchmark_bra.main(['--device', 'cpu', '--mode', 'runtimes', '--step', 'train'])
+        benchmark_bra.main(['--device', 'cpu', '--mode', 'runtimes', '--step', 'train',
+                            '--runtimes', runtimes])
+    assert message in capsys.readouterr().err

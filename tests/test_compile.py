@@ -156,14 +156,17 @@ def test_dynamic_shapes_compile_at_most_twice_over_five_coco_like_sizes():
         assert operator_nodes(targets, 'routed_attention') == routed_blocks
 
 
-@pytest.mark.parametrize('dynamic', [False, True], ids=['static', 'dynamic'])
-def test_cpu_inference_compiles_the_map_kernel_equal_to_eager(dynamic):
+@pytest.mark.parametrize('mode', ['static', 'frozen', 'dynamic'])
+def test_cpu_inference_compiles_the_map_kernel_equal_to_eager(mode):
     """In CPU inference (no gradient) ``attn_impl='auto'`` compiles each routed block to
     one node of the C++ kernel's map entry, ``biformer_mm.routed_attention_map``, as
     eager inference runs it; outputs within 1e-4 of eager. Static: inductor, one graph.
-    Dynamic: the five COCO-like sizes compile at most twice."""
+    Frozen: the same with inductor's freezing (the weights become constants that it
+    folds and prepacks; docs/deploy.md's CPU inference recipe). Dynamic: the five
+    COCO-like sizes compile at most twice."""
     torch._dynamo.reset()
     model = tiny_backbone().eval()
+    dynamic = mode == 'dynamic'
     # Input seeds whose routing has no near tie at each size.
     sizes, seeds = (COCO_LIKE_SIZES, (1, 2, 1, 1, 1)) if dynamic else ([(128, 128)], (0, ))
     inputs = [torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed))
@@ -172,7 +175,9 @@ def test_cpu_inference_compiles_the_map_kernel_equal_to_eager(dynamic):
         assert smallest_routing_gap(model, x) > ROUTING_GAP, 'pick another seed: near tie'
     backend = RecordingBackend('aot_eager' if dynamic else 'inductor')
     compiled = torch.compile(model, backend=backend, dynamic=dynamic, fullgraph=True)
-    with torch.no_grad():
+    # The recording backend takes no options: freezing is set as torch.compile's
+    # options={'freezing': True} sets it for inductor.
+    with torch.no_grad(), torch._inductor.config.patch(freezing=mode == 'frozen'):
         for x in inputs:
             for ours, expected in zip(compiled(x), model(x)):
                 torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)

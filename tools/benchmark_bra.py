@@ -16,8 +16,9 @@ network without post-processing, :mod:`biformer_mm.analysis.tensor_mode`). ``--d
 cpu`` runs a reduced set.
 
 ``--mode runtimes``: the BiFormer-S and Swin-T backbones and (inference only) Mask R-CNN
-with each, at one image (default 1x3x800x1216), in eager PyTorch, ``torch.compile`` and
-onnxruntime (the legacy ``torch.onnx`` exporter's graph, checked against eager), CPU.
+with each, at one image (default 1x3x800x1216), in eager PyTorch, ``torch.compile``,
+``torch.compile`` with inductor's freezing (``frozen``) and onnxruntime (the legacy
+``torch.onnx`` exporter's graph, checked against eager), CPU.
 Every row runs ``--runs`` times; the speed-up over eager and BiFormer-S / Swin-T are
 taken within a run and reported as the median and min-max over the runs. ``--impls``
 runs the BiFormer-S backbone rows once per listed algorithm, side by side in each run.
@@ -61,7 +62,10 @@ INPUTS = {
 }
 IMPLS = ('gather', 'chunked', 'cpp', 'sdpa', 'triton')
 """The algorithms (``attn_impl`` values) rows can measure; each row names the one it ran."""
-RUNTIMES = ('eager', 'compile', 'onnxruntime')
+RUNTIMES = ('eager', 'compile', 'frozen', 'onnxruntime')
+"""``frozen``: ``torch.compile`` with inductor's freezing (``options={'freezing': True}``),
+PyTorch's recipe for CPU inference: the weights become graph constants, so inductor folds
+and prepacks them. Inference only, as ``onnxruntime``."""
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / 'tools' / 'deploy'))  # export_onnx: the ONNX check's helpers
 MODEL_CONFIGS = {
@@ -272,7 +276,9 @@ def _measure(case: dict, impl: Optional[str], device: str, dtype: str, warmup: i
     base = torch.cuda.memory_allocated() if cuda else _rss_bytes()
     start = time.perf_counter()
     runtime = case.get('runtime', 'eager')
-    run = (torch.compile(module, backend=case['backend']) if runtime == 'compile' else
+    run = (torch.compile(module, backend=case['backend'],
+                         options={'freezing': True} if runtime == 'frozen' else None)
+           if runtime in ('compile', 'frozen') else
            _onnxruntime(module, x, f'{tmp.name}/model.onnx') if runtime == 'onnxruntime'
            else module)
     call(list(steps.values())[-1])
@@ -438,8 +444,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     parser.add_argument('--device', choices=['cpu', 'cuda'], default='cuda')
     parser.add_argument('--mode', choices=['attention', 'runtimes'], default='attention',
                         help='attention: the implementations side by side (default); '
-                             'runtimes: BiFormer-S and Swin-T in eager, torch.compile and '
-                             'onnxruntime')
+                             'runtimes: BiFormer-S and Swin-T in eager, torch.compile '
+                             '(also with freezing) and onnxruntime')
     parser.add_argument('--dtype', choices=['fp32', 'bf16'], default=None,
                         help='bf16 runs under autocast (default: bf16 on CUDA, fp32 on CPU)')
     parser.add_argument('--impls', default=None, help='comma-separated subset of ' +
@@ -480,6 +486,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                                                                   or not cpu):
         parser.error('onnxruntime rows are CPU inference: --device cpu --step infer, or '
                      'leave onnxruntime out of --runtimes.')
+    if args.mode == 'runtimes' and 'frozen' in runtimes and args.step == 'train':
+        parser.error('frozen rows are inference (frozen weights take no gradient): '
+                     '--step infer, or leave frozen out of --runtimes.')
     suffix = '_runtimes' if args.mode == 'runtimes' else ''
     args.out = args.out or f'work_dirs/benchmark_bra_{args.device}{suffix}.json'
     import torch
