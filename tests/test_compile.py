@@ -10,6 +10,7 @@ classic.
 import pytest
 import torch
 from torch._dynamo.backends.registry import lookup_backend
+from torch._inductor.utils import run_and_get_code
 
 from biformer_mm import BiFormer, BiLevelRoutingAttention
 from biformer_mm.ops import OPERATOR
@@ -175,12 +176,17 @@ def test_cpu_inference_compiles_the_map_kernel_equal_to_eager(mode):
         assert smallest_routing_gap(model, x) > ROUTING_GAP, 'pick another seed: near tie'
     backend = RecordingBackend('aot_eager' if dynamic else 'inductor')
     compiled = torch.compile(model, backend=backend, dynamic=dynamic, fullgraph=True)
-    # The recording backend takes no options: freezing is set as torch.compile's
-    # options={'freezing': True} sets it for inductor.
+    code = []
+    # Around the first call, where dynamo traces: docs/deploy.md's recipe.
     with torch.no_grad(), torch._inductor.config.patch(freezing=mode == 'frozen'):
         for x in inputs:
-            for ours, expected in zip(compiled(x), model(x)):
+            # (run_and_get_code patches inductor's config: a recompilation per call)
+            outs, generated = (compiled(x), []) if dynamic else run_and_get_code(compiled, x)
+            code += generated
+            for ours, expected in zip(outs, model(x)):
                 torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+    if not dynamic:  # frozen weights are constants of inductor's code, not its inputs
+        assert any('_frozen_param' in c for c in code) == (mode == 'frozen')
     assert 1 <= len(backend.graphs) <= (2 if dynamic else 1), f'{len(backend.graphs)} graphs'
     routed_blocks = sum(1 for m in model.modules() if isinstance(m, BiLevelRoutingAttention))
     for targets in backend.graphs:

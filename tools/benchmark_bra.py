@@ -63,9 +63,9 @@ INPUTS = {
 IMPLS = ('gather', 'chunked', 'cpp', 'sdpa', 'triton')
 """The algorithms (``attn_impl`` values) rows can measure; each row names the one it ran."""
 RUNTIMES = ('eager', 'compile', 'frozen', 'onnxruntime')
-"""``frozen``: ``torch.compile`` with inductor's freezing (``options={'freezing': True}``),
-PyTorch's recipe for CPU inference: the weights become graph constants, so inductor folds
-and prepacks them. Inference only, as ``onnxruntime``."""
+"""``frozen``: ``torch.compile`` with inductor's freezing (``torch._inductor.config.freezing``),
+PyTorch's recipe for CPU inference: the weights become graph constants, which inductor
+folds and prepacks. Inference only, as ``onnxruntime``."""
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / 'tools' / 'deploy'))  # export_onnx: the ONNX check's helpers
 MODEL_CONFIGS = {
@@ -276,8 +276,12 @@ def _measure(case: dict, impl: Optional[str], device: str, dtype: str, warmup: i
     base = torch.cuda.memory_allocated() if cuda else _rss_bytes()
     start = time.perf_counter()
     runtime = case.get('runtime', 'eager')
-    run = (torch.compile(module, backend=case['backend'],
-                         options={'freezing': True} if runtime == 'frozen' else None)
+    if runtime == 'frozen':
+        # Set for the process (a fresh one per row), not as torch.compile's options:
+        # dynamo reads the flag while tracing, which options= does not reach (torch 2.14).
+        import torch._inductor.config
+        torch._inductor.config.freezing = True
+    run = (torch.compile(module, backend=case['backend'])
            if runtime in ('compile', 'frozen') else
            _onnxruntime(module, x, f'{tmp.name}/model.onnx') if runtime == 'onnxruntime'
            else module)
