@@ -14,6 +14,7 @@ from torch._inductor.utils import run_and_get_code
 
 from biformer_mm import BiFormer, BiLevelRoutingAttention
 from biformer_mm.ops import OPERATOR
+from biformer_mm.ops.export_path import is_torch_exporting
 from conftest import DET_TOY
 
 pytestmark = pytest.mark.skipif(
@@ -155,6 +156,30 @@ def test_dynamic_shapes_compile_at_most_twice_over_five_coco_like_sizes():
     routed_blocks = sum(1 for m in model.modules() if isinstance(m, BiLevelRoutingAttention))
     for targets in backend.graphs:
         assert operator_nodes(targets, 'routed_attention') == routed_blocks
+
+
+class ExportingProbe(torch.nn.Module):
+    """Adds 1 where BiFormer would record its export path."""
+
+    def forward(self, x):
+        return x + 1 if is_torch_exporting() else x
+
+
+@pytest.mark.parametrize('capture', ['eager', 'compile', 'export', 'export_non_strict'])
+def test_only_torch_export_takes_the_export_path(capture):
+    """BiFormer records its export path under ``torch.export`` (strict or not) and runs
+    its kernels under ``torch.compile``. Before torch 2.14, dynamo answered
+    ``torch.compiler.is_exporting()`` with True under ``torch.compile`` too
+    (pytorch#176347): compiled BiFormer ran the export path (seen with torch 2.11)."""
+    probe, x = ExportingProbe(), torch.zeros(1)
+    if capture == 'eager':
+        out = probe(x)
+    elif capture == 'compile':
+        torch._dynamo.reset()
+        out = torch.compile(probe, fullgraph=True)(x)
+    else:
+        out = torch.export.export(probe, (x, ), strict=capture == 'export').module()(x)
+    assert out.item() == capture.startswith('export')
 
 
 @pytest.mark.parametrize('mode', ['static', 'frozen', 'dynamic'])

@@ -22,7 +22,16 @@ from .chunked_routed_attention import routed_rows, select_routed
 
 def is_torch_exporting() -> bool:
     """Whether ``torch.export`` (the dynamo ONNX exporter's too) is recording the
-    forward; torch < 2.5 cannot say, and is taken as not."""
+    forward; torch < 2.5 cannot say, and is taken as not.
+
+    Read from the flag that ``torch.compiler.is_exporting()`` returns, not from a call of
+    it: before torch 2.14, dynamo replaced that call by ``True`` under ``torch.compile``
+    too (pytorch#176347), so compiled BiFormer ran the export path instead of its kernels.
+    torch 2.14 reads the same flag while tracing (pytorch#176499).
+    """
+    flag = getattr(torch.compiler, '_is_exporting_flag', None)
+    if flag is not None:
+        return bool(flag)
     exporting = getattr(torch.compiler, 'is_exporting', None)
     return exporting is not None and exporting()
 
