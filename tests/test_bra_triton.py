@@ -344,7 +344,11 @@ def test_gpu_matches_oracle(name: str, dtype: str) -> None:
 
 @cuda
 def test_gpu_does_not_materialise_gathered_kv() -> None:
-    """Forward and backward peak memory stay far below the gathered key/values."""
+    """Forward and backward peak at the kernels' own buffers: the output and its softmax
+    statistics (float32, one per query and head), the q/k/v gradients and float32
+    accumulators of the k/v gradients (the backward adds them with atomics). None grows
+    with top-k, where the gathered key/values of the original algorithm are top-k (here
+    16) times the key/values: 16 MiB here against 64 MiB for the gathered ones alone."""
     case = Case(2, 64, 64, 16, 4, 32, 32, dtype='float16')
     packed, r_idx, grad_out = make_inputs(case, 'cuda')
     packed, grad_out = packed.half(), grad_out.half()
@@ -358,7 +362,10 @@ def test_gpu_does_not_materialise_gathered_kv() -> None:
     out = bra_triton.routed_attention_triton_heads_first(q, k, v, r_idx, case.head_dq ** -0.5)
     out.backward(to_heads(grad_out, case.heads))
     torch.cuda.synchronize()
-    assert torch.cuda.max_memory_allocated() - base < gathered_bytes / 4
+    buffers = (sum(t.numel() * t.element_size() for t in (out, q, k, v))  # out, dq, dk, dv
+               + out.numel() // case.head_dv * 4  # softmax statistics
+               + (k.numel() + v.numel()) * 4)  # float32 dk, dv accumulators
+    assert torch.cuda.max_memory_allocated() - base <= buffers < gathered_bytes / 3
 
 
 MASKRCNN_STAGES = {'stage1': (2, 256, 247, 1), 'stage2': (4, 256, 70, 4),
