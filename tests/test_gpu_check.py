@@ -151,11 +151,14 @@ def test_a_gpu_run_is_the_cuda_tests_and_the_benchmark_and_a_report(tmp_path, mo
     pytest.importorskip('triton')
     commands = fake_gpu_run(monkeypatch)
     assert gpu_check.check_gpu(str(tmp_path)) == 0
-    assert commands[0][1:6] == ['-m', 'pytest', '-m', 'cuda',
-                                os.path.join(REPO_ROOT, 'tests', 'test_bra_triton.py')]
+    assert commands[0][1:7] == ['-m', 'pytest', '-m', 'cuda'] + [
+        os.path.join(REPO_ROOT, 'tests', name) for name in ('test_bra_triton.py',
+                                                            'test_compile.py')]
     assert commands[1][1:6] == [os.path.join(REPO_ROOT, 'tools', 'benchmark_bra.py'),
                                 '--device', 'cuda', '--out',
                                 str(tmp_path / 'benchmark_bra_cuda.json')]
+    # the rows the targets judge: the routed attention at Mask R-CNN, the backbone steps
+    assert commands[1][-4:] == ['--only', 'maskrcnn 2x3', '--only', 'backbone step']
     report = (tmp_path / 'gpu_check.md').read_text()
     assert report.startswith('# biformer_mm GPU check: NVIDIA H200')
     assert '## CUDA tests: passed' in report and '47 tests, 0 failed' in report

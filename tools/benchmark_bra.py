@@ -40,6 +40,7 @@ Example::
 """
 import argparse
 import collections
+import importlib.util
 import json
 import math
 import multiprocessing as mp
@@ -142,6 +143,19 @@ def gather_bytes(case: dict) -> int:
     batch, h, w, dim = bra_input(case)
     n = INPUTS[case['input']]['n_win']
     return batch * n**4 * math.ceil(h / n) * math.ceil(w / n) * 3 * dim * 4
+
+
+def selected(case: dict, only: Optional[List[str]]) -> bool:
+    """Whether ``--only`` selects the case: its name contains one of the strings."""
+    return not only or any(part in case_name(case) for part in only)
+
+
+def missing_library(case: dict) -> Optional[str]:
+    """The library a case builds its model with (mmdet's Swin-T and Mask R-CNN, mmseg's
+    UperNet), where it is not installed, as on a bare GPU machine; else ``None``."""
+    library = ('mmseg' if case.get('model') == 'upernet' else 'mmdet' if
+               case['kind'] == 'model' or case.get('backbone') == 'swin_t' else None)
+    return library if library and importlib.util.find_spec(library) is None else None
 
 
 def _build(case: dict, impl: Optional[str], device: str):
@@ -461,7 +475,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     parser.add_argument('--max-gather-gb', type=float, default=None,
                         help='skip the original algorithm where its gather backward needs '
                              'more (default: 12 on CPU, 60 on CUDA)')
-    parser.add_argument('--only', default=None, help='run rows whose name contains this')
+    parser.add_argument('--only', action='append', default=None,
+                        help='run rows whose name contains this (repeat: any of these)')
     parser.add_argument('--out', default=None, help='JSON output path')
     parser.add_argument('--size', type=int, nargs=2, default=(800, 1216),
                         help='--mode runtimes: input height and width (default 800 1216)')
@@ -517,14 +532,14 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
     if args.mode == 'runtimes':
         cases = runtime_cases(args.size, args.step, runtimes, args.compile_backend)
-        cases = [c for c in cases if not args.only or args.only in case_name(c)]
+        cases = [c for c in cases if selected(c, args.only)]
         impls = args.impls.split(',') if args.impls else [None]
         todo = [(run, case, impl) for run in range(args.runs) for case in cases
                 for impl in (impls if case['kind'] == 'backbone'
                              and case['backbone'] == 'biformer_s' else [None])]
     else:
         impls = args.impls.split(',') if args.impls else available_impls(args.device)
-        cases = [c for c in case_list(args.device) if not args.only or args.only in case_name(c)]
+        cases = [c for c in case_list(args.device) if selected(c, args.only)]
         # Swin-T and the whole models run as built (BiFormer-S: its config's attn_impl).
         todo = [(0, case, impl) for case in cases for impl in (
             [None] if case['kind'] == 'model' or case.get('backbone') == 'swin_t' else impls)]
@@ -536,6 +551,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                 gather_bytes(case) > args.max_gather_gb * 2**30:
             result = dict(error=f'skipped: the gather backward alone needs '
                                 f'{gather_bytes(case) / 2**30:.0f} GiB')
+        elif missing_library(case):
+            result = dict(error=f'skipped: needs {missing_library(case)}, not installed')
         else:
             result = run_case(case, impl, args)
         label = impl or (f"auto: {auto_algorithm(args.device, args.dtype)}"

@@ -4,15 +4,17 @@
     python tools/gpu_check.py --compile-only [--archs 80,90] [--dtypes fp32,fp16,bf16]
         [--models tiny,small,base] [--inputs maskrcnn,upernet,cls] [--multiscale]
 
-On a GPU: ``pytest -m cuda tests/test_bra_triton.py``, ``tools/benchmark_bra.py --device
-cuda`` and the report ``gpu_check.md`` (versions, test outcome, benchmark rows, the GPU
-targets of docs/benchmarks.md); exit 1 on a failure, 2 without CUDA. ``--compile-only``
+On a GPU: ``pytest -m cuda tests/test_bra_triton.py tests/test_compile.py``,
+``tools/benchmark_bra.py --device cuda`` on the rows the targets judge, and the report
+``gpu_check.md`` (versions, test outcome, benchmark rows, the GPU targets of
+docs/benchmarks.md); exit 1 on a failure, 2 without CUDA. ``--compile-only``
 (Triton >= 3, no GPU) compiles every forward and backward kernel BiFormer-T/S/B launch at
 the benchmark's inputs for each architecture (``tools/triton_aot.py``), checks that the
 first-use self-check runs each call's own kernels, writes ``compile_only.md`` and exits 1
 on any failure; ``--multiscale`` counts the distinct kernels over the COCO 1x batch sizes.
 """
 import argparse
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -24,7 +26,12 @@ from typing import List, Optional, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools'))  # benchmark_bra, triton_aot
-CUDA_TESTS = osp.join(ROOT, 'tests', 'test_bra_triton.py')
+# The test files with CUDA tests that need no mmdet/mmseg to import.
+CUDA_TESTS = [osp.join(ROOT, 'tests', name) for name in ('test_bra_triton.py',
+                                                         'test_compile.py')]
+BENCHMARK_ROWS = ['maskrcnn 2x3', 'backbone step']
+"""``benchmark_bra.py --only`` values: the rows the targets judge (the routed attention at
+each Mask R-CNN stage, the BiFormer-S and Swin-T backbone steps), which fit in minutes."""
 
 TARGETS = [  # (case, impl, baseline impl, >= speed-up, <= memory ratio): docs/benchmarks.md
     ('BRA stage 3, maskrcnn', 'triton', 'gather', 5.0, 0.2),
@@ -44,9 +51,10 @@ def run(cmd: List[str], timeout: float) -> subprocess.CompletedProcess:
 def cuda_tests(out_dir: str, timeout: float) -> Tuple[bool, List[str]]:
     """The CUDA tests: whether they passed, and their report lines."""
     junit = osp.join(out_dir, 'cuda_tests.xml')
-    # The CUDA tests live in one file, which needs no mmdet/mmseg to import.
-    cmd = [sys.executable, '-m', 'pytest', '-m', 'cuda', CUDA_TESTS, '-q', '-p',
+    cmd = [sys.executable, '-m', 'pytest', '-m', 'cuda', *CUDA_TESTS, '-q', '-p',
            'no:cacheprovider', f'--junitxml={junit}']
+    if importlib.util.find_spec('xdist'):  # Triton's compilations in parallel
+        cmd += ['-n', str(min(8, os.cpu_count() or 1))]
     proc = run(cmd, timeout)
     if not osp.isfile(junit):
         return False, [f'pytest exited {proc.returncode} without a report:', '```',
@@ -56,7 +64,8 @@ def cuda_tests(out_dir: str, timeout: float) -> Tuple[bool, List[str]]:
     count = {key: int(suite.get(key, 0)) for key in ('tests', 'failures', 'errors', 'skipped')}
     failed = [case.get('name') for case in suite.iter('testcase')
               if case.find('failure') is not None or case.find('error') is not None]
-    lines = [f"`pytest -m cuda tests/test_bra_triton.py`: {count['tests']} tests, "
+    lines = [f"`pytest -m cuda {' '.join(osp.relpath(t, ROOT) for t in CUDA_TESTS)}`: "
+             f"{count['tests']} tests, "
              f"{len(failed)} failed, {count['skipped']} skipped"]
     lines += [f'- failed: `{name}`' for name in failed]
     return proc.returncode == 0 and count['tests'] > count['skipped'], lines
@@ -89,6 +98,7 @@ def benchmark(out_dir: str, timeout: float) -> Tuple[bool, List[str]]:
     out = osp.join(out_dir, 'benchmark_bra_cuda.json')
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'benchmark_bra.py'), '--device', 'cuda',
            '--out', out, '--warmup', '3', '--repeats', '10', '--timeout', '120']
+    cmd += [arg for only in BENCHMARK_ROWS for arg in ('--only', only)]
     proc = run(cmd, timeout)
     if not osp.isfile(out):
         return False, [f'benchmark_bra.py exited {proc.returncode} without rows:', '```',
