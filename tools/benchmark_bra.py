@@ -551,8 +551,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                 gather_bytes(case) > args.max_gather_gb * 2**30:
             result = dict(error=f'skipped: the gather backward alone needs '
                                 f'{gather_bytes(case) / 2**30:.0f} GiB')
-        elif missing_library(case):
-            result = dict(error=f'skipped: needs {missing_library(case)}, not installed')
+        elif library := missing_library(case):
+            result = dict(error=f'skipped: needs {library}, not installed')
         else:
             result = run_case(case, impl, args)
         label = impl or (f"auto: {auto_algorithm(args.device, args.dtype)}"
