@@ -18,11 +18,12 @@ import pytest
 import torch
 from torch import Tensor
 
-from _export_cases import (EXPORT_SIZE, MIN_MARGIN, OTHER_SIZES, check_no_near_ties, image,
-                           max_errors, routing_margin, tiny_backbone)
+from _export_cases import (EXPORT_SIZE, MIN_MARGIN, OTHER_SIZES, SEED, check_no_near_ties,
+                           image, max_errors, routing_margin, tiny_backbone)
 from biformer_mm.analysis import build_tensor_mode
 from biformer_mm.engine import load_config
-from biformer_mm.ops import ATTN_IMPLS
+from biformer_mm.ops import ATTN_IMPLS, routed_attention, routed_attention_gather
+from biformer_mm.ops.export_path import EXPORT_SLICE_REGIONS
 from conftest import DET_TOY, REPO_ROOT, SEG_TOY, load_tool
 
 TOL = 1e-4
@@ -93,6 +94,49 @@ def test_dynamo_exporter_is_right_at_every_size(attn_impl, eager_outputs, tmp_pa
                       input_names=['image'], dynamic_shapes=({2: auto, 3: auto}, ))
     check_standard_ops(path)
     check_against_eager(path, eager_outputs)
+
+
+@pytest.mark.parametrize('exporter', [pytest.param('legacy', marks=pytest.mark.classic),
+                                      'dynamo'])
+def test_routed_attention_is_exported_in_slices_of_regions_right_at_every_size(
+        exporter, tmp_path):
+    # 40 query regions: slices of 16, 16 and 8, each one Softmax; the key/values of all
+    # 40 regions are routed to every slice. Tokens per region is dynamic.
+    n, heads, regions, topk, dim = 2, 2, 40, 4, 8
+    generator = torch.Generator().manual_seed(SEED)
+
+    def inputs(tokens: int) -> Tuple[Tensor, ...]:
+        q, k, v = (torch.randn(n, heads, regions, tokens, dim, generator=generator)
+                   for _ in range(3))
+        r_idx = torch.stack([
+            torch.randperm(regions, generator=generator)[:topk]
+            for _ in range(n * regions)
+        ]).view(n, regions, topk)
+        return q, k, v, r_idx
+
+    class Attention(torch.nn.Module):
+
+        def forward(self, q, k, v, r_idx):
+            return routed_attention(q, k, v, r_idx, dim**-0.5)
+
+    path = str(tmp_path / 'attention.onnx')
+    names = ['q', 'k', 'v', 'r_idx']
+    if exporter == 'legacy':
+        torch.onnx.export(Attention(), inputs(9), path, opset_version=17, input_names=names,
+                          dynamic_axes={name: {3: 'tokens'} for name in names[:3]}, **LEGACY)
+    else:
+        tokens = torch.export.Dim('tokens', min=2, max=64)
+        torch.onnx.export(Attention(), inputs(9), path, dynamo=True, input_names=names,
+                          dynamic_shapes=[{3: tokens}] * 3 + [None])
+    ops = Counter(node.op_type for node in onnx.load(path).graph.node)
+    assert ops['Softmax'] == -(-regions // EXPORT_SLICE_REGIONS) == 3, ops
+    assert 'Expand' not in ops, ops
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    for tokens in (9, 16, 25):
+        case = inputs(tokens)
+        actual, = session.run(None, dict(zip(names, (t.numpy() for t in case))))
+        expected = routed_attention_gather(*case, dim**-0.5)
+        assert np.abs(actual - expected.numpy()).max() <= TOL, tokens
 
 
 export_onnx = load_tool('deploy/export_onnx.py')

@@ -49,20 +49,24 @@ def check_inputs(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> None:
                          f'got {tuple(r_idx.shape)} {r_idx.dtype}')
 
 
-def routed_rows(r_idx: Tensor, num_heads: int) -> Tensor:
+def routed_rows(r_idx: Tensor, num_heads: int, num_regions: Optional[int] = None) -> Tensor:
     """Rows of a ``(N * M * P, ...)`` heads-first map that each query row reads.
 
     Row ``(n * M + h) * P + p`` holds region ``p`` of head ``h`` of image ``n``. The
     result lists, for every query row in that order, the ``K`` rows routed to it:
-    ``(N * M * P * K,)``. Every head routes alike.
+    ``(N * M * Q * K,)`` for the ``Q`` query regions of ``r_idx``. Every head routes
+    alike.
 
     Args:
-        r_idx (Tensor): Routed key regions ``(N, P, K)``.
+        r_idx (Tensor): Routed key regions ``(N, Q, K)`` of ``Q`` query regions: all
+            ``P`` of them, or a slice.
         num_heads (int): Heads ``M``.
+        num_regions (int, optional): Regions ``P`` of the map. Defaults to ``Q``.
     """
-    n, p, topk = r_idx.shape
+    n, q, topk = r_idx.shape
+    p = q if num_regions is None else num_regions
     blocks = torch.arange(n * num_heads, device=r_idx.device).view(n, num_heads, 1)
-    return (blocks * p + r_idx.reshape(n, 1, p * topk)).reshape(-1)
+    return (blocks * p + r_idx.reshape(n, 1, q * topk)).reshape(-1)
 
 
 def _accumulator(q: Tensor) -> torch.dtype:
