@@ -14,7 +14,13 @@ A plain ``torch.jit.trace`` is not exporting: FLOP counters (mmengine's
 ``FlopAnalyzer``, fvcore) trace with it and count the routed attention by its own
 operator, which a TorchScript trace records and runs as it is.
 """
+import logging
+import operator
+from typing import Set
+
 import torch
+from mmengine.logging import print_log
+from mmengine.utils import digit_version
 from torch import Tensor
 
 from .chunked_routed_attention import routed_rows, select_routed
@@ -63,6 +69,30 @@ def is_tracing_for_onnx() -> bool:
 EXPORT_SLICE_REGIONS = 16
 """Query regions per slice of the exported routed attention."""
 
+SLICES_NEED_TORCH = '2.4.0'
+"""Before it, the legacy ONNX exporter takes time quadratic in the graph's nodes
+(pytorch#121422); the routed attention is then exported in one slice."""
+
+_logged_one_slice: Set[int] = set()
+
+
+def slice_regions(num_regions: int) -> int:
+    """Query regions per slice of the exported routed attention of ``num_regions``:
+    :data:`EXPORT_SLICE_REGIONS`, or all of them (one slice, logged once per count) on
+    torch older than :data:`SLICES_NEED_TORCH`, whose legacy exporter took over 15 min
+    for mmdeploy's BiFormer-S Mask R-CNN in slices (``docs/deploy.md``)."""
+    if digit_version(torch.__version__) >= digit_version(SLICES_NEED_TORCH):
+        return EXPORT_SLICE_REGIONS
+    if num_regions > EXPORT_SLICE_REGIONS and num_regions not in _logged_one_slice:
+        _logged_one_slice.add(num_regions)
+        print_log(f'routed attention export: torch {torch.__version__}\'s ONNX exporter '
+                  f"takes time quadratic in the graph's nodes (pytorch#121422, fixed in "
+                  f'torch {SLICES_NEED_TORCH}), so the {num_regions} query regions are '
+                  f'exported in one slice, not in slices of {EXPORT_SLICE_REGIONS}: the '
+                  f'graph is the same function, about 1.1x slower in onnxruntime '
+                  f'(docs/deploy.md).', logger='current', level=logging.INFO)
+    return num_regions
+
 
 def routed_attention_export(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
                             scale: float) -> Tensor:
@@ -72,18 +102,19 @@ def routed_attention_export(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     used as a Python int but the number of regions, which ``n_win`` fixes; so the
     recorded graph is right at every input size.
 
-    The query regions go in static slices of :data:`EXPORT_SLICE_REGIONS`, concatenated:
-    a slice's routed key/values stay small enough for the cache, which made onnxruntime
+    The query regions go in static slices (:func:`slice_regions`), concatenated: a
+    slice's routed key/values stay small enough for the cache, which made onnxruntime
     about 1.1x faster on BiFormer-S with the detection configs' 16x16 regions than one
     gather for all of them (``docs/benchmarks.md``).
 
     Args and result as :func:`~.routed_attention.routed_attention_gather`.
     """
-    num_regions = q.shape[2]
+    # A Python int also where legacy tracing gives sizes as tensors: n_win fixes it.
+    num_regions = operator.index(q.shape[2])
+    size = slice_regions(num_regions)
     slices = [
-        _routed_slice(q[:, :, start:start + EXPORT_SLICE_REGIONS], k, v,
-                      r_idx[:, start:start + EXPORT_SLICE_REGIONS], scale)
-        for start in range(0, num_regions, EXPORT_SLICE_REGIONS)
+        _routed_slice(q[:, :, start:start + size], k, v, r_idx[:, start:start + size], scale)
+        for start in range(0, num_regions, size)
     ]
     return slices[0] if len(slices) == 1 else torch.cat(slices, dim=2)
 
