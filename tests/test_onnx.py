@@ -17,7 +17,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from mmengine.utils import digit_version
 from torch import Tensor
 
 from _export_cases import (EXPORT_SIZE, MIN_MARGIN, OTHER_SIZES, SEED, check_no_near_ties,
@@ -26,7 +25,7 @@ from biformer_mm.analysis import build_tensor_mode
 from biformer_mm.engine import load_config
 from biformer_mm.ops import ATTN_IMPLS, routed_attention, routed_attention_gather
 from biformer_mm.ops import export_path
-from biformer_mm.ops.export_path import EXPORT_SLICE_REGIONS, SLICES_NEED_TORCH
+from biformer_mm.ops.export_path import EXPORT_SLICE_REGIONS, SLICED_EXPORT
 from conftest import DET_TOY, REPO_ROOT, SEG_TOY, load_tool
 
 TOL = 1e-4
@@ -107,7 +106,7 @@ def test_routed_attention_is_exported_in_slices_of_regions_from_torch_2_4_right_
     # 40 regions are routed to every slice. Tokens per region is dynamic. Before torch
     # 2.4 (whose legacy exporter is quadratic in the nodes) one slice, and a log says so.
     n, heads, regions, topk, dim = 2, 2, 40, 4, 8
-    sliced = digit_version(torch.__version__) >= digit_version(SLICES_NEED_TORCH)
+    assert SLICED_EXPORT == (tuple(map(int, torch.__version__.split('.')[:2])) >= (2, 4))
     generator = torch.Generator().manual_seed(SEED)
 
     def inputs(tokens: int) -> Tuple[Tensor, ...]:
@@ -137,7 +136,7 @@ def test_routed_attention_is_exported_in_slices_of_regions_from_torch_2_4_right_
             torch.onnx.export(Attention(), inputs(9), path, dynamo=True, input_names=names,
                               dynamic_shapes=[{3: tokens}] * 3 + [None])
     ops = Counter(node.op_type for node in onnx.load(path).graph.node)
-    if sliced:
+    if SLICED_EXPORT:
         assert ops['Softmax'] == -(-regions // EXPORT_SLICE_REGIONS) == 3, ops
         log.assert_not_called()
     else:

@@ -69,25 +69,26 @@ def is_tracing_for_onnx() -> bool:
 EXPORT_SLICE_REGIONS = 16
 """Query regions per slice of the exported routed attention."""
 
-SLICES_NEED_TORCH = '2.4.0'
-"""Before it, the legacy ONNX exporter takes time quadratic in the graph's nodes
-(pytorch#121422); the routed attention is then exported in one slice."""
+SLICED_EXPORT = digit_version(torch.__version__) >= digit_version('2.4.0')
+"""Whether the routed attention is exported in slices: torch's legacy ONNX exporter takes
+time quadratic in the graph's nodes before 2.4 (pytorch#121422), which then gets one
+slice."""
 
 _logged_one_slice: Set[int] = set()
 
 
 def slice_regions(num_regions: int) -> int:
     """Query regions per slice of the exported routed attention of ``num_regions``:
-    :data:`EXPORT_SLICE_REGIONS`, or all of them (one slice, logged once per count) on
-    torch older than :data:`SLICES_NEED_TORCH`, whose legacy exporter took over 15 min
-    for mmdeploy's BiFormer-S Mask R-CNN in slices (``docs/deploy.md``)."""
-    if digit_version(torch.__version__) >= digit_version(SLICES_NEED_TORCH):
+    :data:`EXPORT_SLICE_REGIONS`, or all of them (one slice, logged once per count) where
+    not :data:`SLICED_EXPORT`: torch 2.1's legacy exporter took over 15 min for
+    mmdeploy's BiFormer-S Mask R-CNN in slices (``docs/deploy.md``)."""
+    if SLICED_EXPORT:
         return EXPORT_SLICE_REGIONS
     if num_regions > EXPORT_SLICE_REGIONS and num_regions not in _logged_one_slice:
         _logged_one_slice.add(num_regions)
         print_log(f'routed attention export: torch {torch.__version__}\'s ONNX exporter '
                   f"takes time quadratic in the graph's nodes (pytorch#121422, fixed in "
-                  f'torch {SLICES_NEED_TORCH}), so the {num_regions} query regions are '
+                  f'torch 2.4), so the {num_regions} query regions are '
                   f'exported in one slice, not in slices of {EXPORT_SLICE_REGIONS}: the '
                   f'graph is the same function, about 1.1x slower in onnxruntime '
                   f'(docs/deploy.md).', logger='current', level=logging.INFO)
