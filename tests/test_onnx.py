@@ -45,15 +45,27 @@ def eager_outputs() -> Dict[Tuple[int, int], Tuple[Tensor, ...]]:
         return {size: model(image(size)) for size in SIZES}
 
 
+def moves_one_axis(perm: List[int]) -> bool:
+    """Whether a permutation moves a single axis, the others keeping their order."""
+    return any(perm[:i] + perm[i + 1:] == sorted(perm[:i] + perm[i + 1:])
+               for i in range(len(perm)))
+
+
 def check_standard_ops(path: str) -> None:
     """The graph is default-domain ONNX; each of the four attention blocks is one
-    ``Softmax`` between ``MatMul``s; routed rows are ``Gather``ed, never ``Expand``ed."""
+    ``Softmax`` between ``MatMul``s; routed rows are ``Gather``ed, never ``Expand``ed;
+    every ``Transpose`` moves one axis, which onnxruntime runs as a strided copy (any
+    other permutation one block at a time on one thread: the region layout's was 4x
+    slower)."""
     nodes = onnx.load(path).graph.node
     ops = Counter(node.op_type for node in nodes)
     assert {node.domain for node in nodes} <= {'', 'ai.onnx'}, ops
     assert 'Expand' not in ops, ops
     assert {'TopK', 'Gather', 'MatMul'} <= set(ops), ops
     assert ops['Softmax'] == 4, ops
+    perms = [list(onnx.helper.get_attribute_value(a)) for node in nodes
+             if node.op_type == 'Transpose' for a in node.attribute if a.name == 'perm']
+    assert perms and all(map(moves_one_axis, perms)), perms
 
 
 def onnxruntime_outputs(path: str, size: Tuple[int, int]) -> List[np.ndarray]:

@@ -16,14 +16,13 @@ operator, which a TorchScript trace records and runs as it is.
 """
 import logging
 import operator
-from typing import Set
+from typing import Set, Tuple
 
 import torch
 from mmengine.logging import print_log
 from mmengine.utils import digit_version
 from torch import Tensor
 
-from .chunked_routed_attention import routed_rows, select_routed
 
 
 def is_torch_exporting() -> bool:
@@ -106,25 +105,84 @@ def routed_attention_export(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     The query regions go in static slices (:func:`slice_regions`), concatenated: a
     slice's routed key/values stay small enough for the cache, which made onnxruntime
     about 1.1x faster on BiFormer-S with the detection configs' 16x16 regions than one
-    gather for all of them (``docs/benchmarks.md``).
+    gather for all of them (``docs/benchmarks.md``). The BRA module records
+    :func:`routed_attention_export_map`, which computes the same from its qkv map.
 
     Args and result as :func:`~.routed_attention.routed_attention_gather`.
     """
-    # A Python int also where legacy tracing gives sizes as tensors: n_win fixes it.
-    num_regions = operator.index(q.shape[2])
+    # The rows of routed_attention_export_map's tables: (head, image, region).
+    n, m = q.shape[:2]
+    num_regions = operator.index(q.shape[2])  # an int also where tracing gives tensors
+    table = torch.stack([q, k]).transpose(1, 2).flatten(0, 3)
+    v_table = v.transpose(0, 1).flatten(0, 2)
+    out = _routed_slices(table, v_table, m * n * num_regions, 0, r_idx, m, num_regions, scale)
+    return out.transpose(0, 1)
+
+
+def routed_attention_export_map(qkv: Tensor, r_idx: Tensor, n_win: int, num_heads: int,
+                                qk_dims: int, scale: float, size: Tuple[int, int]) -> Tensor:
+    """:func:`routed_attention_export` of the BRA module's padded qkv map ``(N, H, W,
+    2 * qk_dims + Cv)`` of ``size`` ``(H, W)``, multiples of ``n_win``: ``(N, H, W, Cv)``.
+
+    Laid out for onnxruntime, which copies every tensor an operator produces and runs a
+    ``Transpose`` that moves one axis as a strided copy, any other one element block at a
+    time on one thread: the map goes to its regions and back in two one-axis transposes
+    each, and queries, keys and values stay one tensor whose rows each slice of query
+    regions gathers instead of being split (``docs/benchmarks.md``).
+    """
+    group = num_heads * qkv.shape[0] * n_win**2  # rows per group of the tables
+    if qkv.shape[-1] == 3 * qk_dims:
+        table = v_table = _to_regions(qkv, n_win, 3 * num_heads)
+        v_offset = 2 * group
+    else:
+        table = _to_regions(qkv[..., :2 * qk_dims], n_win, 2 * num_heads)
+        v_table = _to_regions(qkv[..., 2 * qk_dims:], n_win, num_heads)
+        v_offset = 0
+    out = _routed_slices(table, v_table, group, v_offset, r_idx, num_heads, n_win**2, scale)
+    return _from_regions(out, n_win, *size)
+
+
+def _to_regions(x: Tensor, n_win: int, heads: int) -> Tensor:
+    """``(N, H, W, heads * D)`` to rows ``(heads * N * n_win ** 2, H * W / n_win ** 2, D)``
+    in the order (head, image, region), in two transposes that each move one axis."""
+    n, h, w, c = x.shape
+    s, d = n_win, c // heads
+    x = x.reshape(n * h * w, heads, d).transpose(0, 1)  # (heads, N * H * W, D)
+    x = x.reshape(heads * n * s, h // s, s, (w // s) * d).transpose(1, 2)
+    return x.reshape(heads * n * s * s, (h // s) * (w // s), d)
+
+
+def _from_regions(x: Tensor, n_win: int, h: int, w: int) -> Tensor:
+    """``(M, N, n_win ** 2, H * W / n_win ** 2, D)`` to ``(N, H, W, M * D)``, in two
+    transposes that each move one axis."""
+    m, n = x.shape[:2]
+    s, d = n_win, x.shape[-1]
+    x = x.reshape(m * n * s, s, h // s, (w // s) * d).transpose(1, 2)  # (M, N, H, W, D)
+    return x.reshape(m, n * h * w, d).transpose(0, 1).reshape(n, h, w, m * d)
+
+
+def _routed_slices(table: Tensor, v_table: Tensor, k_offset, v_offset, r_idx: Tensor,
+                   num_heads: int, num_regions: int, scale: float) -> Tensor:
+    """The routed attention of ``num_heads`` heads ``M`` over ``num_regions`` regions
+    ``P`` whose queries are the first ``M * N * P`` rows of ``table`` ``(rows, W, D)``,
+    in the order (head, image, region), and whose key and value regions are the rows
+    ``k_offset`` and ``v_offset`` on of ``table`` and ``v_table``, laid out alike:
+    ``(M, N, P, W, Dv)``, computed in slices of query regions (:func:`slice_regions`)."""
+    n = r_idx.shape[0]
     size = slice_regions(num_regions)
-    slices = [
-        _routed_slice(q[:, :, start:start + size], k, v, r_idx[:, start:start + size], scale)
-        for start in range(0, num_regions, size)
-    ]
-    return slices[0] if len(slices) == 1 else torch.cat(slices, dim=2)
-
-
-def _routed_slice(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float) -> Tensor:
-    """The routed attention of the query regions of ``q`` and ``r_idx``, a slice of the
-    regions of ``k`` and ``v``."""
-    rows = routed_rows(r_idx, q.shape[1], k.shape[2])
-    q2 = q.flatten(0, 2)
-    k_sel, v_sel = (select_routed(t, rows, q2.shape[0]) for t in (k, v))
-    attn = torch.matmul(q2 * scale, k_sel.transpose(1, 2)).softmax(dim=-1)
-    return torch.matmul(attn, v_sel).reshape(q.shape[:-1] + (v.shape[-1], ))
+    heads_images = torch.arange(num_heads * n, device=r_idx.device).view(
+        num_heads, n, 1) * num_regions
+    outs = []
+    for start in range(0, num_regions, size):
+        stop = min(start + size, num_regions)
+        # Row (head * N + image) * P + region of each group, for every routed region.
+        rows = (heads_images + r_idx[:, start:stop].reshape(1, n, -1)).flatten()
+        q_rows = (heads_images + torch.arange(start, stop, device=r_idx.device)).flatten()
+        q = table.index_select(0, q_rows)  # (M * N * S, W, D)
+        k_sel = table.index_select(0, rows + k_offset).reshape(q.shape[0], -1, q.shape[2])
+        v_sel = v_table.index_select(0, rows + v_offset)
+        v_sel = v_sel.reshape(q.shape[0], -1, v_table.shape[2])
+        attn = torch.matmul(q * scale, k_sel.transpose(1, 2)).softmax(dim=-1)
+        outs.append(torch.matmul(attn, v_sel).reshape(num_heads, n, stop - start, q.shape[1],
+                                                      v_table.shape[2]))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)

@@ -7,7 +7,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from ...ops.export_path import (is_compiling, is_exporting, is_torch_exporting,
-                                is_tracing_for_onnx)
+                                is_tracing_for_onnx, routed_attention_export_map)
 from ...ops.routed_attention import (check_attn_impl, routed_attention, routed_attention_map,
                                      runs_map_kernel)
 
@@ -126,10 +126,14 @@ class BiLevelRoutingAttention(BaseModule):
         the map as it is."""
         n, h, w, _ = qkv.shape
         s, c_qk = self.n_win, self.qk_dims
-        qk = qkv.detach()[..., :2 * c_qk].reshape(n, s, h // s, s, w // s, 2 * c_qk)
+        # Exported, the means of all channels, the values' too: onnxruntime would copy
+        # the query/key channels out of the map first. Eager reads them as a view.
+        qk = qkv.detach() if is_exporting() else qkv.detach()[..., :2 * c_qk]
+        c = qk.shape[-1]
+        qk = qk.reshape(n, s, h // s, s, w // s, c)
         # Accumulated in float32 or wider, so low precision rounds each region mean once.
         means = qk.mean(4, dtype=torch.promote_types(qk.dtype, torch.float32)).mean(2)
-        q_win, k_win = means.reshape(n, s * s, 2 * c_qk).split(c_qk, dim=-1)
+        q_win, k_win = means.reshape(n, s * s, c)[..., :2 * c_qk].split(c_qk, dim=-1)
         logits = (q_win * self.scale) @ k_win.transpose(-2, -1)
         return logits.topk(self.topk, dim=-1).indices
 
@@ -167,15 +171,25 @@ class BiLevelRoutingAttention(BaseModule):
             # the h x w tokens kept.
             out = routed_attention_map(qkv, r_idx, s, self.num_heads, c_qk, self.scale, (h, w))
             return self.proj(out if lepe is None else out + _crop(lepe, h, w))
+        if exporting:
+            out = routed_attention_export_map(qkv, r_idx, s, self.num_heads, c_qk, self.scale,
+                                              (hp, wp))
+        else:
+            out = self._routed_attention(qkv, r_idx, hp, wp)
+        if lepe is not None:
+            out = out + lepe
+        if padded:
+            out = _crop(out, h, w)
+        return self.proj(out)
+
+    def _routed_attention(self, qkv: Tensor, r_idx: Tensor, h: int, w: int) -> Tensor:
+        """The routed attention of the padded ``h x w`` qkv map in the heads-first layout
+        of ``attn_impl``'s kernels, laid out back as the map."""
+        c_qk = self.qk_dims
         if c_qk == self.embed_dims:
             q, k, v = self.to_heads_and_regions(qkv, groups=3).unbind(0)
         else:
             q, k = self.to_heads_and_regions(qkv[..., :2 * c_qk], groups=2).unbind(0)
             v = self.to_heads_and_regions(qkv[..., 2 * c_qk:])[0]
         out = routed_attention(q, k, v, r_idx, self.scale, self.attn_impl)
-        out = self.from_heads_and_regions(out, hp, wp)
-        if lepe is not None:
-            out = out + lepe
-        if padded:
-            out = _crop(out, h, w)
-        return self.proj(out)
+        return self.from_heads_and_regions(out, h, w)

@@ -44,8 +44,9 @@ class GlobalAttentionLePE(BaseModule):
         """Channels-last map ``(N, H, W, C)`` to ``(N, H, W, C)``."""
         n, h, w, c = x.shape
         m = self.num_heads
-        qkv = self.qkv(x).view(n, h * w, 3, m, c // m).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        # (N, 3 * M, H * W, D) by moving one axis: onnxruntime's fast Transpose.
+        qkv = self.qkv(x).view(n, h * w, 3 * m, c // m).transpose(1, 2)
+        q, k, v = qkv.chunk(3, dim=1)
         if is_exporting():
             # Written out: SDPA has no ONNX form before opset 14, and mmdeploy 1.3.1's
             # rewrite of it divides by an explicit scale.
