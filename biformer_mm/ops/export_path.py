@@ -6,9 +6,10 @@ forward runs. The CPU kernel of ``attn_impl='torch'`` writes into preallocated b
 disconnected from its inputs); the Triton kernels and a registered custom operator mean
 nothing to onnxruntime; and the original expand-and-gather becomes a real ``P``-fold copy
 in ONNX. While :func:`is_exporting`, every ``attn_impl`` therefore records
-:func:`routed_attention_export`: the same function as plain ``index_select`` (ONNX
-``Gather`` of the routed key/value rows), ``matmul`` and ``softmax``, which onnxruntime,
-TensorRT and ``torch.export``'s consumers run without this package.
+:func:`routed_attention_export` (the BRA module :func:`routed_attention_export_map`, from
+its qkv map): the same function as plain ``index_select`` (ONNX ``Gather`` of the routed
+key/value rows), ``matmul`` and ``softmax``, which onnxruntime, TensorRT and
+``torch.export``'s consumers run without this package.
 
 A plain ``torch.jit.trace`` is not exporting: FLOP counters (mmengine's
 ``FlopAnalyzer``, fvcore) trace with it and count the routed attention by its own
@@ -131,7 +132,7 @@ def routed_attention_export_map(qkv: Tensor, r_idx: Tensor, n_win: int, num_head
     regions gathers instead of being split (``docs/benchmarks.md``).
     """
     group = num_heads * qkv.shape[0] * n_win**2  # rows per group of the tables
-    if qkv.shape[-1] == 3 * qk_dims:
+    if operator.index(qkv.shape[-1]) == 3 * qk_dims:  # an int where tracing gives tensors
         table = v_table = _to_regions(qkv, n_win, 3 * num_heads)
         v_offset = 2 * group
     else:
