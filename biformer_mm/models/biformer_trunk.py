@@ -1,4 +1,5 @@
 """The part of BiFormer that its dense backbone and its ImageNet classifier share."""
+import operator
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -18,7 +19,8 @@ def check_input(x: Tensor, in_channels: int) -> None:
     if x.dim() != 4:
         raise ValueError(f'BiFormer expects a 4-D (N, C, H, W) tensor, got shape '
                          f'{tuple(x.shape)}; batch single images with x[None].')
-    if x.shape[1] != in_channels:
+    # An int also where legacy ONNX tracing gives sizes as tensors (no TracerWarning).
+    if operator.index(x.shape[1]) != in_channels:
         raise ValueError(f'BiFormer expects {in_channels} input channels, got '
                          f'{x.shape[1]} (shape {tuple(x.shape)}); set in_channels (in_chans '
                          f'in timm) or convert the input.')
