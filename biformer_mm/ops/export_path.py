@@ -25,7 +25,6 @@ from mmengine.utils import digit_version
 from torch import Tensor
 
 
-
 def is_torch_exporting() -> bool:
     """Whether ``torch.export`` (the dynamo ONNX exporter's too) is recording the
     forward; torch < 2.5 cannot say, and is taken as not.

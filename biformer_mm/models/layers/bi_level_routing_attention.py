@@ -121,18 +121,15 @@ class BiLevelRoutingAttention(BaseModule):
 
     def route(self, qkv: Tensor) -> Tensor:
         """Indices ``(N, P, topk)`` of the key regions routed to each query region
-        (regions row-major), from the padded qkv map ``(N, H, W, C)``: the scores of the
-        detached region means of the queries and keys over all heads, which are read from
-        the map as it is."""
-        n, h, w, _ = qkv.shape
+        (regions row-major), from the padded map ``(N, H, W, C)`` whose first ``2 *
+        qk_dims`` channels are the queries and keys (the qkv map, or a view of those
+        channels): the scores of the detached region means of the queries and keys over
+        all heads, which are read from the map as it is."""
+        n, h, w, c = qkv.shape
         s, c_qk = self.n_win, self.qk_dims
-        # Exported, the means of all channels, the values' too: onnxruntime would copy
-        # the query/key channels out of the map first. Eager reads them as a view.
-        qk = qkv.detach() if is_exporting() else qkv.detach()[..., :2 * c_qk]
-        c = qk.shape[-1]
-        qk = qk.reshape(n, s, h // s, s, w // s, c)
+        regions = qkv.detach().reshape(n, s, h // s, s, w // s, c)
         # Accumulated in float32 or wider, so low precision rounds each region mean once.
-        means = qk.mean(4, dtype=torch.promote_types(qk.dtype, torch.float32)).mean(2)
+        means = regions.mean(4, dtype=torch.promote_types(qkv.dtype, torch.float32)).mean(2)
         q_win, k_win = means.reshape(n, s * s, c)[..., :2 * c_qk].split(c_qk, dim=-1)
         logits = (q_win * self.scale) @ k_win.transpose(-2, -1)
         return logits.topk(self.topk, dim=-1).indices
@@ -160,7 +157,9 @@ class BiLevelRoutingAttention(BaseModule):
 
         qkv = self.qkv(x)
         c_qk = self.qk_dims
-        r_idx = self.route(qkv)
+        # Exported, the routing reads the whole map, as onnxruntime would copy the
+        # query/key channels out of it first; eager reads them as a view.
+        r_idx = self.route(qkv if exporting else qkv[..., :2 * c_qk])
         lepe = None
         if self.lepe is not None:
             v_map = qkv[..., 2 * c_qk:].permute(0, 3, 1, 2)
