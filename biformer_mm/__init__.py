@@ -21,8 +21,9 @@ __version__ = '0.1.0'
 for _registry in ('mmdet.registry', 'mmseg.registry'):
     try:
         importlib.import_module(_registry).MODELS.register_module(module=BiFormer, force=True)
-    except ImportError:
-        pass
+    except ModuleNotFoundError as _error:  # mmdet or mmseg not installed; not a broken one
+        if _error.name not in (_registry, _registry.split('.')[0]):
+            raise
 register_flop_handles()
 
 __all__ = ['BiFormer', 'BiFormerBlock', 'BiFormerClassifier', 'BiLevelRoutingAttention',

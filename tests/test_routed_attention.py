@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from biformer_mm.models.layers import BiLevelRoutingAttention
-from biformer_mm.ops import (OPERATOR, ChunkedRoutedAttention, resolve_algorithm,
-                             resolve_attn_impl, routed_attention, routed_attention_cpp,
-                             routed_attention_gather, routed_attention_sdpa,
-                             routed_attention_torch)
+from biformer_mm.ops import (OPERATOR, ChunkedRoutedAttention, chunked_routed_attention,
+                             resolve_algorithm, resolve_attn_impl, routed_attention,
+                             routed_attention_chunked, routed_attention_cpp,
+                             routed_attention_gather, routed_attention_sdpa)
 
 pytestmark = pytest.mark.classic
 
@@ -31,7 +31,7 @@ def chunked_operator(q, k, v, r_idx, scale):
     return torch.ops.biformer_mm.routed_attention(q, k, v, r_idx, scale, 'chunked')
 
 
-PURE_TORCH = [routed_attention_torch, routed_attention_sdpa]
+PURE_TORCH = [routed_attention_chunked, routed_attention_sdpa]
 # The operator where this torch has it: 'auto' (the fused C++ kernel in float32, built on
 # first use), its chunked kernel, and attn_impl='cpp'.
 OPERATOR_CALLS = [pytest.param(fn, marks=needs_operator, id=fn.__name__)
@@ -97,10 +97,34 @@ def test_torch_matches_original_gather_in_outputs_and_gradients(ours, m, p, w, t
     assert_matches_original(ours, random_problem(m=m, p=p, w=w, topk=topk))
 
 
-@pytest.mark.parametrize('fn', [routed_attention_torch] + OPERATOR_CALLS)
-def test_cpu_kernels_take_an_empty_batch(fn):
+@pytest.mark.parametrize('fn', PURE_TORCH + [routed_attention_gather] + OPERATOR_CALLS)
+def test_every_algorithm_takes_an_empty_batch(fn):
     q, k, v, r_idx = (t[:0] for t in random_problem())
     assert fn(q, k, v, r_idx, 0.1).shape == (0, ) + q.shape[1:-1] + v.shape[-1:]
+
+
+@pytest.mark.parametrize('fn', [operator, routed_attention_chunked, routed_attention_sdpa,
+                                routed_attention_gather])
+def test_an_index_that_is_no_region_is_refused(fn):
+    """An index >= P would read a region of another head or image: every CPU algorithm
+    refuses it, as does one below 0."""
+    if fn is operator and not OPERATOR:
+        pytest.skip('torch.library.custom_op needs torch >= 2.4')
+    q, k, v, r_idx = random_problem()
+    for bad in (r_idx.shape[1], -1):
+        wrong = r_idx.clone()
+        wrong[0, 0, 0] = bad
+        with pytest.raises((ValueError, RuntimeError, IndexError)):
+            fn(q, k, v, wrong, 0.1)
+
+
+@pytest.mark.parametrize('r_idx', [torch.zeros(2, 16, 0, dtype=torch.long),
+                                   torch.zeros(2, 16, 4, dtype=torch.bool)],
+                         ids=['no-routed-region', 'bool'])
+def test_the_operator_refuses_routing_that_is_no_region_index_naming_it(r_idx):
+    q, k, v, _ = random_problem(p=16)
+    with pytest.raises(ValueError, match='int32 or int64 r_idx of shape'):
+        routed_attention(q, k, v, r_idx, 0.1, 'chunked')
 
 
 @pytest.mark.parametrize('ours', FAST)
@@ -119,23 +143,25 @@ def gathered_bytes(q, v, r_idx):
 
 
 @pytest.mark.parametrize('rows_per_chunk', [1, 3, 7])
-def test_chunk_boundaries_do_not_change_outputs_or_gradients(rows_per_chunk):
+def test_chunk_boundaries_do_not_change_outputs_or_gradients(rows_per_chunk, monkeypatch):
     """2 images x 2 heads x 9 regions = 36 query rows: chunks of 1, 3 (even) and 7 rows
     (a ragged last chunk) agree with the original algorithm."""
     inputs = random_problem(p=9, w=7, topk=4)
-    chunk_bytes = rows_per_chunk * gathered_bytes(inputs[0], inputs[2], inputs[3])
-    assert_matches_original(lambda *args: ChunkedRoutedAttention.apply(*args, chunk_bytes),
-                            inputs)
+    monkeypatch.setattr(chunked_routed_attention, 'CHUNK_BYTES',
+                        rows_per_chunk * gathered_bytes(inputs[0], inputs[2], inputs[3]))
+    assert_matches_original(ChunkedRoutedAttention.apply, inputs)
 
 
-def test_chunked_gradients_pass_gradcheck_in_float64():
+def test_chunked_gradients_pass_gradcheck_in_float64(monkeypatch):
     q, k, v, r_idx = (t.double() if t.is_floating_point() else t
                       for t in random_problem(n=1, m=2, p=4, w=3, d_qk=4, d_v=5, topk=2))
     inputs = tuple(t.requires_grad_() for t in (q, k, v))
-    chunk_bytes = 3 * gathered_bytes(q, v, r_idx)  # 8 query rows: chunks of 3, 3 and 2
+    # 8 query rows: chunks of 3, 3 and 2
+    monkeypatch.setattr(chunked_routed_attention, 'CHUNK_BYTES',
+                        3 * gathered_bytes(q, v, r_idx))
 
     def fn(q, k, v):
-        return ChunkedRoutedAttention.apply(q, k, v, r_idx, 0.3, chunk_bytes)
+        return ChunkedRoutedAttention.apply(q, k, v, r_idx, 0.3)
 
     assert torch.autograd.gradcheck(fn, inputs)
 
@@ -147,16 +173,16 @@ def test_chunked_attention_saves_no_topk_fold_tensor_for_backward():
     q, k, v = (t.requires_grad_() for t in (q, k, v))
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        out = routed_attention_torch(q, k, v, r_idx, 0.1)
+        out = routed_attention_chunked(q, k, v, r_idx, 0.1)
     assert saved and max(t.numel() for t in saved) <= max(k.numel(), v.numel())
     out.sum().backward()
     assert k.grad.shape == k.shape
 
 
-def test_torch_in_bfloat16_stays_close_to_float32():
+def test_chunked_in_bfloat16_stays_close_to_float32():
     q, k, v, r_idx = random_problem()
     ref = routed_attention_gather(q, k, v, r_idx, 0.1)
-    out = routed_attention_torch(q.bfloat16(), k.bfloat16(), v.bfloat16(), r_idx, 0.1)
+    out = routed_attention_chunked(q.bfloat16(), k.bfloat16(), v.bfloat16(), r_idx, 0.1)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref, atol=5e-2, rtol=5e-2)
 
@@ -182,12 +208,18 @@ def test_bra_module_is_identical_across_implementations(size):
 
 
 @pytest.mark.parametrize('impl', ['torch', 'gather'])
-def test_bra_module_trains_under_cpu_bfloat16_autocast(impl):
+def test_bra_module_trains_under_cpu_bfloat16_autocast(impl, monkeypatch):
     """Under ``torch.autocast('cpu', dtype=torch.bfloat16)`` the module gives the float32
-    result within bfloat16 error, in the output and the input gradient."""
+    result within bfloat16 error, in the output and the input gradient. Both passes route
+    alike (the float32 pass's routing, reused): bfloat16 region means may break a near
+    tie the other way."""
     torch.manual_seed(0)
     module = BiLevelRoutingAttention(64, num_heads=2, n_win=4, topk=4, attn_impl=impl)
     x = torch.randn(2, 13, 11, 64)
+    routes = []
+    route = module.route
+    monkeypatch.setattr(module, 'route', lambda qkv: routes[0] if routes else
+                        routes.append(route(qkv)) or routes[0])
     results = []
     for enabled in (False, True):
         x_ = x.clone().requires_grad_()
@@ -195,8 +227,10 @@ def test_bra_module_trains_under_cpu_bfloat16_autocast(impl):
             out = module(x_)
         out.float().square().sum().backward()
         results.append((out.float(), x_.grad))
+    # bfloat16 keeps 8 significant bits (4e-3 relative); outputs and gradients here are
+    # at most about 0.9, and differed by at most 4.8e-3.
     for mixed, full in zip(results[1], results[0]):
-        torch.testing.assert_close(mixed, full, atol=0.1, rtol=0.05)
+        torch.testing.assert_close(mixed, full, atol=2e-2, rtol=2e-2)
 
 
 def test_auto_uses_the_fused_cpu_kernel_in_float32_and_torch_otherwise_on_cpu():

@@ -23,20 +23,25 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .export_path import is_compiling
+
 CHUNK_BYTES = 4 * 2**20
 """Bytes of gathered keys and values per chunk."""
 
 DOUBLE_BACKWARD_ERROR = (
-    'the chunked and Triton routed attentions are differentiable once, so they cannot '
-    'differentiate twice (their backward writes into preallocated buffers); for '
-    "higher-order gradients use attn_impl='gather', the plain-PyTorch algorithm.")
+    "the routed attention operator and kernels ('auto', 'torch', 'chunked', 'cpp', "
+    "'triton') are differentiable once, so they cannot differentiate twice (their "
+    "backward writes into preallocated buffers); for higher-order gradients use "
+    "attn_impl='gather', the plain-PyTorch algorithm.")
 """The error of every attempt to differentiate the fast routed attentions twice."""
 
 
 def check_inputs(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> None:
     """Raise ``ValueError`` unless ``q``, ``k``, ``v`` are heads-first ``(N, heads, P, W,
-    D)`` tensors of one dtype (``v`` may differ in ``D``) and ``r_idx`` is an integer
-    ``(N, P, K)``: the contract of every kernel and of the operator's fake."""
+    D)`` tensors of one dtype (``v`` may differ in ``D``) and ``r_idx`` is an int32 or
+    int64 ``(N, P, K)`` with ``K >= 1``: the contract of every kernel and of the
+    operator's fake. The index values are checked where they are read
+    (:func:`routed_rows`)."""
     if not q.dtype == k.dtype == v.dtype:
         raise ValueError(f'q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
     if q.dim() != 5 or k.shape != q.shape or v.dim() != 5 or v.shape[:-1] != q.shape[:-1]:
@@ -44,39 +49,48 @@ def check_inputs(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> None:
                          f'the last dim), got {tuple(q.shape)}, {tuple(k.shape)}, '
                          f'{tuple(v.shape)}')
     n, p = q.shape[0], q.shape[2]
-    if r_idx.dim() != 3 or tuple(r_idx.shape[:2]) != (n, p) or r_idx.is_floating_point():
-        raise ValueError(f'expected an integer r_idx of shape (N, P, K) = ({n}, {p}, K), '
-                         f'got {tuple(r_idx.shape)} {r_idx.dtype}')
+    if (r_idx.dim() != 3 or tuple(r_idx.shape[:2]) != (n, p) or r_idx.shape[2] < 1
+            or r_idx.dtype not in (torch.int32, torch.int64)):
+        raise ValueError(f'expected an int32 or int64 r_idx of shape (N, P, K) = ({n}, {p}, '
+                         f'K >= 1), got {tuple(r_idx.shape)} {r_idx.dtype}')
 
 
-def routed_rows(r_idx: Tensor, num_heads: int, num_regions: Optional[int] = None) -> Tensor:
+def routed_rows(r_idx: Tensor, num_heads: int) -> Tensor:
     """Rows of a ``(N * M * P, ...)`` heads-first map that each query row reads.
 
     Row ``(n * M + h) * P + p`` holds region ``p`` of head ``h`` of image ``n``. The
     result lists, for every query row in that order, the ``K`` rows routed to it:
-    ``(N * M * Q * K,)`` for the ``Q`` query regions of ``r_idx``. Every head routes
-    alike.
+    ``(N * M * P * K,)``. Every head routes alike.
 
     Args:
-        r_idx (Tensor): Routed key regions ``(N, Q, K)`` of ``Q`` query regions: all
-            ``P`` of them, or a slice.
+        r_idx (Tensor): Routed key regions ``(N, P, K)``.
         num_heads (int): Heads ``M``.
-        num_regions (int, optional): Regions ``P`` of the map. Defaults to ``Q``.
+
+    Raises:
+        ValueError: On the CPU, outside ``torch.compile``, where an index is not a region
+            (``0 <= r_idx < P``): it would read another head's or image's region. CUDA
+            indices are not read back (a synchronisation per call), nor traced ones; the
+            module's routing makes only valid ones.
     """
-    n, q, topk = r_idx.shape
-    p = q if num_regions is None else num_regions
+    n, p, topk = r_idx.shape
+    traced = is_compiling() or torch.jit.is_tracing()
+    if r_idx.device.type == 'cpu' and r_idx.numel() and not traced:
+        low, high = int(r_idx.min()), int(r_idx.max())
+        if low < 0 or high >= p:
+            raise ValueError(f'r_idx must index the {p} regions (0 to {p - 1}), got '
+                             f'values from {low} to {high}')
     blocks = torch.arange(n * num_heads, device=r_idx.device).view(n, num_heads, 1)
-    return (blocks * p + r_idx.reshape(n, 1, q * topk)).reshape(-1)
+    return (blocks * p + r_idx.reshape(n, 1, p * topk)).reshape(-1)
 
 
 def _accumulator(q: Tensor) -> torch.dtype:
     return torch.promote_types(q.dtype, torch.float32)
 
 
-def _rows_per_chunk(q: Tensor, v: Tensor, topk: int, chunk_bytes: int) -> int:
+def _rows_per_chunk(q: Tensor, v: Tensor, topk: int) -> int:
     w, d_qk, d_v = q.shape[-2], q.shape[-1], v.shape[-1]
     item_bytes = torch.finfo(_accumulator(q)).bits // 8
-    return max(1, chunk_bytes // (topk * w * (d_qk + d_v) * item_bytes))
+    return max(1, CHUNK_BYTES // (topk * w * (d_qk + d_v) * item_bytes))
 
 
 def _chunks(num_rows: int, rows_per_chunk: int) -> Iterator[Tuple[int, int]]:
@@ -84,20 +98,20 @@ def _chunks(num_rows: int, rows_per_chunk: int) -> Iterator[Tuple[int, int]]:
         yield start, min(start + rows_per_chunk, num_rows)
 
 
-def select_routed(t: Tensor, rows: Tensor, num_rows) -> Tensor:
+def select_routed(t: Tensor, rows: Tensor, num_rows: int, topk: int) -> Tensor:
     """The regions ``rows`` (:func:`routed_rows`, or a slice of them) of a heads-first
     ``(N, M, P, W, D)`` map (or its ``(N * M * P, W, D)`` view), grouped per query row:
-    ``(num_rows, K * W, D)``. No size is used as a Python int: export-safe."""
-    return t.flatten(0, -3).index_select(0, rows).reshape(num_rows, -1, t.shape[-1])
+    ``(num_rows, K * W, D)``."""
+    return t.flatten(0, -3).index_select(0, rows).reshape(
+        num_rows, topk * t.shape[-2], t.shape[-1])
 
 
-def chunked_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float,
-                    chunk_bytes: int = CHUNK_BYTES) -> Tensor:
-    """Routed attention over heads-first inputs, chunk by chunk.
+def chunked_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float) -> Tensor:
+    """Routed attention over heads-first inputs, in chunks of :data:`CHUNK_BYTES` of
+    gathered keys and values.
 
     Args:
         q, k, v, r_idx, scale: As in :func:`~.routed_attention.routed_attention_gather`.
-        chunk_bytes (int): Bytes of gathered keys and values per chunk.
 
     Returns:
         Tensor: Contiguous ``(N, M, P, W, Dv)`` in the dtype of ``q``.
@@ -109,12 +123,13 @@ def chunked_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float
     rows = routed_rows(r_idx, m)
     q2, k2, v2 = (t.reshape(-1, w, t.shape[-1]) for t in (q, k, v))
     out = torch.empty(n * m * p, w, d_v, dtype=acc, device=q.device)
-    logits = torch.empty(_rows_per_chunk(q, v, topk, chunk_bytes), w, topk * w, dtype=acc,
+    logits = torch.empty(_rows_per_chunk(q, v, topk), w, topk * w, dtype=acc,
                          device=q.device)
     # The arithmetic dtype is chosen here: autocast must not lower it.
     with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
         for r0, r1 in _chunks(n * m * p, logits.shape[0]):
-            k_sel, v_sel = (select_routed(t, rows[r0 * topk:r1 * topk], r1 - r0).to(acc)
+            k_sel, v_sel = (select_routed(t, rows[r0 * topk:r1 * topk], r1 - r0, topk)
+                            .to(acc)
                             for t in (k2, v2))
             # The scale in the product (alpha) and the softmax written over its input: no
             # scaled copy of q, no new logits or probabilities per chunk. torch does not
@@ -127,8 +142,7 @@ def chunked_forward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float
 
 
 def chunked_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
-                     out: Tensor, scale: float, chunk_bytes: int = CHUNK_BYTES
-                     ) -> Tuple[Tensor, Tensor, Tensor]:
+                     out: Tensor, scale: float) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients of :func:`chunked_forward` with respect to ``q``, ``k`` and ``v``.
 
     Each chunk's probabilities are recomputed (one softmax of its logits: the forward
@@ -138,7 +152,7 @@ def chunked_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, r_idx: T
     Args:
         grad_out (Tensor): Gradient of the output ``(N, M, P, W, Dv)``.
         out (Tensor): The output of :func:`chunked_forward` on these inputs.
-        q, k, v, r_idx, scale, chunk_bytes: As :func:`chunked_forward`.
+        q, k, v, r_idx, scale: As :func:`chunked_forward`.
 
     Returns:
         Tuple[Tensor, Tensor, Tensor]: Contiguous gradients shaped and typed like
@@ -155,9 +169,9 @@ def chunked_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, r_idx: T
     grad_k = torch.zeros(k2.shape, dtype=acc, device=k.device)
     grad_v = torch.zeros(v2.shape, dtype=acc, device=v.device)
     with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
-        for r0, r1 in _chunks(q2.shape[0], _rows_per_chunk(q, v, topk, chunk_bytes)):
+        for r0, r1 in _chunks(q2.shape[0], _rows_per_chunk(q, v, topk)):
             sel = rows[r0 * topk:r1 * topk]
-            k_sel, v_sel = (select_routed(t, sel, r1 - r0).to(acc) for t in (k2, v2))
+            k_sel, v_sel = (select_routed(t, sel, r1 - r0, topk).to(acc) for t in (k2, v2))
             q_scaled = q2[r0:r1].to(acc) * scale
             dout = grad_out[r0:r1]
             probs = torch.bmm(q_scaled, k_sel.transpose(1, 2)).softmax(dim=-1)
@@ -175,22 +189,19 @@ def chunked_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, r_idx: T
 class ChunkedRoutedAttention(torch.autograd.Function):
     """:func:`chunked_forward` and :func:`chunked_backward` as an autograd Function.
 
-    Forward arguments: ``q``, ``k``, ``v``, ``r_idx`` ``(N, P, K)``, ``scale`` and
-    ``chunk_bytes`` (bytes of gathered keys and values per chunk). Differentiable once:
+    Forward arguments: ``q``, ``k``, ``v``, ``r_idx`` ``(N, P, K)`` and ``scale``.
+    Differentiable once:
     a backward that is asked to build a graph (``create_graph=True``, for higher-order
     gradients) raises :data:`DOUBLE_BACKWARD_ERROR` instead of returning gradients whose
     own derivatives would silently be zero.
     """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float,
-                chunk_bytes: int = CHUNK_BYTES) -> Tensor:
-        out = chunked_forward(q, k, v, r_idx, scale, chunk_bytes)
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float) -> Tensor:
+        check_inputs(q, k, v, r_idx)
+        out = chunked_forward(q, k, v, r_idx, scale)
         ctx.save_for_backward(q, k, v, out)
-        # An attribute: r_idx receives no gradient, and it may be an inference-mode
-        # tensor (the Triton self-check runs under its caller's inference_mode), which
-        # save_for_backward refuses.
-        ctx.r_idx, ctx.scale, ctx.chunk_bytes = r_idx, scale, chunk_bytes
+        ctx.r_idx, ctx.scale = r_idx, scale  # r_idx receives no gradient
         return out
 
     @staticmethod
@@ -198,6 +209,5 @@ class ChunkedRoutedAttention(torch.autograd.Function):
         if torch.is_grad_enabled():
             raise RuntimeError(f'ChunkedRoutedAttention: {DOUBLE_BACKWARD_ERROR}')
         q, k, v, out = ctx.saved_tensors
-        grads = chunked_backward(grad_out, q, k, v, ctx.r_idx, out, ctx.scale,
-                                 ctx.chunk_bytes)
-        return grads + (None, None, None)
+        grads = chunked_backward(grad_out, q, k, v, ctx.r_idx, out, ctx.scale)
+        return grads + (None, None)

@@ -34,7 +34,7 @@ from .bra_triton import routed_attention_triton_heads_first, unsupported_reason
 from .chunked_routed_attention import ChunkedRoutedAttention, routed_rows, select_routed
 from .cpp_routed_attention import require as require_cpp
 from .cpp_routed_attention import unsupported_reason as cpp_unsupported_reason
-from .export_path import is_exporting, routed_attention_export
+from .export_path import is_compiling, is_exporting, routed_attention_export
 from .triton_self_check import triton_self_check
 
 ALGORITHMS = ('chunked', 'cpp', 'sdpa', 'triton', 'gather')
@@ -70,7 +70,8 @@ def routed_attention_gather(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     d_v = v.shape[-1]
     topk = r_idx.shape[-1]
     # The original code holds key/values packed per region: (N, P, W, M*Dqk + M*Dv).
-    kv = torch.cat([t.permute(0, 2, 3, 1, 4).reshape(n, p, w, -1) for t in (k, v)], dim=-1)
+    kv = torch.cat([t.permute(0, 2, 3, 1, 4).reshape(n, p, w, m * t.shape[-1])
+                    for t in (k, v)], dim=-1)
     c_kv = kv.shape[-1]
     topk_kv = torch.gather(
         kv.view(n, 1, p, w, c_kv).expand(-1, p, -1, -1, -1), dim=2,
@@ -97,40 +98,20 @@ def routed_attention_sdpa(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
     store the attention matrix. Those kernels (the CPU's flash kernel included) are
     differentiable once: a second-order gradient raises torch's "derivative for
     aten::_scaled_dot_product_..._backward is not implemented"; ``'gather'`` has them.
-    Arguments and result as :func:`routed_attention_torch`.
+    Arguments and result as :func:`routed_attention_gather`.
     """
     n, m, p, w, d_qk = q.shape
     d_v = v.shape[-1]
     topk = r_idx.shape[-1]
     rows = routed_rows(r_idx, m)
-    k_sel, v_sel = (select_routed(t, rows, n * m * p).view(n * m, p, topk * w, -1)
+    k_sel, v_sel = (select_routed(t, rows, n * m * p, topk).view(n * m, p, topk * w,
+                                                                 t.shape[-1])
                     for t in (k, v))
     # Regions take SDPA's head axis: its CUDA kernels take at most 65535 batch entries
     # (pytorch/pytorch#146704).
     out = F.scaled_dot_product_attention(q.reshape(n * m, p, w, d_qk), k_sel, v_sel,
                                          scale=scale)
     return out.view(n, m, p, w, d_v)
-
-
-def routed_attention_torch(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
-                           scale: float) -> Tensor:
-    """``attn_impl='torch'``: the ``'chunked'`` algorithm
-    (:class:`~.chunked_routed_attention.ChunkedRoutedAttention`) on the CPU, ``'sdpa'``
-    (:func:`routed_attention_sdpa`) elsewhere.
-
-    Args:
-        q (Tensor): Queries ``(N, M, P, W, Dqk)``.
-        k (Tensor): Keys ``(N, M, P, W, Dqk)``.
-        v (Tensor): Values ``(N, M, P, W, Dv)``.
-        r_idx (Tensor): Routed key regions ``(N, P, K)``.
-        scale (float): Logit scale.
-
-    Returns:
-        Tensor: ``(N, M, P, W, Dv)``.
-    """
-    if q.device.type == 'cpu':
-        return ChunkedRoutedAttention.apply(q, k, v, r_idx, scale)
-    return routed_attention_sdpa(q, k, v, r_idx, scale)
 
 
 def check_attn_impl(attn_impl: str) -> None:
@@ -142,7 +123,7 @@ def check_attn_impl(attn_impl: str) -> None:
 def routed_attention_chunked(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
                              scale: float) -> Tensor:
     """The ``'chunked'`` algorithm on any device, through its autograd Function.
-    Arguments and result as :func:`routed_attention_torch`."""
+    Arguments and result as :func:`routed_attention_gather`."""
     return ChunkedRoutedAttention.apply(q, k, v, r_idx, scale)
 
 
@@ -150,7 +131,7 @@ def routed_attention_cpp(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor,
                          scale: float) -> Tensor:
     """The ``'cpp'`` algorithm, through the operator: CPU float32 tensors on torch >= 2.4.
     Raises ``RuntimeError`` with the reason elsewhere. Arguments and result as
-    :func:`routed_attention_torch`."""
+    :func:`routed_attention_gather`."""
     require_cpp(_cpp_unsupported_reason(q.device, q.dtype))
     return torch.ops.biformer_mm.routed_attention(q, k, v, r_idx, float(scale), 'cpp')
 
@@ -262,7 +243,7 @@ def _runs_operator(attn_impl: str, q: Tensor) -> bool:
         return False
     if q.device.type == 'cpu':
         return True
-    return attn_impl == 'auto' and torch.compiler.is_compiling()
+    return attn_impl == 'auto' and is_compiling()
 
 
 def routed_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, scale: float,
@@ -328,7 +309,7 @@ def routed_attention_map(qkv: Tensor, r_idx: Tensor, n_win: int, num_heads: int,
     ``RuntimeError`` with the reason where the kernel cannot run (torch < 2.4 included,
     as for :func:`routed_attention_cpp`), when the kernel is called. Arguments and result
     as :func:`~.cpp_routed_attention.cpp_map_forward`."""
-    if not OPERATOR:
+    if not OPERATOR:  # _cpp_unsupported_reason says which torch it needs
         require_cpp(_cpp_unsupported_reason(qkv.device, qkv.dtype))
     return torch.ops.biformer_mm.routed_attention_map(qkv, r_idx, n_win, num_heads, qk_dims,
                                                       float(scale), *size)

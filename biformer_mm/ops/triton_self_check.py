@@ -15,7 +15,6 @@ calls with that kernel configuration from then on.
 Set the environment variable ``BIFORMER_MM_TRITON_SELF_CHECK=0`` to skip it.
 """
 import os
-import time
 import warnings
 from typing import Dict, Hashable, NamedTuple, Optional, Tuple
 
@@ -43,7 +42,6 @@ class SelfCheckResult(NamedTuple):
     of each gradient (empty when the kernels raised).
     """
     error: Optional[str]
-    seconds: float
     max_errors: Dict[str, float]
 
 
@@ -88,10 +86,9 @@ def run_self_check(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> SelfCheckR
     Not cached: :func:`triton_self_check` is the cached entry point of ``'auto'``.
 
     Returns:
-        SelfCheckResult: The error (``None`` if the kernels agree), the time taken and the
-        largest differences.
+        SelfCheckResult: The error (``None`` if the kernels agree) and the largest
+        differences.
     """
-    start = time.perf_counter()
     try:
         # Gradients even when the model runs under no_grad / inference_mode, in the
         # inputs' dtype whatever autocast says.
@@ -109,7 +106,7 @@ def run_self_check(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> SelfCheckR
                 *(t.detach().cpu().double() for t in (q, k, v, grad_out)))
     except Exception as e:  # a compile or launch error is the finding itself
         message = f'{type(e).__name__}: {e}'.strip().splitlines()
-        return SelfCheckResult(' / '.join(message[:3])[:500], time.perf_counter() - start, {})
+        return SelfCheckResult(' / '.join(message[:3])[:500], {})
     atol, rtol = TOLERANCES[q.dtype]
     max_errors, error = {}, None
     for name, ref in expected.items():
@@ -119,7 +116,7 @@ def run_self_check(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> SelfCheckR
         if error is None and not bool((diff <= bound).all()):
             error = (f'{name} differs from the torch implementation by up to '
                      f'{max_errors[name]:.3g} (tolerance atol {atol}, rtol {rtol})')
-    return SelfCheckResult(error, time.perf_counter() - start, max_errors)
+    return SelfCheckResult(error, max_errors)
 
 
 def triton_self_check(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> Optional[str]:
