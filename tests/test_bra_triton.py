@@ -12,6 +12,7 @@ run at realistic sizes and only where CUDA is available.
 """
 import importlib.util
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -234,6 +235,9 @@ def assert_results_close(results: Dict[str, Tuple[Tensor, Tensor]], dtype: str,
 def interpreter_results(tmp_path_factory) -> Dict[str, Any]:
     """Run :func:`_interpreter_worker` in one subprocess under ``TRITON_INTERPRET=1``."""
     if not HAS_TRITON:
+        if torch.version.cuda and platform.machine() == 'x86_64':
+            pytest.fail('Triton is not installed, though this torch (a CUDA build for '
+                        'x86-64) requires it: rebuild the stack with tools/setup_env.sh')
         pytest.skip('Triton is not installed')
     result_file = tmp_path_factory.mktemp('bra_triton') / 'results.pt'
     env = dict(os.environ, TRITON_INTERPRET='1')

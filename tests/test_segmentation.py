@@ -86,7 +86,7 @@ def run_tool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run a command line tool with this interpreter; fail with its output."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run([sys.executable, *args], cwd=cwd, env=env,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 

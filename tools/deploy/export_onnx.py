@@ -102,7 +102,9 @@ def export_onnx(network: TensorMode, inputs: Tensor, path: str, dynamic: bool = 
     try:
         difference = max(onnx_errors(path, network, other))
         problem = f'differs from PyTorch by {difference:.3g}' if difference > tolerance else ''
-    except Exception as error:  # onnxruntime raises its own types for wrong shapes
+    except Exception as error:  # onnxruntime's own types (pybind11's) for wrong shapes
+        if not type(error).__module__.startswith('onnxruntime'):
+            raise
         problem = f'fails ({error})'
     if problem:
         raise ValueError(f'The dynamic graph {path} {problem} at {other.shape[2]}x'
