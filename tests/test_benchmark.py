@@ -162,3 +162,16 @@ def test_onnxruntime_and_frozen_rows_refuse_a_training_step(runtimes, message, c
         benchmark_bra.main(['--device', 'cpu', '--mode', 'runtimes', '--step', 'train',
                             '--runtimes', runtimes])
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.classic
+def test_onnxruntime_row_runs_on_both_stacks(tmp_path):
+    """The onnxruntime row exports as ``tools/deploy/export_onnx.py`` does, so it runs on
+    the classic stack too, whose torch.onnx.export (torch 2.1) takes no ``dynamo=``."""
+    report = benchmark_bra.main(['--device', 'cpu', '--mode', 'runtimes', '--only',
+                                 'biformer_s backbone', '--runtimes', 'onnxruntime',
+                                 '--size', '64', '96', '--runs', '1', '--warmup', '0',
+                                 '--repeats', '1', '--out', str(tmp_path / 'rows.json')])
+    (row, ) = report['rows']
+    assert 'error' not in row, row.get('error')
+    assert row['runtime'] == 'onnxruntime' and row['fwd_ms'] > 0

@@ -206,10 +206,8 @@ def _onnxruntime(module, x, path: str) -> Callable:
     import onnxruntime
     import torch
 
-    from export_onnx import INPUT_NAME
-    with torch.no_grad():  # as tools/deploy/export_onnx.py exports
-        torch.onnx.export(module, (x, ), path, opset_version=17, dynamo=False,
-                          input_names=[INPUT_NAME])
+    from export_onnx import INPUT_NAME, export_onnx
+    export_onnx(module, x, path)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])

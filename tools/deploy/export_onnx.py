@@ -65,16 +65,17 @@ def other_size_input(inputs: Tensor) -> Tensor:
                        generator=torch.Generator().manual_seed(0))
 
 
-def export_onnx(network: TensorMode, inputs: Tensor, path: str, dynamic: bool = False,
+def export_onnx(network: nn.Module, inputs: Tensor, path: str, dynamic: bool = False,
                 opset: int = 17, dynamo: bool = False, tolerance: float = 1e-4) -> List[str]:
-    """Export ``network`` on ``inputs`` to ``path`` (legacy exporter, or torch.onnx's
-    dynamo one) and return the output names.
+    """Export ``network`` (a :class:`TensorMode` network, or any module of one image
+    tensor) on ``inputs`` to ``path`` (legacy exporter, or torch.onnx's dynamo one) and
+    return the output names.
 
     Raises:
         ValueError: For a two-stage detector, or a dynamic graph that differs from
             PyTorch by more than ``tolerance`` on :func:`other_size_input`.
     """
-    if getattr(network.model, 'with_rpn', False):
+    if getattr(getattr(network, 'model', None), 'with_rpn', False):
         raise ValueError(
             f'{type(network.model).__name__} is a two-stage detector: its tensor mode '
             f'returns the RoI heads\' outputs without the RPN proposals they refer to (and '
