@@ -398,6 +398,25 @@ def test_gpu_self_check_passes_at_every_stage(stage: str, dtype: str) -> None:
 
 
 @cuda
+def test_gpu_operator_passes_opcheck_with_the_fused_kernels() -> None:
+    """``torch.library.opcheck`` of the registered ``biformer_mm::routed_attention`` and
+    its backward operator with ``attn_impl='triton'`` on CUDA tensors, forward with and
+    without gradients (the interpreter test checks a copy registered for CPU tensors)."""
+    from biformer_mm.ops import OPERATOR
+    if not OPERATOR:
+        pytest.skip('torch.library.custom_op needs torch >= 2.4')
+    q, k, v, r_idx = stage_call(2, 16, 20, 4, torch.float32)
+    ops = torch.ops.biformer_mm
+    for requires_grad in (False, True):
+        torch.library.opcheck(ops.routed_attention.default,
+                              (*(t.clone().requires_grad_(requires_grad) for t in (q, k, v)),
+                               r_idx, 0.25, 'triton'))
+    out = ops.routed_attention(q, k, v, r_idx, 0.25, 'triton')
+    torch.library.opcheck(ops.routed_attention_backward.default,
+                          (torch.randn_like(out), q, k, v, r_idx, out, 0.25, 'triton'))
+
+
+@cuda
 def test_gpu_self_check_compiles_exactly_the_kernels_the_call_uses(monkeypatch) -> None:
     """After the self-check of a call, the call itself compiles nothing: the check ran
     the very kernels Triton selects for it (head dim 24: compiled by no other test)."""
