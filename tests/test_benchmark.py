@@ -166,7 +166,7 @@ def test_onnxruntime_and_frozen_rows_refuse_a_training_step(runtimes, message, c
 
 @pytest.mark.classic
 def test_onnxruntime_row_runs_on_both_stacks(tmp_path):
-    """The onnxruntime row exports as ``tools/deploy/export_onnx.py`` does, so it runs on
+    """The onnxruntime row exports with ``biformer_mm.onnx_export``, so it runs on
     the classic stack too, whose torch.onnx.export (torch 2.1) takes no ``dynamo=``."""
     report = benchmark_bra.main(['--device', 'cpu', '--mode', 'runtimes', '--only',
                                  'biformer_s backbone', '--runtimes', 'onnxruntime',

@@ -24,6 +24,7 @@ from _export_cases import (EXPORT_SIZE, MIN_MARGIN, OTHER_SIZES, SEED, check_no_
                            image, max_errors, routing_margin, tiny_backbone)
 from biformer_mm.analysis import build_tensor_mode
 from biformer_mm.engine import load_config
+from biformer_mm.onnx_export import other_size_input
 from biformer_mm.ops import ATTN_IMPLS, routed_attention, routed_attention_gather
 from biformer_mm.ops import export_path
 from biformer_mm.ops.export_path import EXPORT_SLICE_REGIONS, SLICED_EXPORT
@@ -190,7 +191,7 @@ def tool_model(config: str, photo: str, dynamic: bool, seed: int) -> str:
     checked = [verify_inputs]
     if dynamic:  # and the input the tool checks dynamic graphs with
         assert verify_inputs.shape != inputs.shape
-        checked.append(export_onnx.other_size_input(inputs))
+        checked.append(other_size_input(inputs))
     for x in checked:
         assert routing_margin(network.model.backbone, x) >= MIN_MARGIN, 'near tie'
     checkpoint = osp.join(osp.dirname(photo), 'weights.pth')
@@ -247,7 +248,8 @@ def test_export_onnx_tool_refuses_a_dynamic_graph_wrong_at_other_sizes(photo):
     # mmseg's Upsample in the Semantic FPN head computes its output size with int():
     # tracing fixes it at the export size.
     checkpoint = tool_model(SEG_TOY, photo, dynamic=True, seed=7)
-    with pytest.raises(ValueError, match='computes sizes in Python.*without --dynamic'):
+    with pytest.raises(ValueError,
+                       match=r'computes sizes in Python.*static sizes \(without --dynamic'):
         run_tool(SEG_TOY, checkpoint, photo, '--dynamic')
 
 

@@ -68,7 +68,6 @@ RUNTIMES = ('eager', 'compile', 'frozen', 'onnxruntime')
 PyTorch's recipe for CPU inference: the weights become graph constants, which inductor
 folds and prepacks. Inference only, as ``onnxruntime``."""
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / 'tools' / 'deploy'))  # export_onnx: the ONNX check's helpers
 MODEL_CONFIGS = {
     ('maskrcnn', 'biformer_s'): str(REPO_ROOT / 'configs/detection/maskrcnn_biformer_s.py'),
     ('maskrcnn', 'swin_t'): 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
@@ -206,7 +205,7 @@ def _onnxruntime(module, x, path: str) -> Callable:
     import onnxruntime
     import torch
 
-    from export_onnx import INPUT_NAME, export_onnx
+    from biformer_mm.onnx_export import INPUT_NAME, export_onnx
     export_onnx(module, x, path)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
@@ -230,7 +229,7 @@ def _op_times(step: Callable, x, onnx_path: Optional[str], top: int
     else:
         import onnxruntime
 
-        from export_onnx import INPUT_NAME
+        from biformer_mm.onnx_export import INPUT_NAME
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.enable_profiling = True
@@ -257,7 +256,7 @@ def _measure(case: dict, impl: Optional[str], device: str, dtype: str, warmup: i
     ``profile``: the number of operators :func:`_op_times` reports (0: none)."""
     import torch
 
-    from export_onnx import flatten_outputs, onnx_errors
+    from biformer_mm.onnx_export import flatten_outputs, onnx_errors
     module, x = _build(case, impl, device)
     step = case.get('step')
     if step == 'infer':

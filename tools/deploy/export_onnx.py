@@ -15,105 +15,16 @@ exits 1 above ``--tolerance``. ``--checkpoint`` is read weights-only (``trusted:
 in full); without it the weights are random.
 """
 import argparse
-import inspect
 import sys
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import mmcv
-import numpy as np
 import torch
-import torch.nn as nn
 from mmengine.config import DictAction
-from torch import Tensor
 
 from biformer_mm.analysis import TensorMode, build_tensor_mode, tensor_mode_inputs
 from biformer_mm.engine import load_config
-
-INPUT_NAME = 'inputs'
-NestedTensors = Union[Tensor, Sequence['NestedTensors'], dict]
-
-
-def flatten_outputs(outputs: NestedTensors) -> List[Tensor]:
-    """The tensors of a nested output in the order torch.onnx gives the graph's outputs."""
-    if isinstance(outputs, Tensor):
-        return [outputs]
-    if isinstance(outputs, dict):
-        outputs = list(outputs.values())
-    return [t for item in outputs for t in flatten_outputs(item)]
-
-
-def onnx_errors(path: str, network: nn.Module, inputs: Tensor) -> List[float]:
-    """Per output, the largest absolute difference between onnxruntime's outputs of the
-    graph at ``path`` and ``network(inputs)``, relative to the output's largest magnitude
-    where that is above 1."""
-    import onnxruntime
-    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
-    actual = session.run(None, {INPUT_NAME: inputs.numpy()})
-    with torch.no_grad():
-        expected = [t.numpy() for t in flatten_outputs(network(inputs))]
-    if len(actual) != len(expected):
-        raise ValueError(f'{path} has {len(actual)} outputs, the network {len(expected)}.')
-    return [float(np.abs(a - e).max() / max(1., np.abs(e).max(initial=0.)))
-            for a, e in zip(actual, expected)]
-
-
-def other_size_input(inputs: Tensor) -> Tensor:
-    """The random input dynamic graphs are checked with: 32 rows and 64 columns more
-    than ``inputs`` (a detector's size divisor is kept)."""
-    height, width = inputs.shape[2:]
-    return torch.randn(1, inputs.shape[1], height + 32, width + 64,
-                       generator=torch.Generator().manual_seed(0))
-
-
-def export_onnx(network: nn.Module, inputs: Tensor, path: str, dynamic: bool = False,
-                opset: int = 17, dynamo: bool = False, tolerance: float = 1e-4) -> List[str]:
-    """Export ``network`` (a :class:`TensorMode` network, or any module of one image
-    tensor) on ``inputs`` to ``path`` (legacy exporter, or torch.onnx's dynamo one) and
-    return the output names.
-
-    Raises:
-        ValueError: For a two-stage detector, or a dynamic graph that differs from
-            PyTorch by more than ``tolerance`` on :func:`other_size_input`.
-    """
-    if getattr(getattr(network, 'model', None), 'with_rpn', False):
-        raise ValueError(
-            f'{type(network.model).__name__} is a two-stage detector: its tensor mode '
-            f'returns the RoI heads\' outputs without the RPN proposals they refer to (and '
-            f'makes those proposals for the example\'s image size), so its graph could not '
-            f'be decoded into detections. Deploy it with mmdeploy on the classic stack '
-            f'(docs/deploy.md), or export a one-stage detector or a segmentor.')
-    with torch.no_grad():
-        names = [f'output{i}' for i in range(len(flatten_outputs(network(inputs))))]
-    kwargs: dict = dict(opset_version=opset, input_names=[INPUT_NAME], output_names=names)
-    if dynamo:
-        auto = torch.export.Dim.AUTO
-        kwargs.update(dynamo=True, dynamic_shapes=({2: auto, 3: auto}, ) if dynamic else None)
-    else:
-        if 'dynamo' in inspect.signature(torch.onnx.export).parameters:  # torch >= 2.5
-            kwargs.update(dynamo=False)
-        if dynamic:
-            kwargs.update(dynamic_axes={INPUT_NAME: {2: 'height', 3: 'width'}})
-    # Without autograd: the legacy exporter runs the forward, and recorded gradients
-    # would keep every activation alive (5x the peak memory for BiFormer-S).
-    with torch.no_grad():
-        torch.onnx.export(network, (inputs, ), path, **kwargs)
-    if not dynamic:
-        return names
-    other = other_size_input(inputs)
-    try:
-        difference = max(onnx_errors(path, network, other))
-        problem = f'differs from PyTorch by {difference:.3g}' if difference > tolerance else ''
-    except Exception as error:  # onnxruntime's own types (pybind11's) for wrong shapes
-        if not type(error).__module__.startswith('onnxruntime'):
-            raise
-        problem = f'fails ({error})'
-    if problem:
-        raise ValueError(f'The dynamic graph {path} {problem} at {other.shape[2]}x'
-                         f'{other.shape[3]}, a size the export did not see: a module of the '
-                         f'network computes sizes in Python, which tracing fixed at the '
-                         f'example\'s size (mmseg\'s Upsample and adaptive pooling do); '
-                         f'export without --dynamic.')
-    return names
+from biformer_mm.onnx_export import export_onnx, onnx_errors
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
