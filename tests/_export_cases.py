@@ -7,7 +7,8 @@ The tiny backbone has a global-attention last stage and ``n_win=4``. At the expo
 height at the export size and its width at the others, the third pads by other amounts,
 so a graph whose padding was fixed at the export size fails or is wrong there.
 """
-from typing import List, Tuple
+import contextlib
+from typing import Iterator, List, Tuple
 
 import pytest
 import torch
@@ -41,11 +42,12 @@ def image(size: Tuple[int, int]) -> Tensor:
     return torch.rand((1, 3) + tuple(size), generator=torch.Generator().manual_seed(SEED))
 
 
-def routing_margin(model: nn.Module, x: Tensor) -> float:
-    """The smallest gap, relative to the image's largest routing logit, between the
-    logit of a region's k-th routed region and the best one it did not route to, over
-    the regions and routed stages of the BiFormer ``model`` on ``x`` (logits as
-    :meth:`BiLevelRoutingAttention.route` computes them).
+@contextlib.contextmanager
+def recorded_routing_margins() -> Iterator[List[float]]:
+    """While open, record the routing margin of every :class:`BiLevelRoutingAttention`
+    call with ``topk`` < regions: the smallest gap, relative to the image's largest
+    routing logit, between the logit of a region's k-th routed region and the best one it
+    did not route to (logits as :meth:`BiLevelRoutingAttention.route` computes them).
 
     Regions that are padding only have equal keys and values, so an unrouted one equal
     to a routed one does not count; their own outputs are cropped, so their routing
@@ -83,8 +85,14 @@ def routing_margin(model: nn.Module, x: Tensor) -> float:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(BiLevelRoutingAttention, 'route', recording_route)
         patch.setattr(BiLevelRoutingAttention, 'forward', recording_forward)
-        with torch.no_grad():
-            model(x)
+        yield margins
+
+
+def routing_margin(model: nn.Module, x: Tensor) -> float:
+    """The smallest routing margin (:func:`recorded_routing_margins`) of the BiFormer
+    ``model`` (or a model with a BiFormer backbone) on ``x``."""
+    with recorded_routing_margins() as margins, torch.no_grad():
+        model(x)
     assert margins, 'the model has no routed stage with topk < regions'
     return min(margins)
 

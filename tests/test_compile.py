@@ -12,6 +12,7 @@ import torch
 from torch._dynamo.backends.registry import lookup_backend
 from torch._inductor.utils import run_and_get_code
 
+from _export_cases import routing_margin
 from biformer_mm import BiFormer, BiLevelRoutingAttention
 from biformer_mm.ops import OPERATOR
 from biformer_mm.ops.export_path import is_torch_exporting
@@ -24,10 +25,11 @@ pytestmark = pytest.mark.skipif(
 # Four stages of one block: three routed (top-k 1, 4, 8 of 16 regions), one global.
 TINY = dict(depths=[1, 1, 1, 1], embed_dims=[16, 32, 64, 64], qk_dims=[16, 32, 64, 64],
             mlp_ratios=[2, 2, 2, 2], topks=[1, 4, 8, -2], head_dim=16)
-ROUTING_GAP = 1e-4
-"""Smallest margin between the k-th and (k+1)-th routing scores the comparisons accept.
-The scores of eager and compiled code differ by float32 rounding of the projections,
-about 1e-7 at these magnitudes: with this margin both route alike."""
+ROUTING_MARGIN = 1e-4
+"""Smallest routing margin (:func:`_export_cases.routing_margin`, relative to the largest
+routing score) the comparisons accept. The scores of eager and compiled code differ by
+float32 rounding of the projections, about 1e-7 of the largest score: with this margin
+both route alike."""
 
 
 def tiny_backbone(seed: int = 0) -> BiFormer:
@@ -37,34 +39,6 @@ def tiny_backbone(seed: int = 0) -> BiFormer:
     noise, not a value to compare.)"""
     torch.manual_seed(seed)
     return BiFormer(arch=TINY, n_win=4, norm_eval=True).train()
-
-
-def smallest_routing_gap(model: BiFormer, x: torch.Tensor) -> float:
-    """The smallest gap between the k-th and (k+1)-th region scores of any routing
-    decision of ``model(x)`` in eager mode (the scores of
-    :meth:`BiLevelRoutingAttention.route`)."""
-    gaps = []
-
-    def record(module, qkv):
-        n, h, w, _ = qkv.shape
-        s, c = module.n_win, module.qk_dims
-        means = qkv[..., :2 * c].reshape(n, s, h // s, s, w // s, 2 * c).mean((2, 4))
-        q, k = means.reshape(n, s * s, 2 * c).split(c, dim=-1)
-        scores = (q * module.scale) @ k.transpose(-2, -1)
-        if module.topk < s * s:
-            ranked = scores.sort(dim=-1, descending=True).values
-            gaps.append(float((ranked[..., module.topk - 1] - ranked[..., module.topk]).min()))
-
-    original = BiLevelRoutingAttention.route
-
-    def route(self, qkv):
-        record(self, qkv)
-        return original(self, qkv)
-
-    with pytest.MonkeyPatch.context() as patch, torch.no_grad():
-        patch.setattr(BiLevelRoutingAttention, 'route', route)
-        model(x)
-    return min(gaps)
 
 
 def outputs_and_gradients(model, x):
@@ -85,7 +59,7 @@ def test_backbone_compiles_to_one_graph_equal_to_eager_forward_and_backward():
     # 128x128: every stage map divides by n_win, so no region is all padding (whose
     # identical keys would tie exactly).
     x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
-    assert smallest_routing_gap(model, x) > ROUTING_GAP, 'pick another seed: near tie'
+    assert routing_margin(model, x) > ROUTING_MARGIN, 'pick another seed: near tie'
     eager = outputs_and_gradients(model, x)
     compiled = outputs_and_gradients(torch.compile(model, fullgraph=True), x)
     for ours, expected in zip(compiled, eager):
@@ -108,7 +82,7 @@ def test_gpu_backbone_compiles_to_one_graph_of_operators_equal_to_eager(monkeypa
     torch._dynamo.reset()
     model = tiny_backbone().cuda()
     x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)).cuda()
-    assert smallest_routing_gap(model, x) > ROUTING_GAP, 'pick another seed: near tie'
+    assert routing_margin(model, x) > ROUTING_MARGIN, 'pick another seed: near tie'
     eager = outputs_and_gradients(model, x)
     backend = RecordingBackend('inductor')
     compiled = outputs_and_gradients(torch.compile(model, backend=backend, fullgraph=True), x)
@@ -204,7 +178,7 @@ def test_cpu_inference_compiles_the_map_kernel_equal_to_eager(mode):
     inputs = [torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed))
               for size, seed in zip(sizes, seeds)]
     for x in inputs:
-        assert smallest_routing_gap(model, x) > ROUTING_GAP, 'pick another seed: near tie'
+        assert routing_margin(model, x) > ROUTING_MARGIN, 'pick another seed: near tie'
     backend = RecordingBackend('aot_eager' if dynamic else 'inductor')
     compiled = torch.compile(model, backend=backend, dynamic=dynamic, fullgraph=True)
     code = []

@@ -16,7 +16,7 @@ MIN_MARGIN of the threshold): those few are left out, every other pixel must be 
 import contextlib
 import glob
 import os.path as osp
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator
 
 import cv2
 import numpy as np
@@ -25,8 +25,8 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
+from _export_cases import recorded_routing_margins
 from biformer_mm.engine import load_config
-from biformer_mm.models.layers import BiLevelRoutingAttention
 from conftest import DET_TOY, REPO_ROOT, load_tool
 
 pytestmark = [
@@ -69,41 +69,6 @@ def one_thread():
 @pytest.fixture(scope='module')
 def verify():
     return load_tool('deploy/mmdeploy_verify.py')
-
-
-@contextlib.contextmanager
-def routing_margins() -> Iterator[List[float]]:
-    """Record the margin of the routing decisions of every BRA call: the smallest gap,
-    relative to the call's largest region score, between the k-th and the (k+1)-th
-    score of a query region. Decisions that cannot change the result are left out: a
-    query region wholly in the padding to ``n_win`` (its output is cropped away) and a
-    boundary between two key regions with the same keys (wholly padded ones)."""
-    margins: List[float] = []
-    route = BiLevelRoutingAttention.route
-
-    def recording_route(self, qkv):
-        q, k = self.to_heads_and_regions(qkv[..., :2 * self.qk_dims], groups=2).unbind(0)
-        n, m, p, _, d = q.shape
-        if self.topk < p:
-            q_win = q.mean(dim=3).transpose(1, 2).reshape(n, p, m * d)
-            k_win = k.mean(dim=3).transpose(1, 2).reshape(n, p, m * d)
-            scores, order = ((q_win * self.scale) @ k_win.transpose(-2, -1)).sort(-1, True)
-            gap = (scores[..., self.topk - 1] - scores[..., self.topk]) / scores.abs().max()
-            keys = k.transpose(1, 2).flatten(2)
-            last_in, first_out = (keys.gather(1, order[..., i, None].expand_as(keys))
-                                  for i in (self.topk - 1, self.topk))
-            same_keys = (last_in == first_out).all(-1)
-            # A padded token is zero: its query is the qkv bias.
-            q_bias = self.qkv.bias[:self.qk_dims].view(1, m, 1, 1, d)
-            padded_query = (q == q_bias).all(-1).all(-1).all(1)
-            margins.append(gap.masked_fill(same_keys | padded_query, float('inf')).min().item())
-        return route(self, qkv)
-
-    BiLevelRoutingAttention.route = recording_route
-    try:
-        yield margins
-    finally:
-        BiLevelRoutingAttention.route = route
 
 
 @contextlib.contextmanager
@@ -248,7 +213,7 @@ def test_detector_converts_and_matches_mmdet_at_two_sizes(tmp_path, verify, mode
 
     with_masks = 'masks' in deploy_cfg.onnx_config.output_names
     reports = []
-    with routing_margins() as margins, postprocessing_margins() as decisions:
+    with recorded_routing_margins() as margins, postprocessing_margins() as decisions:
         for image, torch_out, ort_out in verify.predictions(
                 deploy_cfg, model_cfg, checkpoint, onnx_file, [square, wide]):
             undecided = decisions['undecided'][-1] if with_masks else None
@@ -283,7 +248,7 @@ def test_segmentor_converts_and_matches_mmseg_logits(tmp_path, verify, model_con
                                 'codebase_config.with_argmax': False})
     onnx_file = verify.convert(deploy_cfg, model_cfg, checkpoint, image, str(tmp_path))
 
-    with routing_margins() as margins:
+    with recorded_routing_margins() as margins:
         report, = verify.verify(deploy_cfg, model_cfg, checkpoint, onnx_file, [image])
     assert min(margins) > MIN_MARGIN, 'the test routes near a tie: pick another SEED'
     assert report['shape'] == (150, 192, 192)
