@@ -52,8 +52,9 @@ def export_onnx(network: nn.Module, inputs: Tensor, path: str, dynamic: bool = F
     return the output names.
 
     Raises:
-        ValueError: For a two-stage detector, or a dynamic graph that differs from
-            PyTorch by more than ``tolerance`` on :func:`other_size_input`.
+        ValueError: For a two-stage detector, or a dynamic graph that fails in
+            onnxruntime or differs from PyTorch by more than ``tolerance`` on
+            :func:`other_size_input`.
     """
     if getattr(getattr(network, 'model', None), 'with_rpn', False):
         raise ValueError(

@@ -133,7 +133,8 @@ if TRITON_AVAILABLE:
         DOT_FP32: tl.constexpr,
     ):
         """Forward of the routed attention; grid ``(N * P * heads, cdiv(W, BLOCK_M))``.
-        Each tensor has five strides: image, region, token, head, channel.
+        Q, K, V and O have five strides each (image, region, token, head, channel), R
+        three (image, region, k).
 
         ``qk_scale`` is the logit scale times ``log2(e)`` (softmax in base 2). ``LSE`` is
         a contiguous ``(N, P, heads, W)`` fp32 buffer receiving the base-2 log-sum-exp.
@@ -280,7 +281,8 @@ def unsupported_reason(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, *,
     """Why the fused kernels cannot run on these inputs here, or ``None`` if they can.
 
     This is the one place that decides where the kernels may run; ``attn_impl='auto'``
-    picks ``'torch'`` wherever it gives a reason, and explicit calls raise with it. The
+    picks ``'torch'`` wherever it gives a reason (or the first-use self-check fails), and
+    explicit calls raise with it. The
     kernels need:
 
     - fp32, fp16 or bf16 ``q``/``k``/``v`` and an int32/int64 ``r_idx``;
@@ -616,6 +618,6 @@ def routed_attention_triton_heads_first(q: Tensor, k: Tensor, v: Tensor, r_idx: 
     layout = input_layout(q, k, v, r_idx)
     reason = unsupported_reason(q, k, v, r_idx, interpreter=True)
     if reason is not None:
-        raise RuntimeError(f"routed_attention_triton cannot run here: {reason}. "
+        raise RuntimeError(f"attn_impl='triton' cannot run here: {reason}. "
                            "Use attn_impl='torch' instead.")
     return TritonRoutedAttention.apply(q, k, v, r_idx, layout, float(scale))

@@ -1,5 +1,5 @@
 """Routed attention in cache-sized chunks: the CPU algorithm (``attn_impl='chunked'``,
-which ``'torch'`` and ``'auto'`` run on the CPU).
+which ``'torch'`` runs on the CPU, and ``'auto'`` where the fused C++ kernel cannot).
 
 Routing makes each key region serve many query regions, so gathering the routed
 key/values for every query region at once writes a ``topk``-fold copy of the key/value
@@ -15,8 +15,9 @@ input dtype.
 
 :func:`chunked_forward` and :func:`chunked_backward` are the two kernels; the operator
 ``torch.ops.biformer_mm.routed_attention`` (:mod:`.routed_attention_op`, torch >= 2.4)
-runs them on the CPU, and :class:`ChunkedRoutedAttention` is their autograd Function
-for torch versions without ``torch.library.custom_op``.
+runs them on the CPU, and :class:`ChunkedRoutedAttention` is their autograd Function:
+for torch versions without ``torch.library.custom_op``, for ``'chunked'`` off the CPU,
+and as the Triton self-check's reference.
 """
 from typing import Iterator, Optional, Tuple
 
@@ -33,7 +34,9 @@ DOUBLE_BACKWARD_ERROR = (
     "'triton') are differentiable once, so they cannot differentiate twice (their "
     "backward writes into preallocated buffers); for higher-order gradients use "
     "attn_impl='gather', the plain-PyTorch algorithm.")
-"""The error of every attempt to differentiate the fast routed attentions twice."""
+"""The error of every attempt to differentiate the operator or the ``'chunked'``,
+``'cpp'`` and ``'triton'`` kernels twice (``'auto'`` and ``'torch'`` where they run
+these); eager ``'sdpa'`` raises torch's own SDPA error instead."""
 
 
 def check_inputs(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> None:

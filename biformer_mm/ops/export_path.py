@@ -127,8 +127,9 @@ def routed_attention_export_map(qkv: Tensor, r_idx: Tensor, n_win: int, num_head
     Laid out for onnxruntime, which copies every tensor an operator produces and runs a
     ``Transpose`` that moves one axis as a strided copy, any other one element block at a
     time on one thread: the map goes to its regions and back in two one-axis transposes
-    each, and queries, keys and values stay one tensor whose rows each slice of query
-    regions gathers instead of being split (``docs/benchmarks.md``).
+    each, and where values have the queries' and keys' width, queries, keys and values stay
+    one tensor whose rows each slice of query regions gathers instead of being split
+    (otherwise queries and keys are one table, values another; ``docs/benchmarks.md``).
     """
     group = num_heads * qkv.shape[0] * n_win**2  # rows per group of the tables
     if operator.index(qkv.shape[-1]) == 3 * qk_dims:  # an int where tracing gives tensors

@@ -178,9 +178,9 @@ def torch_algorithm(device: torch.device) -> str:
 def resolve_attn_impl(attn_impl: str, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> str:
     """Resolve the ``'auto'`` policy for the given inputs.
 
-    On the CPU, ``'auto'`` is ``'cpp'`` where
-    :func:`~.cpp_routed_attention.unsupported_reason` finds nothing against the fused C++
-    kernel (float32, torch >= 2.4, the kernel built and loaded). Elsewhere it is
+    On the CPU, ``'auto'`` is ``'cpp'`` where nothing speaks against the fused C++ kernel:
+    torch >= 2.4, then :func:`~.cpp_routed_attention.unsupported_reason` (float32, Linux
+    x86-64 with AVX2, the kernel built and loaded). Elsewhere it is
     ``'triton'`` where :func:`~.bra_triton.unsupported_reason` finds nothing against the
     fused kernels and the first-use self-check
     (:func:`~.triton_self_check.triton_self_check`) passed for the compiled kernels the
@@ -285,8 +285,8 @@ def runs_map_kernel(attn_impl: str, qkv: Tensor) -> bool:
     :func:`routed_attention_map` rather than heads-first copies to
     :func:`routed_attention`: in CPU inference (no gradient asked for), eager or under
     ``torch.compile``, where ``attn_impl`` is ``'cpp'`` or ``'auto'`` choosing it.
-    Training, exports and FLOP counting (a ``torch.jit`` trace) keep the heads-first
-    operator.
+    Training and FLOP counting (a ``torch.jit`` trace) keep the heads-first operator;
+    exports record :func:`~.export_path.routed_attention_export_map` instead.
 
     Args:
         attn_impl (str): One of :data:`ATTN_IMPLS`.

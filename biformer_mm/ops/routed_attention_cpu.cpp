@@ -47,8 +47,8 @@ void gemm(char transa, char transb, int m, int n, int k, float alpha, const floa
   sgemm_(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
 }
 
-// exp(x) for x <= 0: Cephes' expf (exp(x) = 2^n exp(r), |r| <= ln2 / 2, a degree-6
-// polynomial for exp(r)); within 1 ulp of the rounded exact value for every float in
+// exp(x) for x <= 0: Cephes' expf (exp(x) = 2^n exp(r), |r| <= ln2 / 2, and exp(r) as
+// 1 + r + r^2 P(r), P of degree 5); within 1 ulp of the rounded exact value for every float in
 // [-87, 0] (checked against double exp). Inline branch-free arithmetic, so the compiler
 // vectorises the softmax loop; below -87 (exp < 2e-38) it returns exp(-87).
 inline float exp_nonpositive(float x) {

@@ -21,8 +21,8 @@ backward recomputes the attention probabilities: on the CPU one softmax per chun
 backward runs the chosen implementation forward again under autograd and differentiates
 it, one extra attention forward per step. Eager CUDA calls therefore keep the autograd
 Functions, which save what their backward needs (see
-:func:`~.routed_attention.routed_attention`); the operator serves ``torch.compile``
-there.
+:func:`~.routed_attention.routed_attention`); the operator serves ``attn_impl='auto'``
+under ``torch.compile`` there.
 
 Differentiable once: differentiating ``routed_attention_backward`` (a second-order
 gradient) raises :data:`~.chunked_routed_attention.DOUBLE_BACKWARD_ERROR`, which names

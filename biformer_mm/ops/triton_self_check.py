@@ -7,7 +7,7 @@ top-k, so each stage runs kernels of its own. Before ``attn_impl='auto'`` first 
 call whose kernels (:func:`~.bra_triton.kernel_key`) have not been checked,
 :func:`triton_self_check` runs them forward and backward once on one image of random
 values laid out exactly as the call's inputs (so Triton selects the same compiled
-kernels), and compares output and q/k/v gradients with the ``'torch'`` implementation,
+kernels), and compares output and q/k/v gradients with the ``'chunked'`` algorithm,
 evaluated in float64 on the CPU from the same inputs. A compile error, a launch error or
 a mismatch is warned about once, with the error, and ``'auto'`` uses ``'torch'`` for
 calls with that kernel configuration from then on.
@@ -80,7 +80,7 @@ def _output_and_gradients(attention, q: Tensor, k: Tensor, v: Tensor, grad_out: 
 
 def run_self_check(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor) -> SelfCheckResult:
     """Run the kernels a call on ``q, k, v, r_idx`` uses forward and backward once on
-    :func:`self_check_problem` and compare with the ``'torch'`` implementation in
+    :func:`self_check_problem` and compare with the ``'chunked'`` algorithm in
     float64 on the CPU.
 
     Not cached: :func:`triton_self_check` is the cached entry point of ``'auto'``.
