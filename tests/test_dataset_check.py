@@ -261,6 +261,23 @@ def test_warm_up_longer_than_the_run_and_late_milestones_are_warnings(tmp_path, 
     assert warnings_of(logged) == '', 'the toy schedule fits 8 epochs of 3 images'
 
 
+def test_a_single_scheduler_is_named_by_the_key_that_fixes_it(tmp_path, logged):
+    # param_scheduler as one dict, not a list: the fix the warning names must work.
+    config = own_coco(tmp_path)
+    with open(config, 'a') as f:
+        f.write("\nparam_scheduler = dict(_delete_=True, type='LinearLR', start_factor=0.01, "
+                "by_epoch=False, begin=0, end=20)\n")
+    cli.train_config(cli.train_parser().parse_args(
+        [config, '--cfg-options', 'train_cfg.max_epochs=4']))
+    warnings = warnings_of(logged)
+    assert 'The warm-up param_scheduler (LinearLR) ends at iteration 20' in warnings
+    assert '--cfg-options param_scheduler.end=' in warnings
+    logged.clear()
+    cli.train_config(cli.train_parser().parse_args(
+        [config, '--cfg-options', 'train_cfg.max_epochs=4', 'param_scheduler.end=4']))
+    assert warnings_of(logged) == ''
+
+
 def test_a_typo_in_a_custom_ann_file_gives_no_coco_advice(tmp_path, capsys):
     config = own_coco(tmp_path)
     message = stops(capsys, config, '--cfg-options',

@@ -294,7 +294,11 @@ def _warn_about_schedule(cfg: Config, train_size: Optional[int]) -> None:
     batch_size)`` on one process (``train_size``: training images, None if unknown)."""
     loop, batch_size = cfg.get('train_cfg') or {}, cfg.train_dataloader.get('batch_size', 1)
     schedulers = cfg.get('param_scheduler') or []
-    for i, scheduler in enumerate([schedulers] if isinstance(schedulers, dict) else schedulers):
+    single = isinstance(schedulers, dict)  # one scheduler, not a list of them
+    for i, scheduler in enumerate([schedulers] if single else schedulers):
+        # How the messages name it, and its key for --cfg-options.
+        name, key = (('param_scheduler', 'param_scheduler') if single else
+                     (f'param_scheduler[{i}]', f'param_scheduler.{i}'))
         kind = getattr(scheduler['type'], '__name__', str(scheduler['type']).split('.')[-1])
         if kind not in ('LinearLR', 'MultiStepLR'):
             continue
@@ -306,23 +310,23 @@ def _warn_about_schedule(cfg: Config, train_size: Optional[int]) -> None:
             how = (f' ({loop["max_epochs"]} epochs x {per_epoch} iterations of {train_size} '
                    f'images at batch size {batch_size}, on one process)')
         if total is None:
-            _log(f'param_scheduler[{i}] ({kind}) was not compared with the length of the '
+            _log(f'{name} ({kind}) was not compared with the length of the '
                  f'run (the number of training images is not known here).', logging.DEBUG)
             continue
         unit = 'epoch' if by_epoch else 'iteration'
         end = scheduler.get('end', math.inf)
         if kind == 'LinearLR' and total < end < math.inf:
-            _log(f'The warm-up param_scheduler[{i}] (LinearLR) ends at {unit} {end}, but the '
-                 f'whole run is {total} {unit}s{how}: the lr never reaches its value. Shorten '
-                 f'it, e.g. --cfg-options param_scheduler.{i}.end={max(1, total // 10)}.',
+            _log(f'The warm-up {name} (LinearLR) ends at {unit} {end}, but the whole run is '
+                 f'{total} {unit}s{how}: the lr never reaches its value. Shorten it, e.g. '
+                 f'--cfg-options {key}.end={max(1, total // 10)}.',
                  logging.WARNING)
         # MultiStepLR counts its milestones from its begin.
         late = [m for m in scheduler.get('milestones', [])
                 if scheduler.get('begin', 0) + m >= total]
         if late:
-            _log(f'param_scheduler[{i}] (MultiStepLR) has milestones {late} at or after the '
-                 f'end of the run ({total} {unit}s{how}): those lr drops never happen. Move '
-                 f'param_scheduler.{i}.milestones within the run.', logging.WARNING)
+            _log(f'{name} (MultiStepLR) has milestones {late} at or after the end of the '
+                 f'run ({total} {unit}s{how}): those lr drops never happen. Move '
+                 f'{key}.milestones within the run.', logging.WARNING)
 
 
 def check_dataset(cfg: Config, config: str, parts: Sequence[str]) -> None:
