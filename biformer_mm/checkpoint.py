@@ -71,8 +71,9 @@ def convert_official_state_dict(state_dict: Mapping,
 
     Args:
         state_dict (Mapping): A loaded checkpoint or state dict.
-        keep_classifier (bool): Keep the classification ``head.*`` and final ``norm.*``
-            (for the timm classifier) instead of dropping them. Defaults to False.
+        keep_classifier (bool): Keep the classification ``head.*``, final ``norm.*``
+            and ``pre_logits.*`` (for the timm classifier) instead of dropping them.
+            Defaults to False.
 
     Returns:
         dict[str, Tensor]: The state dict in our layout.

@@ -12,7 +12,8 @@ def count_complexity(model: nn.Module, inputs: Tuple[torch.Tensor, ...],
 
     FLOPs are mmengine's ``FlopAnalyzer`` counts with the handles of
     :mod:`biformer_mm.analysis.flop_handles`: fvcore's convention, one fused
-    multiply-add per FLOP, element-wise operations, softmax and top-k not counted. An
+    multiply-add per FLOP; element-wise additions and activations, softmax and top-k not
+    counted (norms, upsampling and adaptive pooling are, by mmengine's handles). An
     op counts towards a part when it runs inside that submodule's call.
 
     Args:

@@ -11,7 +11,8 @@ from .visualization import enable_visualization
 
 __all__ = [
     'allow_training_checkpoints', 'build_runner', 'check_dataset',
-    'CompilableOptimWrapperConstructor', 'config_or_exit', 'DatasetMismatchError', 'DatasetNotFoundError', 'enable_amp', 'enable_visualization',
+    'CompilableOptimWrapperConstructor', 'config_or_exit', 'DatasetMismatchError',
+    'DatasetNotFoundError', 'enable_amp', 'enable_visualization',
     'fall_back_to_fp32', 'init_cpu_process_group', 'load_config',
     'setup_cpu_distributed', 'test_config', 'test_parser', 'train_config', 'train_parser',
     'ValidateBeforeTrainingHook'

@@ -40,7 +40,7 @@ def enable_amp(cfg: Config) -> None:
 
 
 def fall_back_to_fp32(cfg: Config) -> bool:
-    """Replace ``AmpOptimWrapper`` (which our COCO recipes use, as the official ones) by
+    """Replace ``AmpOptimWrapper`` (which our COCO and ADE20K recipes use, as the official ones) by
     ``OptimWrapper``, with a warning, where no device supports it (a CPU-only machine).
 
     Args:

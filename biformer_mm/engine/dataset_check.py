@@ -335,7 +335,8 @@ def check_dataset(cfg: Config, config: str, parts: Sequence[str]) -> None:
     (its file) is named in the messages.
 
     Raises:
-        DatasetNotFoundError: Naming every missing path or file.
+        DatasetNotFoundError: Naming every missing path, and the first missing files
+            of each dataset with their count.
         DatasetMismatchError: Naming each mismatch of config and data, and the fix.
     """
     datasets = [(dataset, what, part, _build(cfg, dataset, what)) for part in parts

@@ -5,14 +5,15 @@ onnxruntime against PyTorch (docs/deploy.md).
         [--dynamic] [--verify IMAGE] [--tolerance 1e-4] [--opset 17] [--dynamo]
         [--cfg-options KEY=VALUE ...]
 
-The graph is the network's ``tensor`` mode: the image as the data preprocessor makes it
-(resized to ``--shape``, default the test pipeline's ``Resize`` scale) in, the heads' raw
-outputs (``output0``, ...) out. ``--dynamic`` graphs are checked at another size and
-refused if wrong there (sizes computed in Python, e.g. mmseg's ``Upsample``); two-stage
-detectors are refused (their outputs lack the proposals). ``--verify IMAGE`` compares
-onnxruntime with PyTorch on IMAGE (with ``--dynamic`` rescaled to fit in ``--shape``) and
-exits 1 above ``--tolerance``. ``--checkpoint`` is read weights-only (``trusted://PATH``:
-in full); without it the weights are random.
+The graph is the network's ``tensor`` mode: an image as the data preprocessor makes it
+(exported on a random image of ``--shape``, default the test pipeline's ``Resize`` scale,
+padded to the preprocessor's size divisor) in, the heads' raw outputs (``output0``, ...)
+out. ``--dynamic`` graphs are checked at another size and refused if wrong there (sizes
+computed in Python, e.g. mmseg's ``Upsample``); two-stage detectors are refused (their
+outputs lack the proposals). ``--verify IMAGE`` compares onnxruntime with PyTorch on
+IMAGE resized to the exported input's size (with ``--dynamic`` rescaled with its aspect
+ratio to fit in it) and exits 1 above ``--tolerance``. ``--checkpoint`` is read
+weights-only (``trusted://PATH``: in full); without it the weights are random.
 """
 import argparse
 import sys

@@ -15,9 +15,10 @@ from ...safe_load import read_checkpoint
 from ..biformer_trunk import BiFormerTrunk
 
 PRETRAINED_KEYS = ('type', 'checkpoint', 'prefix', 'map_location', 'strict')
-PRETRAINED_HINT = (f'{DOWNLOAD_OFFICIAL_WEIGHTS} and put them there, set '
-                   f'model.backbone.init_cfg.checkpoint to their path, or set '
-                   f'model.backbone.init_cfg=None to train from scratch.')
+PRETRAINED_HINT = (f'{DOWNLOAD_OFFICIAL_WEIGHTS} and put them there, set the Pretrained '
+                   f'entry\'s checkpoint (model.backbone.init_cfg.checkpoint in a config) '
+                   f'to their path, or leave the entry out (model.backbone.init_cfg=None) '
+                   f'to train from scratch.')
 """What to do about a missing ``Pretrained`` checkpoint."""
 
 
@@ -40,8 +41,8 @@ class BiFormer(BiFormerTrunk):
             so any input size works. Defaults to True.
         drop_path_rate (float): Stochastic depth rate, increasing linearly over the
             blocks. Defaults to 0.
-        out_indices (Sequence[int]): Stages whose outputs are returned. Defaults to
-            ``(0, 1, 2, 3)``.
+        out_indices (Sequence[int]): Stages whose outputs are returned, one map per
+            distinct index in stage order. Defaults to ``(0, 1, 2, 3)``.
         frozen_stages (int): -1 freezes nothing, 0 the stem, ``k >= 1`` the stem and
             the first ``k`` stages, each with the downsampling layer in front of it and
             its output norm, as mmdet's ResNet and PVT do (``downsamples[k - 1]``, which
@@ -70,8 +71,10 @@ class BiFormer(BiFormerTrunk):
             backend) is read weights-only (``trusted://PATH``: in full). Optional keys:
             ``prefix`` (take only the keys under it, e.g. ``'backbone.'``),
             ``map_location`` (default ``'cpu'``) and ``strict`` (default True: every
-            tensor but the per-output norms must be loaded, with its shape, and the
-            checkpoint must hold nothing else; False loads what fits and warns).
+            tensor but the per-output norms and BatchNorm's ``num_batches_tracked`` must
+            be loaded, with its shape, and apart from the classifier and the output
+            norms, which are dropped, the checkpoint must hold nothing else; False loads
+            what fits and warns).
             Defaults to None.
 
     Example:
@@ -195,7 +198,8 @@ class BiFormer(BiFormerTrunk):
                          map_location: Union[str, torch.device, None] = 'cpu',
                          strict: bool = True) -> None:
         loaded = read_checkpoint(checkpoint, map_location, hint=PRETRAINED_HINT,
-                                 where='model.backbone.init_cfg.checkpoint')
+                                 where='the Pretrained checkpoint '
+                                 '(model.backbone.init_cfg.checkpoint in a config)')
         if prefix:
             loaded = select_prefix(loaded, prefix)
         # An ImageNet checkpoint holds no output norms, nor BatchNorm batch counters.
@@ -210,7 +214,8 @@ class BiFormer(BiFormerTrunk):
                 'init_cfg.strict=False to load only what fits (e.g. after changing a stage).')
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """Images ``(N, in_channels, H, W)`` to the NCHW maps of ``out_indices``."""
+        """Images ``(N, in_channels, H, W)`` to the NCHW maps of the distinct
+        ``out_indices``, in stage order."""
         taken = sorted(set(self.out_indices))
         _, maps = self.forward_stages(x, taken, last=taken[-1])
         return tuple(self.out_norms[str(i)](out.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

@@ -124,7 +124,8 @@ class BiFormerClassifier(BiFormerTrunk):
                                   indices: Union[int, List[int]] = 1,
                                   prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
-        """timm's pruning: the stages after ``indices``, the norm and the head go."""
+        """timm's pruning: the stages after the largest of ``indices`` go; the norm with
+        ``prune_norm`` or when stages go, the head with ``prune_head`` or when stages go."""
         take, max_index = feature_take_indices(len(self.stages), indices)
         prune_end = max_index < len(self.stages) - 1
         self.stages = self.stages[:max_index + 1]
