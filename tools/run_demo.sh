@@ -23,7 +23,7 @@ fi
 say() { printf '\033[1;32m[run_demo]\033[0m %s\n' "$*"; }
 
 say "1/5 environment"
-bash tools/setup_env.sh
+STACK=modern bash tools/setup_env.sh
 PY="$ROOT/.venv/bin/python"
 
 say "2/5 toy COCO dataset -> data/toy_coco"
@@ -31,7 +31,7 @@ say "2/5 toy COCO dataset -> data/toy_coco"
 
 say "3/5 training $CONFIG on the CPU -> $WORK_DIR"
 START=$(date +%s)
-"$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR" "${EXTRA[@]}"
+"$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR" ${EXTRA[@]+"${EXTRA[@]}"}
 say "training took $(( $(date +%s) - START )) s"
 
 CHECKPOINT=$(cat "$WORK_DIR/last_checkpoint")

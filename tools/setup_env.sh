@@ -88,6 +88,8 @@ else
       --only-binary "${PIN%%==*}" "$PIN" >"$VENV/.wheel-check.log" 2>&1 || MISSING+=("$PIN")
   done
   if [ ${#MISSING[@]} -gt 0 ]; then
+    # pip's own words first: a network, proxy or index error fails the check too.
+    tail -n 5 "$VENV/.wheel-check.log" >&2
     rm -rf "$VENV"
     die "pip finds no wheel of ${MISSING[*]} for Python $PYVER on $(uname -m) (the $STACK stack; PyPI and the indexes of your pip config were searched). Use a Python these wheels exist for (e.g. PYTHON=python3.11), or the other STACK."
   fi
@@ -180,5 +182,9 @@ print(f"Python {sys.version.split()[0]}  torch {torch.__version__}  mmcv {mmcv._
       f"mmseg {mmseg.__version__}  cuda={torch.cuda.is_available()}")
 PY
 touch "$STAMP"
+# ln -sfn into a real directory would put the link inside it and leave it in use.
+if [ -e "$LINK" ] && [ ! -L "$LINK" ]; then
+  die "$LINK is a directory, not this script's link: move it away (the environment is ready in $VENV)."
+fi
 ln -sfn "$VENV" "$LINK"
 say "ready ($STACK stack): $LINK -> $VENV"

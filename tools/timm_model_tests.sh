@@ -7,7 +7,8 @@
 # The test file is read from the checkout at TIMM_REV (default HEAD) into a scratch folder
 # with a conftest.py that imports biformer_mm and timm's pytest markers; the copy adds
 # biformer_timm to FEAT_INTER_FILTERS (the models whose forward_intermediates() it tests).
-# Torchscript tests are deselected: torch.jit.script cannot compile our models. The timm
+# Torchscript tests are deselected: torch.jit.script cannot compile our models (a -k EXPR
+# of yours narrows this selection). The timm
 # under test is PYTHON's.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,6 +36,13 @@ markers =
     fxbackward: model tests using torch fx (only backward)
     timeout: pytest-timeout's per-test limit (inactive without the plugin)
 EOF
+# pytest keeps only the last -k: fold the caller's into ours.
+SELECT='biformer and not torchscript' ARGS=() PREV=
+for arg in "$@"; do
+  if [ "$PREV" = -k ]; then SELECT="$SELECT and ($arg)"; PREV=; continue; fi
+  PREV=$arg
+  [ "$arg" = -k ] || ARGS+=("$arg")
+done
 cd "$SCRATCH"
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m pytest test_models.py \
-  -k 'biformer and not torchscript' -p no:cacheprovider -rs "$@"
+  -k "$SELECT" -p no:cacheprovider -rs ${ARGS[@]+"${ARGS[@]}"}
