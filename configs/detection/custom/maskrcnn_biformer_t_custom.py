@@ -35,9 +35,9 @@ train_pipeline = _base_.train_pipeline
 test_pipeline = _base_.test_pipeline
 train_pipeline[2].scale = test_pipeline[1].scale = image_scale
 
-# The rest of each dataloader is mmdet's COCO one: CocoDataset, batch size 2 per GPU, 2
-# loading workers; training skips images without annotations and boxes smaller than
-# filter_cfg.min_size (32) pixels.
+# The rest of each dataloader is mmdet's COCO one: CocoDataset, batch size 2 per GPU for
+# training (1 for validation), 2 loading workers; training skips images without
+# annotations and images whose shorter side is under filter_cfg.min_size (32) pixels.
 train_dataloader = dict(
     dataset=dict(
         data_root=data_root,

@@ -5,10 +5,10 @@
 # (`optim_wrapper = _base_.scratch_optim_wrapper`): mmengine refuses one key in two
 # bases, and the model configs set optim_wrapper and param_scheduler already.
 
-# fp32 (no AMP). AdamW at lr 5e-4, 2.5x the fine-tuning lr: random weights need larger
-# steps. Gradients are clipped to norm 10, which keeps the first, large-loss iterations
-# of a random network from diverging. No weight decay on norms and the position
-# embedding.
+# fp32 (no AMP). AdamW at lr 5e-4, 2.5x Semantic FPN's fine-tuning lr (about 8x
+# UperNet's): random weights need larger steps. Gradients are clipped to norm 10, which
+# keeps the first, large-loss iterations of a random network from diverging. No weight
+# decay on norms and the position embedding.
 scratch_optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

@@ -7,8 +7,8 @@
 #   python tools/dataset/make_toy_ade20k.py
 #   python tools/train.py configs/segmentation/toy/fpn_biformer_t_toy_ade20k.py
 #
-# Another backbone size: inherit this file and set model.backbone (and the head's
-# in_channels) as configs/segmentation/fpn_biformer_s.py / _b.py do.
+# Another backbone size: inherit this file and set model.backbone (and for B
+# model.neck.in_channels) as configs/segmentation/fpn_biformer_s.py / _b.py do.
 _base_ = ['../custom/fpn_biformer_t_custom_scratch.py', '../_base_/toy_ade20k.py']
 
 # The toy data (../_base_/toy_ade20k.py) in every dataloader; the variables of the

@@ -7,8 +7,9 @@
 #   python tools/dataset/make_toy_ade20k.py
 #   python tools/train.py configs/segmentation/toy/upernet_biformer_t_toy_ade20k.py
 #
-# Another backbone size: inherit this file and set model.backbone (and the head's
-# in_channels) as configs/segmentation/upernet_biformer_s.py / _b.py do.
+# Another backbone size: inherit this file and set model.backbone (and for B the
+# in_channels of decode_head and auxiliary_head) as configs/segmentation/upernet_biformer_s.py
+# / _b.py do.
 _base_ = [
     '../upernet_biformer_t.py', '../_base_/toy_ade20k.py', '../_base_/from_scratch.py'
 ]
