@@ -36,6 +36,22 @@ ONE_EPOCH = [
 ]
 
 
+def require_triton() -> ModuleType:
+    """Triton, for a test that needs it: the test fails without it where this torch (a
+    CUDA build for x86-64) requires it, and is skipped elsewhere."""
+    import platform
+
+    import torch
+    try:
+        import triton
+    except ImportError:
+        if torch.version.cuda and platform.machine() == 'x86_64':
+            pytest.fail('Triton is not installed, though this torch (a CUDA build for '
+                        'x86-64) requires it: rebuild the stack with tools/setup_env.sh')
+        pytest.skip('Triton is not installed')
+    return triton
+
+
 def load_tool(relpath: str) -> ModuleType:
     """Import a script under ``tools/`` (not a package) as a module."""
     path = osp.join(REPO_ROOT, 'tools', relpath)

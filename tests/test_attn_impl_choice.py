@@ -20,6 +20,7 @@ import torch
 
 from biformer_mm.ops import (ChunkedRoutedAttention, bra_triton, resolve_attn_impl,
                              routed_attention, routed_attention_gather, triton_self_check)
+from conftest import require_triton
 
 routed_attention_module = importlib.import_module('biformer_mm.ops.routed_attention')
 
@@ -175,7 +176,7 @@ def test_auto_never_picks_the_triton_interpreter(gpu, log, monkeypatch):
     """TRITON_INTERPRET=1 lets the kernels run on any tensors, orders of magnitude
     slower: only an explicit attn_impl='triton' (as tests make) runs them there."""
     monkeypatch.setenv('TRITON_INTERPRET', '1')
-    interpreted = load_bra_triton_with(monkeypatch, pytest.importorskip('triton'))
+    interpreted = load_bra_triton_with(monkeypatch, require_triton())
     assert interpreted.INTERPRETER
     monkeypatch.setattr(routed_attention_module, 'unsupported_reason',
                         interpreted.unsupported_reason)
@@ -255,7 +256,7 @@ class CompileError(torch.autograd.Function):
 @pytest.fixture
 def kernels(monkeypatch):
     """Replace the kernels the self-check runs; a fresh memory of self-check results."""
-    pytest.importorskip('triton')  # the kernel configuration comes from Triton's rules
+    require_triton()  # the kernel configuration comes from Triton's rules
     monkeypatch.setattr(triton_self_check, '_results', {})
     monkeypatch.delenv(triton_self_check.SELF_CHECK_ENV, raising=False)
     CorrectKernels.calls = []
@@ -301,7 +302,7 @@ def test_self_check_runs_once_before_each_compiled_kernel_configuration(kernels)
 def test_self_check_runs_the_kernels_the_call_selects():
     """Its one image of random values is laid out as the call's inputs: same strides,
     same alignment, same sizes but the batch, so Triton selects the same kernels."""
-    pytest.importorskip('triton')
+    require_triton()
     # Heads-first views of a channel-packed (N, P, W, 3 * heads * D) map, misaligned.
     packed = torch.randn(2, 4, 7, 3 * 2 * 16 + 1).half()[..., 1:]
     q, k, v = packed.unflatten(-1, (3, 2, 16)).permute(3, 0, 4, 1, 2, 5).unbind(0)

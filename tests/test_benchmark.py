@@ -92,8 +92,8 @@ def test_runtimes_mode_measures_both_backbones_in_every_runtime_in_one_run(tmp_p
     """``--mode runtimes``: BiFormer-S and Swin-T backbones in eager, torch.compile (also
     with freezing) and onnxruntime, each in a fresh process, with the first call
     (compilation or export included), the step time, the ratios within the run, the
-    onnxruntime graph checked against eager, and with ``--profile`` where each row's time
-    went. Dynamo's ``eager`` backend keeps this fast; the measurement itself uses
+    onnxruntime graph's difference from eager reported, and with ``--profile`` where each
+    row's time went. Dynamo's ``eager`` backend keeps this fast; the measurement itself uses
     inductor."""
     out = tmp_path / 'runtimes.json'
     report = benchmark_bra.main(['--device', 'cpu', '--mode', 'runtimes', '--only', 'backbone',

@@ -12,7 +12,6 @@ run at realistic sizes and only where CUDA is available.
 """
 import importlib.util
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from torch import Tensor
 
 from biformer_mm.ops import bra_triton
+from conftest import require_triton
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HAS_TRITON = importlib.util.find_spec('triton') is not None
@@ -234,11 +234,7 @@ def assert_results_close(results: Dict[str, Tuple[Tensor, Tensor]], dtype: str,
 @pytest.fixture(scope='module')
 def interpreter_results(tmp_path_factory) -> Dict[str, Any]:
     """Run :func:`_interpreter_worker` in one subprocess under ``TRITON_INTERPRET=1``."""
-    if not HAS_TRITON:
-        if torch.version.cuda and platform.machine() == 'x86_64':
-            pytest.fail('Triton is not installed, though this torch (a CUDA build for '
-                        'x86-64) requires it: rebuild the stack with tools/setup_env.sh')
-        pytest.skip('Triton is not installed')
+    require_triton()
     result_file = tmp_path_factory.mktemp('bra_triton') / 'results.pt'
     env = dict(os.environ, TRITON_INTERPRET='1')
     env['PYTHONPATH'] = os.pathsep.join(filter(None, (str(REPO_ROOT), env.get('PYTHONPATH'))))
@@ -489,9 +485,17 @@ def _interpreter_worker(result_file: str) -> None:
         str(dtype).split('.')[1]: triton_self_check.run_self_check(*call(6, 2, dtype)).error
         for dtype in DTYPES.values()})
     triton_self_check._results.clear()
+    run_self_check, runs = triton_self_check.run_self_check, []
+
+    def counted_run(*args):
+        runs.append(args)
+        return run_self_check(*args)
+
+    triton_self_check.run_self_check = counted_run
     for tokens, topk in ((6, 2), (20, 1), (6, 2), (7, 2)):  # 16x16, 32x32, same, same tiles
         assert triton_self_check.triton_self_check(*call(tokens, topk)) is None
-    results['self_check']['runs'] = len(triton_self_check._results)
+    triton_self_check.run_self_check = run_self_check
+    results['self_check']['runs'] = len(runs)
 
     q, k, v, r_idx = (t.requires_grad_(t.is_floating_point()) for t in call(6, 2))
     out = bra_triton.routed_attention_triton_heads_first(q, k, v, r_idx, 0.25)

@@ -141,13 +141,23 @@ def test_load_from_in_the_config_is_checked_too(payload_checkpoint, tmp_path):
     assert not marker.exists()
 
 
+def assert_holds_weights_of(model: BiFormer, source: BiFormer) -> None:
+    """Every tensor of ``source`` but the output norms (which loading ignores) arrived."""
+    loaded = model.state_dict()
+    compared = [k for k in source.state_dict() if not k.startswith('out_norms.')]
+    assert compared and all(torch.equal(loaded[k], source.state_dict()[k]) for k in compared)
+
+
 def test_official_imagenet_files_load_weights_only(tmp_path):
     """The official files pickle argparse.Namespace beside the weights: allowed for
     backbone weights, nothing more."""
     path = tmp_path / 'biformer_tiny_best.pth'
-    torch.save({'model': BiFormer(arch='tiny').state_dict(),
+    source = BiFormer(arch='tiny')
+    torch.save({'model': source.state_dict(),
                 'args': argparse.Namespace(model='biformer_tiny', lr=5e-4)}, path)
-    BiFormer(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path))).init_weights()
+    model = BiFormer(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    assert_holds_weights_of(model, source)
 
 
 def test_trusted_prefix_loads_a_file_beyond_the_allow_list(tmp_path):
@@ -155,7 +165,8 @@ def test_trusted_prefix_loads_a_file_beyond_the_allow_list(tmp_path):
     through the backbone and through mmengine's loader (load_from, --resume,
     tools/test.py)."""
     path = tmp_path / 'custom.pth'
-    torch.save({'state_dict': BiFormer(arch='tiny').state_dict(),
+    source = BiFormer(arch='tiny')
+    torch.save({'state_dict': source.state_dict(),
                 'meta': {'ratio': fractions.Fraction(1, 3)}}, path)
     model = BiFormer(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     with pytest.raises(UnsafeCheckpointError, match='fractions.Fraction'):
@@ -163,6 +174,7 @@ def test_trusted_prefix_loads_a_file_beyond_the_allow_list(tmp_path):
     trusted = BiFormer(arch='tiny', init_cfg=dict(type='Pretrained',
                                                   checkpoint=f'trusted://{path}'))
     trusted.init_weights()
+    assert_holds_weights_of(trusted, source)
     loaded = CheckpointLoader.load_checkpoint(f'trusted://{path}')
     assert loaded['meta']['ratio'] == fractions.Fraction(1, 3)
 

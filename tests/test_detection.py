@@ -1,4 +1,5 @@
 """Specification of the detection configs in configs/detection/."""
+import filecmp
 import glob
 import json
 import os
@@ -137,8 +138,9 @@ def test_toy_config_is_the_t_config_on_the_toy_data(config):
     assert cfg.test_evaluator.ann_file == 'data/toy_coco/annotations/instances_val.json'
     assert cfg.model.backbone.init_cfg is None
     assert cfg.optim_wrapper.type == 'OptimWrapper' and 'loss_scale' not in cfg.optim_wrapper
-    # The model is that of the inherited config, but for the classes and the backbone's
-    # initialisation and BatchNorm mode.
+    # The backbone and neck are those of the inherited config, but for the backbone's
+    # initialisation and BatchNorm mode (the heads' classes and Mask R-CNN's proposal and
+    # RoI counts are the toy data's).
     assert cfg.model.backbone.arch == 'tiny'
     assert {k: v for k, v in cfg.model.backbone.items() if k not in ('init_cfg', 'norm_eval')} \
         == {k: v for k, v in real.model.backbone.items() if k not in ('init_cfg', 'norm_eval')}
@@ -161,8 +163,12 @@ def test_toy_dataset_is_deterministic_coco(tmp_path):
             assert coco == json.load(f2)
         assert [c['name'] for c in coco['categories']] == ['rectangle', 'ellipse',
                                                            'triangle']
-        assert sorted(os.listdir(tmp_path / 'a' / split)) == \
-            [image['file_name'] for image in coco['images']]
+        names = [image['file_name'] for image in coco['images']]
+        assert sorted(os.listdir(tmp_path / 'a' / split)) == names
+        assert sorted(os.listdir(tmp_path / 'b' / split)) == names
+        _, mismatch, errors = filecmp.cmpfiles(tmp_path / 'a' / split, tmp_path / 'b' / split,
+                                               names, shallow=False)
+        assert not mismatch and not errors, 'the images of one seed differ'
         for ann in coco['annotations']:
             x, y, w, h = ann['bbox']
             polygon = ann['segmentation'][0]

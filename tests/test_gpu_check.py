@@ -2,7 +2,6 @@
 machine without a GPU can check it: the no-CUDA exit, the ahead-of-time compilation of
 the kernels (--compile-only), and, with the commands stood in for, how a GPU run calls
 the CUDA tests and the benchmark and judges them."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,14 +11,13 @@ import time
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, require_triton
 
 sys.path.insert(0, os.path.join(REPO_ROOT, 'tools'))
 import gpu_check  # noqa: E402
 import triton_aot  # noqa: E402
 
 TOOL = os.path.join(REPO_ROOT, 'tools', 'gpu_check.py')
-HAS_TRITON = importlib.util.find_spec('triton') is not None
 
 
 def run_tool(args, tmp_path, env=None):
@@ -46,12 +44,12 @@ def test_without_cuda_it_exits_at_once_and_says_what_to_do(tmp_path):
     assert not list(tmp_path.iterdir()), 'nothing was run, so no report is written'
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason='Triton is not installed')
 def test_compile_only_compiles_forward_and_backward_for_sm80_and_sm90(tmp_path):
     """A representative subset through the tool's own code path: BiFormer-T at the Mask
     R-CNN input in bf16 (the dtype of mixed-precision training), into an empty Triton
     cache. The tool's default runs T/S/B x Mask R-CNN/UperNet/classification x
     fp32/fp16/bf16."""
+    require_triton()
     proc = run_tool(['--compile-only', '--models', 'tiny', '--inputs', 'maskrcnn', '--dtypes',
                      'bf16'], tmp_path, env=dict(TRITON_CACHE_DIR=str(tmp_path / 'cache')))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -74,7 +72,7 @@ def compile_only(tmp_path, *extra):
 
 
 def test_compile_only_fails_loudly(tmp_path, monkeypatch, capsys):
-    pytest.importorskip('triton')
+    require_triton()
 
     def broken(launch, arch):
         raise RuntimeError('PTXASError: ptxas fatal: Unresolved extern function')
@@ -89,7 +87,7 @@ def test_compile_only_fails_loudly(tmp_path, monkeypatch, capsys):
 def test_compile_only_fails_where_the_self_check_would_run_other_kernels(
         tmp_path, monkeypatch, capsys):
     """The self-check must run the call's own kernels, or a kernel goes unchecked."""
-    pytest.importorskip('triton')
+    require_triton()
     from biformer_mm.ops import triton_self_check
     real = triton_self_check.self_check_problem
 
@@ -148,7 +146,7 @@ def fake_gpu_run(monkeypatch, failed_tests=0, rows=BENCHMARK_ROWS):
 
 
 def test_a_gpu_run_is_the_cuda_tests_and_the_benchmark_and_a_report(tmp_path, monkeypatch):
-    pytest.importorskip('triton')
+    require_triton()
     commands = fake_gpu_run(monkeypatch)
     assert gpu_check.check_gpu(str(tmp_path)) == 0
     assert commands[0][1:7] == ['-m', 'pytest', '-m', 'cuda'] + [
@@ -174,7 +172,7 @@ def test_a_gpu_run_is_the_cuda_tests_and_the_benchmark_and_a_report(tmp_path, mo
 ])
 def test_a_failed_test_or_benchmark_case_fails_the_run(tmp_path, monkeypatch, failed_tests,
                                                        rows):
-    pytest.importorskip('triton')
+    require_triton()
     fake_gpu_run(monkeypatch, failed_tests, rows)
     assert gpu_check.check_gpu(str(tmp_path)) == 1
     report = (tmp_path / 'gpu_check.md').read_text()

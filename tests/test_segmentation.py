@@ -227,8 +227,10 @@ def test_toy_dataset_command_line_is_deterministic_for_a_seed(toy_ade20k, tmp_pa
     again = tmp_path / 'again'
     run_tool(str(MAKE_TOY_ADE20K), '--out', str(again), '--num-train', '6', '--num-val',
              '2', '--seed', '0', cwd=REPO)
-    for sub in ('images/training', 'annotations/validation'):
+    for sub in ('images/training', 'images/validation', 'annotations/training',
+                'annotations/validation'):
         names = sorted(os.listdir(toy_ade20k / sub))
+        assert names and sorted(os.listdir(again / sub)) == names
         _, mismatch, errors = filecmp.cmpfiles(toy_ade20k / sub, again / sub, names,
                                                shallow=False)
         assert not mismatch and not errors

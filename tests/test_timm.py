@@ -118,6 +118,7 @@ def test_features_only_pretrained_returns_the_official_stage_outputs(
         outputs = features(x)
     assert features.feature_info.channels() == [64, 128]
     assert features.feature_info.reduction() == [8, 32]
+    assert len(outputs) == len(expected) == 2
     assert all(torch.equal(a, b) for a, b in zip(outputs, expected))
     assert all('state_dict' not in m.pretrained_cfg for m in (features, features.model))
 
@@ -217,9 +218,9 @@ def test_forward_intermediates_in_timm_form():
         assert [tuple(s.shape[1:]) for s in stages] == [(32, 16, 16), (64, 8, 8), (96, 4, 4),
                                                        (128, 2, 2)]
         last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
-        assert all(torch.equal(a, b) for a, b in zip(last_two, stages[2:]))
+        assert len(last_two) == 2 and all(torch.equal(a, b) for a, b in zip(last_two, stages[2:]))
         _, early = model.forward_intermediates(x, indices=[0, 1], stop_early=True)
-        assert all(torch.equal(a, b) for a, b in zip(early, stages[:2]))
+        assert len(early) == 2 and all(torch.equal(a, b) for a, b in zip(early, stages[:2]))
         normed = model.forward_intermediates(x, indices=[-1], norm=True, intermediates_only=True)
         assert torch.equal(normed[0], final)
     with pytest.raises(ValueError, match="NCHW maps, got output_fmt='NHWC'"):
@@ -248,7 +249,8 @@ def test_features_only_with_timm_s_other_feature_classes(feature_cls):
             out = model(x)
         outputs.append(list(out.values()) if isinstance(out, dict) else out)
     getter, other = outputs
-    assert len(other) == 2 and all(torch.equal(a, b) for a, b in zip(getter, other))
+    assert len(getter) == len(other) == 2
+    assert all(torch.equal(a, b) for a, b in zip(getter, other))
 
 
 def test_grad_checkpointing_recomputes_blocks_with_the_same_gradients():
@@ -299,6 +301,7 @@ def test_classifier_and_mm_backbone_share_the_stages(cls_fixture):
     with torch.no_grad():
         stages = classifier.forward_intermediates(x, intermediates_only=True)
         _, backbone_stages = backbone.forward_stages(x, take=range(4))
+    assert len(stages) == len(backbone_stages) == 4
     assert all(torch.equal(a, b) for a, b in zip(stages, backbone_stages))
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from biformer_mm import BiFormer
+from biformer_mm.safe_load import read_checkpoint
 from conftest import DET_TOY, load_tool
 
 visualize_routing = load_tool('analysis/visualize_routing.py')
@@ -115,3 +116,10 @@ def test_config_mode_uses_a_trained_detector(trained_det, tmp_path):
                                      '--stage', '2', '--out', str(out)])
     check_panels(panels, [(131.5, 90.5)], [2])
     assert osp.getsize(out) > 0
+    # The routing drawn is the trained backbone's: config mode builds it with the
+    # checkpoint's weights.
+    backbone, _, _ = visualize_routing.config_inputs(image, DET_TOY, checkpoint, None)
+    trained = read_checkpoint(checkpoint)['state_dict']  # the tools' checkpoint types allowed
+    weights = {k[len('backbone.'):]: v for k, v in trained.items() if k.startswith('backbone.')}
+    assert weights.keys() == backbone.state_dict().keys()
+    assert all(torch.equal(v, weights[k]) for k, v in backbone.state_dict().items())
