@@ -164,6 +164,28 @@ def test_onnxruntime_and_frozen_rows_refuse_a_training_step(runtimes, message, c
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('args,message', [
+    (['--mode', 'runtimes', '--runtimes', 'eager,compiled'], "--runtimes: unknown ['compiled']"),
+    (['--impls', 'cpp,fused'], "--impls: unknown ['fused']"),
+    (['--only', 'mask-rcnn'], "selects no row"),
+    (['--repeats', '0'], '--repeats must be at least 1'),
+    (['--max-gather-gb', '-1'], '--max-gather-gb at least 0')])
+def test_arguments_that_would_measure_something_else_or_nothing_are_refused(args, message,
+                                                                          capsys):
+    """A typo in a runtime was timed as eager under its name; an --only that matches no
+    row wrote an empty report; 0 meant the default."""
+    with pytest.raises(SystemExit):
+        benchmark_bra.main(['--device', 'cpu', *args])
+    assert message in capsys.readouterr().err
+
+
+def test_a_failed_row_fails_the_command_and_a_skipped_one_does_not():
+    assert benchmark_bra.failed_rows({'rows': [
+        {'case': 'a'}, {'case': 'b', 'error': 'skipped: needs mmdet, not installed'}]}) == []
+    failed = {'case': 'c', 'error': 'timed out after 60 s'}
+    assert benchmark_bra.failed_rows({'rows': [{'case': 'a'}, failed]}) == [failed]
+
+
 @pytest.mark.classic
 def test_onnxruntime_row_runs_on_both_stacks(tmp_path):
     """The onnxruntime row exports with ``biformer_mm.onnx_export``, so it runs on

@@ -281,7 +281,9 @@ def test_train_py_trains_resumes_and_test_py_reports_miou_on_toy_data(toy_ade20k
     checkpoint = tmp_path / 'iter_2.pth'
     assert checkpoint.is_file()
 
-    result = run_tool('tools/test.py', config, str(checkpoint), *common, '--cfg-options',
-                      *data, cwd=REPO)
+    result = run_tool('tools/test.py', config, str(checkpoint), *common, '--show-dir',
+                      str(tmp_path / 'vis'), '--cfg-options', *data, cwd=REPO)
     assert re.search(r'Iter\(test\).*aAcc: [\d.]+\s+mIoU: [\d.]+',
                      result.stdout + result.stderr)
+    # --show-dir draws every validation image (2), not mmseg's every 50th.
+    assert len(list((tmp_path / 'vis').rglob('*.png'))) == 2

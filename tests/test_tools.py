@@ -90,6 +90,22 @@ def test_resume_from_a_missing_file_names_the_problem():
 
 
 @pytest.mark.classic
+def test_resume_with_nothing_to_resume_says_it_starts_afresh(tmp_path, coco_layout,
+                                                             imagenet_checkpoints, monkeypatch):
+    """Auto-resume in an empty work dir trains from the start, as mmdet's tools/train.py,
+    and says so, naming the load_from it does not load."""
+    logged = []
+    monkeypatch.setattr(cli, 'print_log', lambda msg, **kwargs: logged.append(msg))
+    cfg = cli.train_config(cli.train_parser().parse_args([
+        CONFIG, '--work-dir', str(tmp_path), '--resume', '--cfg-options',
+        'load_from=pretrained/detector.pth']))
+    assert cfg.resume is True and cfg.load_from is None
+    assert any(f'--resume: {tmp_path} has no checkpoint to resume from, so training starts '
+               f'from the beginning; load_from=pretrained/detector.pth is not loaded' in m
+               for m in logged), logged
+
+
+@pytest.mark.classic
 def test_command_line_options_reach_the_config(tmp_path, coco_layout, imagenet_checkpoints):
     args = cli.train_parser().parse_args([
         CONFIG, '--work-dir', str(tmp_path), '--auto-scale-lr', '--resume',

@@ -123,3 +123,14 @@ def test_config_mode_uses_a_trained_detector(trained_det, tmp_path):
     weights = {k[len('backbone.'):]: v for k, v in trained.items() if k.startswith('backbone.')}
     assert weights.keys() == backbone.state_dict().keys()
     assert all(torch.equal(v, weights[k]) for k, v in backbone.state_dict().items())
+
+
+@pytest.mark.parametrize('args,message', [
+    (['cfg.py', '--checkpoint', 'c.pth', '--n-win', '8'], '--n-win and --size apply to --arch'),
+    (['cfg.py', '--checkpoint', 'c.pth', '--size', '512'], '--n-win and --size apply to --arch'),
+    (['--arch', 'tiny', '--cfg-options', 'model.backbone.n_win=8'],
+     '--cfg-options applies to CONFIG only')])
+def test_options_of_the_other_mode_are_refused_not_ignored(args, message, capsys):
+    with pytest.raises(SystemExit):
+        visualize_routing.parse_args(['image.png', *args])
+    assert message in capsys.readouterr().err

@@ -493,9 +493,18 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     cpu = args.device == 'cpu'
     args.dtype = args.dtype or ('fp32' if cpu else 'bf16')
     args.warmup = args.warmup if args.warmup is not None else (1 if cpu else 5)
-    args.repeats = args.repeats or (3 if cpu else 20)
-    args.max_gather_gb = args.max_gather_gb or (12 if cpu else 60)
+    args.repeats = args.repeats if args.repeats is not None else (3 if cpu else 20)
+    if args.max_gather_gb is None:
+        args.max_gather_gb = 12 if cpu else 60
+    if args.repeats < 1 or args.max_gather_gb < 0:
+        parser.error('--repeats must be at least 1 and --max-gather-gb at least 0.')
     runtimes = args.runtimes.split(',')
+    for name, values, known in (('--runtimes', runtimes, RUNTIMES),
+                                ('--impls', args.impls.split(',') if args.impls else [],
+                                 IMPLS)):
+        if set(values) - set(known):
+            parser.error(f'{name}: unknown {sorted(set(values) - set(known))}; '
+                         f'choose from {",".join(known)}.')
     if args.profile and not cpu:
         parser.error('--profile reads CPU self times: --device cpu.')
     if args.mode == 'runtimes' and 'onnxruntime' in runtimes and (args.step == 'train'
@@ -540,6 +549,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         # Swin-T and the whole models run as built (BiFormer-S: its config's attn_impl).
         todo = [(0, case, impl) for case in cases for impl in (
             [None] if case['kind'] == 'model' or case.get('backbone') == 'swin_t' else impls)]
+    if not todo:
+        parser.error(f'--only {args.only} selects no row of --mode {args.mode}.')
     print('| case | impl | first call s | fwd ms | fwd+bwd ms | peak MB | '
           'fwd+bwd speed-up vs gather | peak memory vs gather |')
     print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |')
@@ -585,5 +596,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     return report
 
 
+def failed_rows(report: dict) -> List[dict]:
+    """The rows that were to be measured and failed (skipped rows say why, and are not
+    failures)."""
+    return [r for r in report['rows'] if not r.get('error', 'skipped').startswith('skipped')]
+
+
 if __name__ == '__main__':
-    main()
+    sys.exit(1 if failed_rows(main()) else 0)

@@ -120,7 +120,15 @@ def train_config(args: argparse.Namespace) -> Config:
                 f'batch size the lr was tuned for.')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, find_latest_checkpoint(cfg.work_dir)
+        latest = find_latest_checkpoint(cfg.work_dir)
+        if latest is None:  # as mmdet's tools/train.py: start afresh, without load_from
+            dropped = (f'; load_from={cfg.load_from} is not loaded either (resuming from it '
+                       f'would restore its optimizer and schedule)' if cfg.get('load_from')
+                       else '')
+            print_log(f'--resume: {cfg.work_dir} has no checkpoint to resume from, so '
+                      f'training starts from the beginning{dropped}.', logger='current',
+                      level=logging.WARNING)
+        cfg.resume, cfg.load_from = True, latest
     elif args.resume is not None:
         local_checkpoint(args.resume, hint='Give --resume a checkpoint file, or no value '
                          'to continue from the latest checkpoint in the work dir.')

@@ -33,6 +33,8 @@ def enable_visualization(cfg: Config,
                            "default_hooks = dict(visualization=dict(type='DetVisualizationHook'"
                            ')) to the config.')
     hook_cfg['draw'] = True
+    # mmseg's hook draws every interval-th test batch only (default 50): draw them all.
+    hook_cfg['interval'] = 1
     if show:
         hook_cfg['show'] = True
         hook_cfg['wait_time'] = wait_time

@@ -216,9 +216,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--checkpoint', help='trained checkpoint of CONFIG, or official '
                         'ImageNet weights for --arch (default with --arch: random weights); '
                         'read weights-only (docs/checkpoints.md)')
-    parser.add_argument('--n-win', type=int, default=7, help='--arch: regions per side')
-    parser.add_argument('--size', type=int, default=224,
-                        help='--arch: shorter image side fed to the backbone')
+    parser.add_argument('--n-win', type=int, help='--arch: regions per side (default 7)')
+    parser.add_argument('--size', type=int,
+                        help='--arch: shorter image side fed to the backbone (default 224)')
     parser.add_argument('--points', type=parse_point, nargs='+', metavar='X,Y',
                         help='query points in image pixels (default: the centre)')
     parser.add_argument('--stage', type=int, nargs='+', choices=(1, 2, 3, 4),
@@ -226,13 +226,21 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--block', type=int, default=-1,
                         help='block index in each stage (default: the last)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys')
+                        help='CONFIG: override config keys')
     parser.add_argument('--out', default='routing.png', help='output PNG')
     args = parser.parse_args(argv)
     if (args.config is None) == (args.arch is None):
         parser.error('give either CONFIG (with --checkpoint) or --arch.')
     if args.config is not None and args.checkpoint is None:
         parser.error('CONFIG needs --checkpoint (a trained model of that config).')
+    # Options of the other mode would be ignored: refuse them.
+    if args.config and (args.n_win is not None or args.size is not None):
+        parser.error('--n-win and --size apply to --arch only: CONFIG sets the regions and '
+                     'the image size.')
+    if args.arch and args.cfg_options:
+        parser.error('--cfg-options applies to CONFIG only: --arch builds no config.')
+    args.n_win = 7 if args.n_win is None else args.n_win
+    args.size = 224 if args.size is None else args.size
     return args
 
 
