@@ -25,7 +25,11 @@ def flatten_outputs(outputs: NestedTensors) -> List[Tensor]:
 def onnx_errors(path: str, network: nn.Module, inputs: Tensor) -> List[float]:
     """Per output, the largest absolute difference between onnxruntime's outputs of the
     graph at ``path`` and ``network(inputs)``, relative to the output's largest magnitude
-    where that is above 1."""
+    where that is above 1; infinite where either holds a NaN or an infinity.
+
+    Raises:
+        ValueError: If the graph's outputs differ from the network's in number or shape.
+    """
     import onnxruntime
     session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
     actual = session.run(None, {INPUT_NAME: inputs.numpy()})
@@ -33,8 +37,15 @@ def onnx_errors(path: str, network: nn.Module, inputs: Tensor) -> List[float]:
         expected = [t.numpy() for t in flatten_outputs(network(inputs))]
     if len(actual) != len(expected):
         raise ValueError(f'{path} has {len(actual)} outputs, the network {len(expected)}.')
-    return [float(np.abs(a - e).max() / max(1., np.abs(e).max(initial=0.)))
-            for a, e in zip(actual, expected)]
+    errors = []
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        if a.shape != e.shape:
+            raise ValueError(f'output{i} of {path} has the shape {list(a.shape)}, the '
+                             f'network\'s {list(e.shape)}.')
+        finite = np.isfinite(a).all() and np.isfinite(e).all()  # NaN compares as no error
+        errors.append(float(np.abs(a - e).max(initial=0.) / max(1., np.abs(e).max(initial=0.)))
+                      if finite else float('inf'))
+    return errors
 
 
 def other_size_input(inputs: Tensor) -> Tensor:
@@ -52,10 +63,14 @@ def export_onnx(network: nn.Module, inputs: Tensor, path: str, dynamic: bool = F
     return the output names.
 
     Raises:
-        ValueError: For a two-stage detector, or a dynamic graph that fails in
-            onnxruntime or differs from PyTorch by more than ``tolerance`` on
-            :func:`other_size_input`.
+        ValueError: For a network in training mode, a two-stage detector, or a dynamic
+            graph that fails in onnxruntime, gives other outputs or differs from PyTorch by
+            more than ``tolerance`` on :func:`other_size_input`.
     """
+    if network.training:
+        raise ValueError(
+            'export_onnx needs the network in eval mode (network.eval()): in training mode '
+            'BatchNorm would record and export the example\'s batch statistics.')
     if getattr(getattr(network, 'model', None), 'with_rpn', False):
         raise ValueError(
             f'{type(network.model).__name__} is a two-stage detector: its tensor mode '
@@ -85,7 +100,8 @@ def export_onnx(network: nn.Module, inputs: Tensor, path: str, dynamic: bool = F
         difference = max(onnx_errors(path, network, other))
         problem = f'differs from PyTorch by {difference:.3g}' if difference > tolerance else ''
     except Exception as error:  # onnxruntime's own types (pybind11's) for wrong shapes
-        if not type(error).__module__.startswith('onnxruntime'):
+        if not (isinstance(error, ValueError)  # other outputs than the network's
+                or type(error).__module__.startswith('onnxruntime')):
             raise
         problem = f'fails ({error})'
     if problem:

@@ -153,6 +153,9 @@ def test_import_works_with_only_one_of_mmdet_and_mmseg(missing):
      r'embed_dims\[1\]=100 is not divisible by head_dim=32'),
     (dict(arch=dict(BiFormer.arch_zoo['tiny'], qk_dims=[64, 128, 250, 512])),
      r'qk_dims\[2\]=250 is not divisible by head_dim=32'),
+    # The global stage's q and k have its width: another qk_dims would be ignored.
+    (dict(arch=dict(BiFormer.arch_zoo['tiny'], qk_dims=[64, 128, 256, 128])),
+     r'qk_dims\[3\]=128 must equal embed_dims\[3\]=512: stage 3 has global attention'),
     (dict(arch='tiny', n_win=3), r'topk=16 must be in \[1, n_win\*\*2=9\]'),
     (dict(arch='tiny', out_indices=(0, 4)), r'out_indices=\(0, 4\) must be'),
     (dict(arch='tiny', frozen_stages=5), r'frozen_stages=5 must be in \[-1, 4\]'),

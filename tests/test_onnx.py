@@ -24,6 +24,7 @@ from _export_cases import (EXPORT_SIZE, MIN_MARGIN, OTHER_SIZES, SEED, check_no_
                            image, max_errors, routing_margin, tiny_backbone)
 from biformer_mm.analysis import build_tensor_mode
 from biformer_mm.engine import load_config
+from biformer_mm import onnx_export
 from biformer_mm.onnx_export import other_size_input
 from biformer_mm.ops import ATTN_IMPLS, routed_attention, routed_attention_gather
 from biformer_mm.ops import export_path
@@ -251,6 +252,29 @@ def test_export_onnx_tool_refuses_a_dynamic_graph_wrong_at_other_sizes(photo):
     with pytest.raises(ValueError,
                        match=r'computes sizes in Python.*static sizes \(without --dynamic'):
         run_tool(SEG_TOY, checkpoint, photo, '--dynamic')
+
+
+@pytest.mark.classic
+def test_export_onnx_refuses_a_network_in_training_mode(tmp_path):
+    """In training mode BatchNorm would use, update and export the example's batch
+    statistics."""
+    model = tiny_backbone().train()
+    with pytest.raises(ValueError, match=r'eval mode \(network.eval\(\)\)'):
+        onnx_export.export_onnx(model, image(EXPORT_SIZE), str(tmp_path / 'model.onnx'))
+    assert not (tmp_path / 'model.onnx').exists()
+
+
+@pytest.mark.classic
+def test_a_nan_in_the_outputs_is_an_infinite_error_not_none(tmp_path):
+    """NaN compares as no difference: the check reports it as infinite instead."""
+
+    class Log(torch.nn.Module):
+        def forward(self, x):
+            return torch.log(x - 2)  # NaN for inputs in [0, 1), in both runtimes
+
+    path = str(tmp_path / 'log.onnx')
+    onnx_export.export_onnx(Log().eval(), torch.rand(1, 3, 8, 8), path)
+    assert onnx_export.onnx_errors(path, Log().eval(), torch.rand(1, 3, 8, 8)) == [float('inf')]
 
 
 @pytest.mark.classic

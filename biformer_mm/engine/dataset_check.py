@@ -112,7 +112,7 @@ def _build(cfg: Config, dataset: dict, what: str):
             return registry.build({**dataset, 'lazy_init': True})
         except Exception as error:  # an unknown type or an argument it refuses
             raise DatasetMismatchError(f'{what} cannot be built: {type(error).__name__}: '
-                                       f'{error}') from None
+                                       f'{error}') from error
 
 
 def _paths(cfg: Config, datasets: list, parts: Sequence[str]) -> List[DataPath]:

@@ -126,6 +126,10 @@ class BiFormerTrunk(BaseModule):
         for i, (dim, qk_dim, topk) in enumerate(
                 zip(arch['embed_dims'], arch['qk_dims'], arch['topks'])):
             if topk == GLOBAL_ATTENTION:
+                if qk_dim != dim:  # its q, k and v all have the stage's width
+                    raise ValueError(f'arch qk_dims[{i}]={qk_dim} must equal embed_dims[{i}]='
+                                     f'{dim}: stage {i} has global attention (topks[{i}]=-2), '
+                                     f'whose queries and keys have the stage\'s width.')
                 continue
             for name, value in (('embed_dims', dim), ('qk_dims', qk_dim)):
                 if value % head_dim:
