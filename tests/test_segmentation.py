@@ -223,6 +223,16 @@ def test_toy_dataset_has_the_ade20k_layout_and_loads_with_reduce_zero_label(toy_
         assert len(seen - {255}) >= 3
 
 
+def test_toy_dataset_refuses_a_folder_with_files_it_would_not_write(tmp_path):
+    """mmseg reads every file of the folders: a smaller second run must not leave the
+    first run's extra images in the dataset. The same files again are fine."""
+    make = load_tool('dataset/make_toy_ade20k.py').make_toy_ade20k
+    make(str(tmp_path), num_train=3, num_val=1)
+    make(str(tmp_path), num_train=3, num_val=1)
+    with pytest.raises(FileExistsError, match='holds 2 files this run would not write'):
+        make(str(tmp_path), num_train=2, num_val=1)
+
+
 def test_toy_dataset_command_line_is_deterministic_for_a_seed(toy_ade20k, tmp_path):
     again = tmp_path / 'again'
     run_tool(str(MAKE_TOY_ADE20K), '--out', str(again), '--num-train', '6', '--num-val',

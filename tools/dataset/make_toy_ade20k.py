@@ -236,7 +236,13 @@ def make_toy_ade20k(out_dir: str = DEFAULT_OUT,
     """Fill the ``ADEChallengeData2016`` folder ``out_dir`` (files of the same names are
     overwritten) with street scenes, or with the shapes data of :func:`render_shapes`
     when ``classes`` (the background first, then one to three shapes) is given; the same
-    arguments give the same files. Returns ``out_dir``."""
+    arguments give the same files. Returns ``out_dir``.
+
+    Raises:
+        FileExistsError: If the folders hold files this call would not write (mmseg reads
+            every file of them, so an earlier, larger run's would join the dataset).
+        OSError: If an image cannot be written.
+    """
     if num_train < 1 or num_val < 1:
         raise ValueError('num_train and num_val must be at least 1, got '
                          f'{num_train} and {num_val}.')
@@ -245,7 +251,17 @@ def make_toy_ade20k(out_dir: str = DEFAULT_OUT,
                          f'{len(CATEGORIES)} shape classes, got {tuple(classes)}.')
     root = Path(out_dir)
     counts = {'training': num_train, 'validation': num_val}
-    for split_id, (split, prefix) in enumerate(SPLITS.items()):
+    names = {split: [f'ADE_{prefix}_{index:08d}' for index in range(1, counts[split] + 1)]
+             for split, prefix in SPLITS.items()}
+    stale = [path for split in SPLITS for folder, ext in (('images', 'jpg'), ('annotations', 'png'))
+             for path in sorted((root / folder / split).glob('*'))
+             if path.name not in {f'{name}.{ext}' for name in names[split]}]
+    if stale:
+        raise FileExistsError(
+            f'{root} holds {len(stale)} files this run would not write (e.g. {stale[0]}): '
+            f'mmseg reads every file of its folders, so they would join the dataset. Remove '
+            f'them, or write to another folder.')
+    for split_id, split in enumerate(SPLITS):
         img_dir = root / 'images' / split
         ann_dir = root / 'annotations' / split
         img_dir.mkdir(parents=True, exist_ok=True)
@@ -258,10 +274,12 @@ def make_toy_ade20k(out_dir: str = DEFAULT_OUT,
                 image, label = render_scene(rng, height, width)
             else:
                 image, label = render_shapes(rng, height, width, len(classes))
-            name = f'ADE_{prefix}_{index:08d}'
-            cv2.imwrite(str(img_dir / f'{name}.jpg'), image,
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
-            cv2.imwrite(str(ann_dir / f'{name}.png'), label)
+            name = names[split][index - 1]
+            for path, array, params in ((img_dir / f'{name}.jpg', image,
+                                         [cv2.IMWRITE_JPEG_QUALITY, 95]),
+                                        (ann_dir / f'{name}.png', label, [])):
+                if not cv2.imwrite(str(path), array, params):
+                    raise OSError(f'Could not write {path}.')
     return root
 
 
