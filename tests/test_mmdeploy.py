@@ -227,6 +227,7 @@ def test_detector_converts_and_matches_mmdet_at_two_sizes(tmp_path, verify, mode
         assert report['paired_twice'] == 0, report
         assert report['box_diff'] < 1e-3 and report['score_diff'] < 1e-5, report
         assert report['label_mismatches'] == 0, report
+        assert verify.problems(report, 1e-3) == [], report  # the tool's exit status 0
         assert ('mask_pixels' in report) == with_masks, report
         if with_masks:
             assert report['mask_pixels_differing'] == 0 and report['mask_pixels'] > 0, report
@@ -253,6 +254,23 @@ def test_segmentor_converts_and_matches_mmseg_logits(tmp_path, verify, model_con
     assert min(margins) > MIN_MARGIN, 'the test routes near a tie: pick another SEED'
     assert report['shape'] == (150, 192, 192)
     assert report['logit_diff'] < 1e-4 * report['logit_range'], report
+    assert verify.problems(report, 1e-4) == [], report  # the tool's exit status 0
     times = verify.timings(deploy_cfg, model_cfg, checkpoint, onnx_file, image, repeats=1)
     assert times['pytorch_ms'] > 0 and times['onnxruntime_ms'] > 0
     assert times['onnxruntime_speedup'] == times['pytorch_ms'] / times['onnxruntime_ms']
+
+
+@pytest.mark.parametrize('report,problem', [
+    (dict(torch_dets=5, ort_dets=0, compared=5), 'onnxruntime found no detection'),
+    (dict(torch_dets=5, ort_dets=5, compared=5, paired_twice=0, box_diff=2e-5,
+          score_diff=1e-6, label_mismatches=1), 'label_mismatches 1'),
+    (dict(torch_dets=5, ort_dets=5, compared=5, paired_twice=1, box_diff=3.0,
+          score_diff=1e-6, label_mismatches=0), 'paired_twice 1; box_diff 3 > 0.001'),
+    (dict(shape=(150, 24, 24), label_pixels_differing=0, pixels=576),
+     'the logits have another shape'),
+    (dict(shape=(150, 24, 24), logit_diff=0.5, logit_range=10., label_pixels_differing=3,
+          pixels=576), 'logit_diff 0.5 > 0.001 x logit_range'),
+])
+def test_the_tool_names_what_does_not_match(verify, report, problem):
+    """What makes tools/deploy/mmdeploy_verify.py print FAILED and exit 1."""
+    assert '; '.join(verify.problems(report, 1e-3)) == problem

@@ -14,13 +14,14 @@ detections (its ``N`` best with ``--top N``) paired with the nearest onnxruntime
 for segmentors, the largest logit difference (with ``with_argmax=False``) and the label
 pixels that differ. docs/deploy.md lists the fields. ``--repeats N`` then times both
 models (``test_step``: the data preprocessor, network, post-processing) on IMAGE's
-input, the median of N calls after one untimed call each. mmdeploy 1.3.1 needs torch <=
-2.1.
+input, the median of N calls after one untimed call each. The exit status is 1 where an
+image fails :func:`problems`' rules. mmdeploy 1.3.1 needs torch <= 2.1.
 """
 import argparse
 import copy
 import os.path as osp
 import statistics
+import sys
 import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -105,6 +106,30 @@ def compare_segmentation(torch_logits: torch.Tensor, ort_logits: torch.Tensor) -
     return result
 
 
+def problems(report: Dict, tolerance: float) -> List[str]:
+    """Why one image's report (:func:`compare_detections` or
+    :func:`compare_segmentation`) shows a conversion that does not match PyTorch:
+    detections missing, paired twice or with other labels, boxes (in pixels) or scores
+    further apart than ``tolerance``, more than 1 in 1000 mask pixels differing; logits of
+    another shape or further apart than ``tolerance`` times their range. Empty where it
+    matches."""
+    if 'pixels' in report:  # a segmentor
+        if 'logit_diff' not in report:
+            return ['the logits have another shape']
+        return ([f"logit_diff {report['logit_diff']:.3g} > {tolerance:g} x logit_range"]
+                if report['logit_diff'] > tolerance * max(1., report['logit_range']) else [])
+    if report['compared'] and not report['ort_dets']:
+        return ['onnxruntime found no detection']
+    found = [f'{key} {report[key]}' for key in ('paired_twice', 'label_mismatches')
+             if report.get(key)]
+    found += [f'{key} {report[key]:.3g} > {tolerance:g}' for key in ('box_diff', 'score_diff')
+              if report.get(key, 0.) > tolerance]
+    if report.get('mask_pixels_differing', 0) > report.get('mask_pixels', 0) / 1000:
+        found.append(f"mask_pixels_differing {report['mask_pixels_differing']} of "
+                     f"{report['mask_pixels']}")
+    return found
+
+
 def is_segmentor(model_cfg: Config) -> bool:
     """Whether ``model_cfg`` is an mmseg config (else an mmdet one)."""
     return model_cfg.get('default_scope') == 'mmseg'
@@ -186,10 +211,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         '"codebase_config.post_processing.score_threshold=0.3"')
     parser.add_argument('--repeats', type=int, default=0,
                         help='time both models end to end on IMAGE, median of N calls')
+    parser.add_argument('--tolerance', type=float, default=1e-3,
+                        help='largest accepted box (pixels), score and relative logit '
+                        'difference (default 1e-3)')
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     # Read weights-only (trusted://PATH in full), as every checkpoint of this project.
     checkpoint = weights_only_path(args.checkpoint, where='the CHECKPOINT argument')
@@ -198,15 +226,21 @@ def main(argv: Optional[List[str]] = None) -> None:
     deploy_cfg.merge_from_dict(args.deploy_options or {})
     onnx_file = convert(deploy_cfg, model_cfg, checkpoint, args.image, args.work_dir)
     print(f'wrote {onnx_file}')
+    failed = 0
     for report in verify(deploy_cfg, model_cfg, checkpoint, onnx_file,
                          [args.image] + args.test_image, args.top):
         print(', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}'
                         for k, v in report.items()))
+        found = problems(report, args.tolerance)
+        if found:
+            failed += 1
+            print(f"FAILED {report['image']}: {'; '.join(found)}")
     if args.repeats:
         times = timings(deploy_cfg, model_cfg, checkpoint, onnx_file, args.image,
                         args.repeats)
         print(', '.join(f'{k}={v:.4g}' for k, v in times.items()))
+    return 1 if failed else 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
