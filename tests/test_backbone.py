@@ -1,4 +1,5 @@
 """Specification of the BiFormer backbone: exactness, arguments, training behaviour."""
+import importlib
 import subprocess
 import sys
 
@@ -8,6 +9,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from biformer_mm import BiFormer, convert_official_state_dict
 from _reference import fixture_arch, load_fixture, load_manifest
+
+biformer_module = importlib.import_module('biformer_mm.models.backbones.biformer')
 
 pytestmark = pytest.mark.classic
 
@@ -224,3 +227,13 @@ def test_norm_cfg_and_act_cfg_build_the_stem_downsampling_and_mlp_layers():
     assert type(default.stages[2][0].mlp.act) is torch.nn.GELU
     # The state dict keys do not depend on the layer types.
     assert model.state_dict().keys() == default.state_dict().keys()
+
+
+def test_norm_eval_without_batchnorm_says_it_does_nothing(monkeypatch):
+    logged = []
+    monkeypatch.setattr(biformer_module, 'print_log', lambda msg, **kwargs: logged.append(msg))
+    BiFormer(arch='tiny', norm_cfg=dict(type='GN', num_groups=8), norm_eval=True)
+    assert any('norm_eval=True has no effect' in m for m in logged), logged
+    logged.clear()
+    BiFormer(arch='tiny', norm_eval=True)  # BatchNorm: it applies
+    assert not any('norm_eval' in m for m in logged), logged

@@ -50,7 +50,8 @@ class BiFormer(BiFormerTrunk):
             ``requires_grad=False`` and stay in eval mode. Defaults to -1.
         norm_eval (bool): Keep the BatchNorm layers (stem and downsampling) in eval
             mode while training: frozen running statistics, as the official detection
-            models train. Defaults to False.
+            models train; a warning where ``norm_cfg`` builds no BatchNorm. Defaults to
+            False.
         with_cp (bool): Activation checkpointing per block while gradients are
             enabled, trading compute for memory. Defaults to False.
         attn_impl (str): Routed attention implementation: ``'auto'`` (the fused C++
@@ -119,6 +120,10 @@ class BiFormer(BiFormerTrunk):
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        if norm_eval and not any(isinstance(m, _BatchNorm) for m in self.modules()):
+            print_log(f'BiFormer: norm_eval=True has no effect: norm_cfg={norm_cfg} builds '
+                      f'no BatchNorm layer to keep in eval mode.', logger='current',
+                      level=logging.WARNING)
         self.out_norms = nn.ModuleDict(
             {str(i): nn.LayerNorm(self.embed_dims[i], eps=1e-6) for i in out_indices})
         self._freeze_stages()
