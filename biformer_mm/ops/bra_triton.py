@@ -282,8 +282,7 @@ def unsupported_reason(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, *,
 
     This is the one place that decides where the kernels may run; ``attn_impl='auto'``
     picks ``'torch'`` wherever it gives a reason (or the first-use self-check fails), and
-    explicit calls raise with it. The
-    kernels need:
+    explicit calls raise with it. The kernels need:
 
     - fp32, fp16 or bf16 ``q``/``k``/``v`` and an int32/int64 ``r_idx``;
     - Triton >= 3.0 (:data:`TRITON_UNAVAILABLE`);

@@ -253,9 +253,12 @@ def make_toy_ade20k(out_dir: str = DEFAULT_OUT,
     counts = {'training': num_train, 'validation': num_val}
     names = {split: [f'ADE_{prefix}_{index:08d}' for index in range(1, counts[split] + 1)]
              for split, prefix in SPLITS.items()}
-    stale = [path for split in SPLITS for folder, ext in (('images', 'jpg'), ('annotations', 'png'))
-             for path in sorted((root / folder / split).glob('*'))
-             if path.name not in {f'{name}.{ext}' for name in names[split]}]
+    stale = []
+    for split in SPLITS:
+        for folder, ext in (('images', 'jpg'), ('annotations', 'png')):
+            written = {f'{name}.{ext}' for name in names[split]}
+            stale += [path for path in sorted((root / folder / split).glob('*'))
+                      if path.name not in written]
     if stale:
         raise FileExistsError(
             f'{root} holds {len(stale)} files this run would not write (e.g. {stale[0]}): '
