@@ -25,7 +25,6 @@ from _export_cases import (EXPORT_SIZE, MIN_MARGIN, OTHER_SIZES, SEED, check_no_
 from biformer_mm.analysis import build_tensor_mode
 from biformer_mm.engine import load_config
 from biformer_mm import onnx_export
-from biformer_mm.onnx_export import other_size_input
 from biformer_mm.ops import ATTN_IMPLS, routed_attention, routed_attention_gather
 from biformer_mm.ops import export_path
 from biformer_mm.ops.export_path import EXPORT_SLICE_REGIONS, SLICED_EXPORT
@@ -192,7 +191,7 @@ def tool_model(config: str, photo: str, dynamic: bool, seed: int) -> str:
     checked = [verify_inputs]
     if dynamic:  # and the input the tool checks dynamic graphs with
         assert verify_inputs.shape != inputs.shape
-        checked.append(other_size_input(inputs))
+        checked.append(onnx_export.other_size_input(inputs))
     for x in checked:
         assert routing_margin(network.model.backbone, x) >= MIN_MARGIN, 'near tie'
     checkpoint = osp.join(osp.dirname(photo), 'weights.pth')
