@@ -10,6 +10,7 @@ import mmcv
 import numpy as np
 import pytest
 import torch
+from mmengine.logging import MMLogger
 
 from conftest import DET_TOY, SEG_TOY, load_tool
 
@@ -84,3 +85,29 @@ def test_images_are_files_folders_or_globs(images, tmp_path):
     cv2.imwrite(str(tmp_path / 'other' / 'tall.jpg'), np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="share the names \\['tall'\\]"):
         infer.list_images([images, str(tmp_path / 'other')])
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_a_checkpoint_without_class_names_takes_those_of_the_config(
+        task, trained_checkpoints, images, tmp_path):
+    """mmdet and mmseg would name COCO's or Cityscapes' classes for a bare state dict."""
+    from biformer_mm.engine.inference import build_inferencer
+    trained = torch.load(trained_checkpoints[task], weights_only=True)
+    bare = str(tmp_path / 'bare.pth')
+    torch.save(trained['state_dict'], bare)
+    config = DET_TOY if task == 'det' else SEG_TOY
+    log = tmp_path / 'log.txt'
+    logger = MMLogger.get_instance(f'bare_{task}', log_file=str(log))
+    inferencer = build_inferencer(config, bare, device='cpu')
+    classes = trained['meta']['dataset_meta']['classes']
+    assert list(inferencer.model.dataset_meta['classes']) == list(classes)
+    assert inferencer.visualizer.dataset_meta is inferencer.model.dataset_meta
+    assert f'{bare} saves no class names' in log.read_text()
+    del logger
+    if task == 'seg':
+        written = infer.main([osp.join(images, 'tall.png'), config, bare,
+                              '--out-dir', str(tmp_path / 'out'), '--device', 'cpu'])
+        with open(written[0]['pred']) as f:
+            assert set(json.load(f)['pixels']) <= set(classes)
+    saved = build_inferencer(config, trained_checkpoints[task], device='cpu')
+    assert list(saved.model.dataset_meta['classes']) == list(classes)

@@ -105,8 +105,13 @@ def _leaves(dataset: dict, what: str) -> Iterator[Tuple[dict, str]]:
         yield from _leaves(child, key)
 
 
-def _build(cfg: Config, dataset: dict, what: str):
-    """``dataset`` built as the Runner will, without reading its files."""
+def build_lazily(cfg: Config, dataset: dict, what: str):
+    """``dataset`` (the config ``what``) built as the Runner will, without reading its
+    files: its ``metainfo`` and paths are set.
+
+    Raises:
+        DatasetMismatchError: If the dataset cannot be built.
+    """
     with DATASETS.switch_scope_and_registry(cfg.get('default_scope')) as registry:
         try:
             return registry.build({**dataset, 'lazy_init': True})
@@ -339,7 +344,7 @@ def check_dataset(cfg: Config, config: str, parts: Sequence[str]) -> None:
             of each dataset with their count.
         DatasetMismatchError: Naming each mismatch of config and data, and the fix.
     """
-    datasets = [(dataset, what, part, _build(cfg, dataset, what)) for part in parts
+    datasets = [(dataset, what, part, build_lazily(cfg, dataset, what)) for part in parts
                 if part.endswith('_dataloader') and (cfg.get(part) or {}).get('dataset')
                 for dataset, what in _leaves(cfg[part]['dataset'], f'{part}.dataset')]
     missing = [p for p in _paths(cfg, datasets, parts) if not _exists(p)]

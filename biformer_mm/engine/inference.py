@@ -1,11 +1,14 @@
 """The OpenMMLab inferencer of a trained detector or segmentor config."""
 import importlib
+import logging
 from typing import Optional
 
 from mmengine.infer import BaseInferencer
+from mmengine.logging import print_log
 
-from ..safe_load import weights_only_path
+from ..safe_load import read_checkpoint, weights_only_path
 from .cli import load_config
+from .dataset_check import build_lazily
 
 INFERENCERS = {'mmdet': ('mmdet.apis', 'DetInferencer'),
                'mmseg': ('mmseg.apis', 'MMSegInferencer')}
@@ -21,11 +24,17 @@ def build_inferencer(config: str,
     backend path, read weights-only; ``trusted://``: in full), on ``device`` (default:
     the inferencer's choice), with ``cfg_options`` (``--cfg-options``).
 
+    The class names and palette are the checkpoint's ``meta.dataset_meta`` (or an
+    OpenMMLab 2.x ``meta.CLASSES``), as the libraries take them. A checkpoint that saves
+    none, such as a bare state dict, gets those of the config's test dataset, with a
+    warning, where the libraries would name COCO's or Cityscapes' classes.
+
     Raises:
         FileNotFoundError: If a local checkpoint does not exist.
         biformer_mm.safe_load.UnsafeCheckpointError: If the checkpoint holds more than
             a weights-only load accepts.
-        ValueError: If the config's ``default_scope`` is neither mmdet nor mmseg.
+        ValueError: If the config's ``default_scope`` is neither mmdet nor mmseg, or if
+            neither the checkpoint nor the config's ``test_dataloader`` names the classes.
     """
     weights = weights_only_path(checkpoint)
     cfg = load_config(config, cfg_options)
@@ -35,4 +44,22 @@ def build_inferencer(config: str,
                          f'{sorted(INFERENCERS)} (detection and segmentation configs).')
     module, name = INFERENCERS[scope]
     inferencer_type = getattr(importlib.import_module(module), name)
-    return inferencer_type(model=cfg, weights=weights, device=device)
+    inferencer = inferencer_type(model=cfg, weights=weights, device=device)
+    saved = read_checkpoint(weights, allowed=(), mmap=True)
+    if {'dataset_meta', 'CLASSES'} & set(saved.get('meta') or {}):
+        return inferencer
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset')
+    if dataset is None:
+        raise ValueError(f'{checkpoint} saves no class names (meta.dataset_meta) and '
+                         f'{config} has no test_dataloader.dataset to take them from: '
+                         f'add one, with the metainfo classes the model was trained on.')
+    metainfo = build_lazily(cfg, dataset, 'test_dataloader.dataset').metainfo
+    inferencer.model.dataset_meta = dict(classes=metainfo['classes'],
+                                         palette=metainfo.get('palette') or 'random')
+    # mmdet's visualizer keeps the dict it was given; mmseg's reads the model's per call.
+    inferencer.visualizer.dataset_meta = inferencer.model.dataset_meta
+    print_log(f'{checkpoint} saves no class names (meta.dataset_meta): the predictions are '
+              f'named after the {len(metainfo["classes"])} classes of the test dataset of '
+              f'{config}, not the library\'s default ones.', logger='current',
+              level=logging.WARNING)
+    return inferencer
