@@ -12,7 +12,7 @@
 # Both get mmengine, mmcv 2.1.0 built with its ops from the sdist (CUDA ops when a GPU is
 # visible), mmdet, mmsegmentation, timm, openmim, pytest, the export tools, and biformer_mm
 # in editable mode, linked for mim. Cached under $BIFORMER_MM_CACHE (default ~/.cache/biformer-mm): the
-# venv (keyed by stack, Python version and pinned requirements) and the mmcv wheel (keyed
+# venv (keyed by stack, Python version and every pin) and the mmcv wheel (keyed
 # by torch version and device). A second run only re-links this checkout.
 set -euo pipefail
 
@@ -21,6 +21,7 @@ CACHE=${BIFORMER_MM_CACHE:-$HOME/.cache/biformer-mm}
 STACK=${STACK:-modern}
 PYTHON=${PYTHON:-python3.11}
 MMCV_VERSION=2.1.0
+OPENMIM_VERSION=0.3.9
 REQS="$ROOT/requirements/runtime.txt"
 CONSTRAINTS="$ROOT/requirements/constraints-$STACK.txt"
 DEPLOY_REQS="$ROOT/requirements/deploy-$STACK.txt"
@@ -63,7 +64,8 @@ esac
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
   || die "$PYTHON (Python $PYVER) lacks the venv/ensurepip modules: install them (Debian/Ubuntu: apt install python$PYVER-venv)."
 
-KEY=$(printf 'stack=%s python=%s\n' "$STACK" "$PYVER" \
+# Every pin this script installs is in the key, so that changing one builds anew.
+KEY=$(printf 'stack=%s python=%s openmim=%s\n' "$STACK" "$PYVER" "$OPENMIM_VERSION" \
   | cat - "$REQS" "$ROOT/requirements/mm.txt" "$DEPLOY_REQS" "$CONSTRAINTS" | sha256sum | cut -c1-12)
 VENV="$CACHE/venv-$KEY"
 STAMP="$VENV/.biformer-mm-ready"
@@ -97,7 +99,7 @@ else
   pip_install "$VENV/bin/python" -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
   say "installing the rest of the stack from ${REQS#$ROOT/}"
   pip_install "$VENV/bin/python" -q -r "$REQS"
-  pip_install "$VENV/bin/python" -q --no-deps openmim==0.3.9
+  pip_install "$VENV/bin/python" -q --no-deps "openmim==$OPENMIM_VERSION"
 fi
 PY="$VENV/bin/python"
 
@@ -115,7 +117,8 @@ if torch.cuda.is_available():
 print(f"torch{torch.__version__.replace('+', '-')}-{device}", "cp%d%d" % sys.version_info[:2])
 PY
 )
-if [ "$(cat "$VENV/.mmcv-build-key" 2>/dev/null)" != "$BUILD_KEY" ]; then
+# The venv records the mmcv version and build key it holds: a change of either reinstalls.
+if [ "$(cat "$VENV/.mmcv-build-key" 2>/dev/null)" != "$MMCV_VERSION-$BUILD_KEY" ]; then
   case "$BUILD_KEY" in *cuda*) DEVICE=cuda ;; *) DEVICE=cpu ;; esac
   WHEEL_DIR="$CACHE/wheels/mmcv-$MMCV_VERSION-$BUILD_KEY"
   WHEEL=$(ls "$WHEEL_DIR"/mmcv-$MMCV_VERSION-$PYTAG-*.whl 2>/dev/null | head -n1 || true)
@@ -149,7 +152,7 @@ if [ "$(cat "$VENV/.mmcv-build-key" 2>/dev/null)" != "$BUILD_KEY" ]; then
     say "reusing cached mmcv wheel $WHEEL"
   fi
   pip_install "$PY" -q --no-deps --force-reinstall "$WHEEL"
-  echo "$BUILD_KEY" > "$VENV/.mmcv-build-key"
+  echo "$MMCV_VERSION-$BUILD_KEY" > "$VENV/.mmcv-build-key"
 fi
 
 if [ ! -f "$STAMP" ]; then
