@@ -206,6 +206,10 @@ def parse_point(text: str) -> Tuple[float, float]:
     return x, y
 
 
+ARCH_DEFAULTS = dict(n_win=7, size=224)
+"""``--arch`` mode's ``--n-win`` and ``--size`` (ImageNet's 224 and 7 regions per side)."""
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('image', help='image file, any size')
@@ -216,9 +220,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--checkpoint', help='trained checkpoint of CONFIG, or official '
                         'ImageNet weights for --arch (default with --arch: random weights); '
                         'read weights-only (docs/checkpoints.md)')
-    parser.add_argument('--n-win', type=int, help='--arch: regions per side (default 7)')
+    parser.add_argument('--n-win', type=int,
+                        help='--arch: regions per side (default %d)' % ARCH_DEFAULTS['n_win'])
     parser.add_argument('--size', type=int,
-                        help='--arch: shorter image side fed to the backbone (default 224)')
+                        help='--arch: shorter image side fed to the backbone (default %d)'
+                        % ARCH_DEFAULTS['size'])
     parser.add_argument('--points', type=parse_point, nargs='+', metavar='X,Y',
                         help='query points in image pixels (default: the centre)')
     parser.add_argument('--stage', type=int, nargs='+', choices=(1, 2, 3, 4),
@@ -239,8 +245,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                      'the image size.')
     if args.arch and args.cfg_options:
         parser.error('--cfg-options applies to CONFIG only: --arch builds no config.')
-    args.n_win = 7 if args.n_win is None else args.n_win
-    args.size = 224 if args.size is None else args.size
+    for name, default in ARCH_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     return args
 
 
