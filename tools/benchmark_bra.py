@@ -1,7 +1,7 @@
 """Benchmark BiFormer's routed attention, backbone and detector side by side.
 
 Every row runs in a fresh process, through one timing loop: the first call (with the
-runtime's compilation or export), then after ``--warmup`` calls the median of
+runtime's compilation, or the export with its eager call that names the outputs), then after ``--warmup`` calls the median of
 ``--repeats`` calls of each timed step, and the peak memory of the first call (CUDA:
 ``max_memory_allocated`` after a reset minus the memory held before; CPU: peak RSS minus
 RSS before).
