@@ -224,6 +224,19 @@ def test_metainfo_classes_that_match_no_category_list_the_file_categories(tmp_pa
         in message
 
 
+@pytest.mark.parametrize('classes,in_file_order', [
+    ('[bolt,coin,nut]', "('coin', 'bolt', 'nut',)"), ('[nut,coin]', "('coin', 'nut',)")])
+def test_classes_in_another_order_than_the_file_categories_are_refused(
+        tmp_path, capsys, classes, in_file_order):
+    """mmdet labels the categories in the file's order and names label i classes[i]."""
+    config = own_coco(tmp_path)
+    message = stops(capsys, config, '--cfg-options', f'train_dataloader.dataset.metainfo.'
+                    f'classes={classes}', f'val_dataloader.dataset.metainfo.classes={classes}')
+    assert 'mmdet numbers the labels in the order of the categories listed in ' \
+        f'{tmp_path}/annotations/train.json' in message
+    assert f'metainfo=dict(classes={in_file_order})' in message
+
+
 def test_no_metainfo_says_to_name_the_classes(tmp_path, capsys):
     config = own_coco(tmp_path)
     text = open(config).read().replace('metainfo=metainfo, ', 'metainfo=None, ')

@@ -212,6 +212,16 @@ def _coco(built, dataset: dict, what: str, train: bool) -> Problems:
             (f'Name the classes to train on in each dataset, e.g. metainfo=dict(classes=('
              f'{names},)), and set the heads\' num_classes to their number.' if no_metainfo
              else 'Make the metainfo classes a selection of these names, spelled alike.'))]
+    # mmdet numbers the labels in the order of the file's categories list (pycocotools'
+    # getCatIds) and names label i classes[i]: another order names every label wrongly.
+    in_file_order = [c for c in categories if c in classes]
+    if in_file_order != list(classes):
+        return [DatasetMismatchError(
+            f'The metainfo classes of {what} are ({", ".join(map(repr, classes))}), but '
+            f'mmdet numbers the labels in the order of the categories listed in {ann_file} '
+            f'and names label i classes[i], so the predictions would carry the wrong names. '
+            f'List the classes in the file\'s order: metainfo=dict(classes=('
+            f'{", ".join(map(repr, in_file_order))},)).')]
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' progress lines
         infos = built.data_list = built.load_data_list()
     problems = _missing_files([i['img_path'] for i in infos], what,

@@ -17,9 +17,9 @@ train_ann_file = 'annotations/instances_train.json'  # relative to data_root
 train_img_dir = 'train/'  # the images train_ann_file lists, relative to data_root
 val_ann_file = 'annotations/instances_val.json'
 val_img_dir = 'val/'
-# Names of the annotation file's categories to train on, in the order of their ids in
-# the file: mmdet matches them by name and numbers the labels in id order whatever the
-# order here, so another order mislabels the results. Categories left out are ignored.
+# Names of the annotation file's categories to train on, in the order of its categories
+# list: mmdet matches them by name and numbers the labels in the file's order (the dataset
+# check refuses another order). Categories left out are ignored.
 classes = ('coin', 'bolt', 'nut')
 # (width, height) each image is resized to, keeping its aspect ratio: COCO's.
 image_scale = (1333, 800)
