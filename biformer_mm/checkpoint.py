@@ -30,6 +30,10 @@ _KEY_RULES = (
 _CLASSIFIER = re.compile(r'^(head|norm|pre_logits)\.')
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the model it is loaded into."""
+
+
 def _unwrap(checkpoint: Mapping) -> Mapping[str, Tensor]:
     """Strip ``state_dict``/``model`` wrappers and ``module.`` prefixes."""
     wrapped = [k for k in ('state_dict', 'model') if isinstance(checkpoint.get(k), Mapping)]
@@ -124,7 +128,8 @@ def load_converted_state_dict(model: nn.Module,
             loads). Defaults to False.
 
     Raises:
-        ValueError: With ``strict``, if any key is missing, unexpected or mismatched.
+        CheckpointMismatchError: With ``strict``, if any key is missing, unexpected or
+            mismatched.
     """
     own = model.state_dict()
     absent = [k for k in own if k not in state_dict]
@@ -144,7 +149,7 @@ def load_converted_state_dict(model: nn.Module,
                         f'model: {_listing(unexpected)}')
     name = type(model).__name__
     if problems and strict:
-        raise ValueError(f'{source} does not fit this {name}. ' + '; '.join(problems) +
+        raise CheckpointMismatchError(f'{source} does not fit this {name}. ' + '; '.join(problems) +
                          f'. {fix}'.rstrip())
     if check_only:
         return
@@ -159,3 +164,22 @@ def load_converted_state_dict(model: nn.Module,
                   logger='current', level=logging.WARNING)
     else:
         print_log(summary, logger='current')
+
+
+def check_trained_checkpoint(model: nn.Module, checkpoint: Mapping, source: str,
+                             config: str) -> None:
+    """Raise unless ``checkpoint``, a whole detector's or segmentor's (as mmengine saves
+    it, or its bare state dict), fits ``model`` key for key and shape for shape.
+    mmengine's Runner (``load_from``) and the mmdet/mmseg inferencers load non-strictly:
+    they print what does not fit and go on with those tensors as initialised.
+
+    Raises:
+        CheckpointMismatchError: Naming the keys that do not fit, and ``config``.
+    """
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    # As mmengine's load_checkpoint (revise_keys): a wrapped model's keys.
+    state_dict = {re.sub(r'^module\.', '', key): value for key, value in state_dict.items()}
+    load_converted_state_dict(
+        model, state_dict, source, optional=lambda key: False, check_only=True,
+        fix=f'Give a checkpoint trained with {config}, or the config it was trained with '
+            f'(the same model, heads with its num_classes).')

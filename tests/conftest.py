@@ -1,5 +1,6 @@
 """Shared fixtures: repository paths, a subprocess runner, tiny toy datasets and the
 checkpoints of short training runs of our tools on them."""
+import functools
 import importlib.util
 import os
 import os.path as osp
@@ -50,6 +51,17 @@ def require_triton() -> ModuleType:
                         'x86-64) requires it: rebuild the stack with tools/setup_env.sh')
         pytest.skip('Triton is not installed')
     return triton
+
+
+@functools.lru_cache(maxsize=None)
+def model_state_dict(config: str) -> dict:
+    """The state dict of ``config``'s whole model as built (untrained): what a checkpoint
+    of that config holds, key for key and shape for shape."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS
+    cfg = Config.fromfile(config)
+    with MODELS.switch_scope_and_registry(cfg.default_scope) as registry:
+        return registry.build(cfg.model).state_dict()
 
 
 def load_tool(relpath: str) -> ModuleType:

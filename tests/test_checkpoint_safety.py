@@ -26,7 +26,7 @@ from biformer_mm.engine import cli
 from biformer_mm.engine.inference import build_inferencer
 from biformer_mm.safe_load import (WEIGHTS_ONLY_PREFIX, UnsafeCheckpointError,
                                    read_checkpoint, training_checkpoint_globals)
-from conftest import REPO_ROOT, Payload, load_tool, save_scan_bypass
+from conftest import REPO_ROOT, Payload, load_tool, model_state_dict, save_scan_bypass
 
 pytestmark = pytest.mark.classic
 
@@ -83,7 +83,7 @@ def test_weights_only_scheme_refuses_the_payload_on_every_torch(payload_checkpoi
 def test_tools_hand_the_runner_weights_only_paths(tmp_path, coco_layout,
                                                   imagenet_checkpoints):
     checkpoint = tmp_path / 'epoch_1.pth'
-    torch.save({'state_dict': BiFormer(arch='tiny').state_dict()}, checkpoint)
+    torch.save({'state_dict': model_state_dict(CONFIG)}, checkpoint)
     for args in ([CONFIG, '--resume', str(checkpoint)],
                  [CONFIG, '--cfg-options', f'load_from={checkpoint}']):
         cfg = cli.train_config(cli.train_parser().parse_args(args))
@@ -238,7 +238,7 @@ def test_the_scan_bypass_fixture_is_a_working_payload(tmp_path):
 
 @pytest.mark.parametrize('kind', ['payload', 'scan-bypass'])
 def test_infer_and_visualize_routing_refuse_the_payload_on_every_torch(
-        payload_checkpoint, kind, tmp_path):
+        payload_checkpoint, kind, tmp_path, capsys):
     """tools/infer.py and visualize_routing.py CONFIG --checkpoint read the checkpoint
     weights-only (mmdet's inferencer alone unpickles in full before torch 2.6)."""
     path, marker = payload_checkpoint
@@ -247,15 +247,50 @@ def test_infer_and_visualize_routing_refuse_the_payload_on_every_torch(
     image = str(tmp_path / 'image.png')
     cv2.imwrite(image, np.full((64, 64, 3), 90, dtype=np.uint8))
     infer = load_tool('infer.py')
-    with pytest.raises(UnsafeCheckpointError, match=re.escape(f'trusted://{path}')) as error:
+    with pytest.raises(SystemExit) as error:  # the message, not a traceback
         infer.main([image, CONFIG, path, '--out-dir', str(tmp_path / 'out'),
                     '--device', 'cpu'])
-    assert kind == 'scan-bypass' or 'builtins.exec' in str(error.value)
+    assert error.value.code == 2
+    message = capsys.readouterr().err
+    assert message.startswith('infer.py: error: UnsafeCheckpointError: ')
+    assert f'trusted://{path}' in message
+    assert kind == 'scan-bypass' or 'builtins.exec' in message
     visualize_routing = load_tool('analysis/visualize_routing.py')
     with pytest.raises(UnsafeCheckpointError, match=re.escape(f'trusted://{path}')):
         visualize_routing.main([image, CONFIG, '--checkpoint', path,
                                 '--out', str(tmp_path / 'routing.png')])
     assert not marker.exists()
+
+
+def test_test_py_and_infer_refuse_a_checkpoint_that_does_not_fit_the_model(
+        tmp_path, coco_layout, capsys):
+    """mmengine's Runner and the inferencers load what fits and run the rest as
+    initialised: another head size (another num_classes), a missing or an extra key."""
+    state_dict = dict(model_state_dict(CONFIG))
+    state_dict['roi_head.bbox_head.fc_cls.weight'] = torch.zeros(4, 1024)
+    del state_dict['neck.fpn_convs.0.conv.bias']
+    state_dict['backbone.extra_norms.0.weight'] = torch.ones(64)
+    path = str(tmp_path / 'other.pth')
+    torch.save({'state_dict': state_dict}, path)
+    with pytest.raises(SystemExit) as error:
+        cli.config_or_exit(cli.test_parser(), cli.test_config, [CONFIG, path])
+    assert error.value.code == 2
+    message = capsys.readouterr().err
+    assert 'CheckpointMismatchError' in message and 'Traceback' not in message
+    for part in ('1 of the model\'s', 'neck.fpn_convs.0.conv.bias',
+                 'roi_head.bbox_head.fc_cls.weight: checkpoint (4, 1024) vs model (81, 1024)',
+                 'backbone.extra_norms.0.weight', f'Give a checkpoint trained with {CONFIG}'):
+        assert part in message
+    image = str(tmp_path / 'image.png')
+    cv2.imwrite(image, np.full((64, 64, 3), 90, dtype=np.uint8))
+    with pytest.raises(SystemExit) as error:
+        load_tool('infer.py').main([image, CONFIG, path, '--out-dir', str(tmp_path / 'out'),
+                                    '--device', 'cpu'])
+    assert error.value.code == 2
+    message = capsys.readouterr().err
+    assert 'CheckpointMismatchError' in message
+    assert 'roi_head.bbox_head.fc_cls.weight: checkpoint (4, 1024)' in message
+    assert not osp.exists(tmp_path / 'out' / 'vis' / 'image.png')
 
 
 @pytest.fixture
@@ -294,7 +329,7 @@ def test_test_py_and_infer_take_checkpoint_urls_and_read_them_weights_only(
     url = 'https://models.example/maskrcnn/root/content'
     files[url] = tmp_path / 'epoch_1.pth'
     meta = {'dataset_meta': {'classes': ('ring', 'square')}}
-    torch.save({'state_dict': {}, 'meta': meta}, files[url])
+    torch.save({'state_dict': model_state_dict(CONFIG), 'meta': meta}, files[url])
     cfg = cli.test_config(cli.test_parser().parse_args([CONFIG, url]))
     assert cfg.load_from == WEIGHTS_ONLY_PREFIX + url
     assert CheckpointLoader.load_checkpoint(cfg.load_from)['meta'] == meta
@@ -324,13 +359,15 @@ def test_test_py_takes_mmengine_backend_paths_and_reads_them_weights_only(coco_l
     fileio.register_backend('biformer_test_memory', MemoryBackend, force=True,
                             prefixes='memory')
     buffer = io.BytesIO()
-    torch.save({'state_dict': {'w': torch.ones(2)}}, buffer)
+    state_dict = model_state_dict(CONFIG)
+    torch.save({'state_dict': state_dict}, buffer)
     MemoryBackend.files['memory://bucket/epoch_1.pth'] = buffer.getvalue()
     cfg = cli.test_config(cli.test_parser().parse_args([CONFIG,
                                                         'memory://bucket/epoch_1.pth']))
     assert cfg.load_from == WEIGHTS_ONLY_PREFIX + 'memory://bucket/epoch_1.pth'
-    assert torch.equal(CheckpointLoader.load_checkpoint(cfg.load_from)['state_dict']['w'],
-                       torch.ones(2))
+    loaded = CheckpointLoader.load_checkpoint(cfg.load_from)['state_dict']
+    assert loaded.keys() == state_dict.keys()
+    assert all(torch.equal(loaded[k], state_dict[k]) for k in state_dict)
 
 
 @pytest.mark.skipif(digit_version(np.__version__) < digit_version('2.0.0'),

@@ -23,7 +23,7 @@ from mmengine.fileio import LocalBackend, register_backend
 
 from biformer_mm.engine import DatasetNotFoundError, cli, dataset_check
 from conftest import (DET_CONFIG, DET_TOY, REPO_ROOT, SEG_CONFIG, SEG_TOY, make_layout,
-                      write_coco)
+                      model_state_dict, write_coco)
 
 pytestmark = pytest.mark.classic
 
@@ -333,7 +333,7 @@ def test_skip_data_check_skips_it_with_a_warning(tmp_path, monkeypatch, logged):
 
 def make_checkpoint(tmp_path) -> str:
     path = tmp_path / 'epoch_1.pth'
-    torch.save({'state_dict': {}}, path)
+    torch.save({'state_dict': model_state_dict(DET_TOY)}, path)
     return str(path)
 
 

@@ -14,12 +14,14 @@ import glob
 import json
 import os
 import os.path as osp
+import sys
 from typing import Dict, List, Optional, Sequence
 
 import mmcv
 import numpy as np
 from mmengine.config import DictAction
 
+from biformer_mm.engine.cli import SETUP_ERRORS
 from biformer_mm.engine.inference import build_inferencer
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -116,8 +118,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
     args = parse_args(argv)
-    written = infer(args.images, args.config, args.checkpoint, args.out_dir, args.score_thr,
-                    args.device, args.cfg_options)
+    try:
+        written = infer(args.images, args.config, args.checkpoint, args.out_dir,
+                        args.score_thr, args.device, args.cfg_options)
+    except SETUP_ERRORS as error:  # each names the fix: a message, not a traceback
+        print(f'infer.py: error: {type(error).__name__}: {error}', file=sys.stderr)
+        sys.exit(2)
     for files in written:
         print(f"{files['image']} -> {files['vis']}, {files['pred']}")
     return written

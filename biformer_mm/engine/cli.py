@@ -11,12 +11,14 @@ from typing import Callable, List, Optional, Sequence
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
+from mmengine.registry import MODELS, RUNNERS
 from mmengine.runner import Runner, find_latest_checkpoint
 
+from ..checkpoint import CheckpointMismatchError, check_trained_checkpoint
 from ..models import BiFormer
 from ..models.backbones.biformer import PRETRAINED_HINT
-from ..safe_load import UnsafeCheckpointError, local_checkpoint, weights_only_path
+from ..safe_load import (UnsafeCheckpointError, local_checkpoint, read_checkpoint,
+                         weights_only_path)
 from .amp import enable_amp, fall_back_to_fp32
 from .dataset_check import DatasetMismatchError, check_dataset
 from .distributed import LAUNCHERS, setup_cpu_distributed
@@ -147,10 +149,16 @@ def train_config(args: argparse.Namespace) -> Config:
 
 
 def test_config(args: argparse.Namespace) -> Config:
-    """The Runner config of ``tools/test.py`` (``args`` from :func:`test_parser`)."""
+    """The Runner config of ``tools/test.py`` (``args`` from :func:`test_parser`). The
+    checkpoint must fit the config's model, key for key (:func:`check_trained_checkpoint`):
+    the Runner would load what fits and test the rest as initialised."""
     cfg = _common_config(args)
     cfg.load_from = weights_only_path(args.checkpoint, where='the CHECKPOINT argument')
     _check_data(args, cfg, ['test_dataloader', 'test_evaluator'])
+    with MODELS.switch_scope_and_registry(cfg.get('default_scope')) as registry:
+        model = registry.build(cfg.model)
+    check_trained_checkpoint(model, read_checkpoint(cfg.load_from, allowed=(), mmap=True),
+                             args.checkpoint, args.config)
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     return cfg
@@ -163,10 +171,11 @@ def build_runner(cfg: Config) -> Runner:
     return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
 
 
-SETUP_ERRORS = (FileNotFoundError, DatasetMismatchError, UnsafeCheckpointError)
+SETUP_ERRORS = (FileNotFoundError, DatasetMismatchError, UnsafeCheckpointError,
+                CheckpointMismatchError)
 """Errors of :func:`train_config`/:func:`test_config` that name the user's fix (a missing
 config, dataset or checkpoint, a config that does not fit its data, a checkpoint beyond
-the allow-list)."""
+the allow-list or that does not fit the model)."""
 
 
 def config_or_exit(parser: argparse.ArgumentParser,

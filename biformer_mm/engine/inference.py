@@ -6,6 +6,7 @@ from typing import Optional
 from mmengine.infer import BaseInferencer
 from mmengine.logging import print_log
 
+from ..checkpoint import check_trained_checkpoint
 from ..safe_load import read_checkpoint, weights_only_path
 from .cli import load_config
 from .dataset_check import build_lazily
@@ -33,6 +34,8 @@ def build_inferencer(config: str,
         FileNotFoundError: If a local checkpoint does not exist.
         biformer_mm.safe_load.UnsafeCheckpointError: If the checkpoint holds more than
             a weights-only load accepts.
+        biformer_mm.checkpoint.CheckpointMismatchError: If the checkpoint does not fit
+            the config's model key for key (the inferencer loads what fits).
         ValueError: If the config's ``default_scope`` is neither mmdet nor mmseg, or if
             neither the checkpoint nor the config's ``test_dataloader`` names the classes.
     """
@@ -46,6 +49,7 @@ def build_inferencer(config: str,
     inferencer_type = getattr(importlib.import_module(module), name)
     inferencer = inferencer_type(model=cfg, weights=weights, device=device)
     saved = read_checkpoint(weights, allowed=(), mmap=True)
+    check_trained_checkpoint(inferencer.model, saved, checkpoint, config)
     if {'dataset_meta', 'CLASSES'} & set(saved.get('meta') or {}):
         return inferencer
     dataset = (cfg.get('test_dataloader') or {}).get('dataset')
