@@ -138,12 +138,18 @@ def make_layout(root: str, dataset_type: str) -> str:
     """The standard layout of ``dataset_type`` (``'CocoDataset'``, ``'ADE20KDataset'``)
     under ``root``: what the tools' dataset check looks for. COCO's annotation files
     list one (empty) image file each, with one annotation, and the 80 COCO categories;
-    ADE20K's folders are empty. Returns ``root``."""
+    ADE20K's folders hold one 8x8 image and its label map each. Returns ``root``."""
+    import numpy as np
+    from PIL import Image
+
     from biformer_mm.engine.dataset_check import DATASET_HELP
     for entry in DATASET_HELP[dataset_type].layout:
         path = osp.join(root, entry)
         os.makedirs(osp.dirname(path), exist_ok=True)
-        if '*' not in entry:
+        if '*' in entry:  # ADE20K's images (RGB) and label maps (class 1)
+            image = np.ones((8, 8, 3) if entry.endswith('.jpg') else (8, 8), np.uint8)
+            Image.fromarray(image).save(path.replace('*', '000001'))
+        else:
             write_coco(path, ['000001.jpg'])
             split = osp.basename(path).split('_')[-1][:-len('.json')]
             os.makedirs(osp.join(root, split), exist_ok=True)

@@ -440,9 +440,48 @@ def test_a_missing_label_map_is_named(tmp_path, capsys):
     options = own_ade(tmp_path)
     (tmp_path / 'annotations' / 'training' / 'b.png').unlink()
     message = stops(capsys, SEG_TOY, '--cfg-options', *options)
-    assert f'1 of the 2 label maps (in {tmp_path}/annotations/training) of ' \
-        f'train_dataloader.dataset are missing, e.g. {tmp_path}/annotations/training/b.png' \
-        in message
+    assert f'1 of the 2 label maps (in {tmp_path}/annotations/training, named as the images ' \
+        "with seg_map_suffix='.png') of train_dataloader.dataset are missing, e.g. " \
+        f'{tmp_path}/annotations/training/b.png' in message
+
+
+def test_segmentation_images_that_the_suffixes_miss_are_named_with_the_suffix(
+        tmp_path, capsys):
+    options = own_ade(tmp_path)
+    message = stops(capsys, SEG_TOY, '--cfg-options', *options,
+                    'train_dataloader.dataset.img_suffix=.png')
+    assert "train_dataloader.dataset finds no image: no file ending in img_suffix='.png' in " \
+        f'{tmp_path}/images/training' in message
+    message = stops(capsys, SEG_TOY, '--cfg-options', *options,
+                    'train_dataloader.dataset.seg_map_suffix=_mask.png')
+    assert f'2 of the 2 label maps (in {tmp_path}/annotations/training, named as the images ' \
+        "with seg_map_suffix='_mask.png') of train_dataloader.dataset are missing" in message
+    assert 'check seg_map_suffix' in message
+
+
+@pytest.mark.parametrize('broken', ['colour', 'size'])
+def test_label_maps_in_colour_or_of_another_size_than_the_image_are_refused(
+        tmp_path, capsys, broken):
+    options = own_ade(tmp_path)
+    path = tmp_path / 'annotations' / 'training' / 'b.png'
+    shape = (8, 8, 3) if broken == 'colour' else (8, 6)
+    Image.fromarray(np.zeros(shape, np.uint8)).save(path)
+    message = stops(capsys, SEG_TOY, '--cfg-options', *options)
+    assert f'The label map {path} of train_dataloader.dataset ' + (
+        'has 3 channels' if broken == 'colour' else
+        f'is 6x8 pixels, its image {tmp_path}/images/training/b.jpg 8x8') in message
+
+
+def test_reduce_zero_label_with_zero_as_a_class_is_a_warning(tmp_path, logged):
+    """Values 0..N-1 for N classes: 0 is a class, which reduce_zero_label would ignore."""
+    classes = 'train_dataloader.dataset.metainfo.classes=[wall,building,sky]'
+    cli.train_config(cli.train_parser().parse_args(
+        [SEG_TOY, '--cfg-options', *own_ade(tmp_path, (0, 1, 2)), classes,
+         classes.replace('train_', 'val_'), 'model.decode_head.num_classes=3']))
+    assert 'The label maps read from train_dataloader.dataset hold every value 0..2 and ' \
+        "none 3, but reduce_zero_label=True ignores 0 and makes value v class v-1: class " \
+        "'sky' never occurs" in warnings_of(logged)
+    assert 'set reduce_zero_label=False' in warnings_of(logged)
 
 
 def test_segmentation_num_classes_must_match_the_classes(tmp_path, capsys):

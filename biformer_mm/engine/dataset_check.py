@@ -5,11 +5,14 @@ do not surface deep in the dataset code, hours into training, or not at all.
 joins the paths; mmdet and mmseg list the files and apply ``filter_cfg``), and raises one
 error per kind of problem, naming it and the fix: paths missing (asked through mmengine's
 file backends with the datasets' ``backend_args``; download advice for our COCO/ADE20K
-layouts only); in local COCO-format datasets, classes that are no category and images
-missing on disk; in local segmentation datasets, missing label maps and label values
-beyond the classes (of up to :data:`MAX_LABEL_MAPS`); heads whose ``num_classes`` is not
-the number of classes. Logged: what ``filter_cfg`` drops, a ``LinearLR`` warm-up longer
-than the run, ``MultiStepLR`` milestones after it, paths a backend cannot ask here.
+layouts only); in local COCO-format datasets, classes that are no category or in
+another order than the file's categories, and images missing on disk; in local
+segmentation datasets, no image, missing label maps and, in up to :data:`MAX_LABEL_MAPS`
+label maps, colour maps, sizes other than the image's and values beyond the classes;
+heads whose ``num_classes`` is not the number of classes. Logged: what ``filter_cfg``
+drops, label values that mean 0 is a class under ``reduce_zero_label``, a ``LinearLR``
+warm-up longer than the run, ``MultiStepLR`` milestones after it, paths a backend cannot
+ask here.
 ``--skip-data-check`` of the tools skips it all.
 """
 import contextlib
@@ -249,29 +252,62 @@ def _coco(built, dataset: dict, what: str, train: bool) -> Problems:
 
 
 def _seg(built, dataset: dict, what: str, train: bool) -> Problems:
-    """Image/label pairs and sampled label values (``built.data_list``: the images)."""
+    """Image/label pairs, and the sampled label maps' format, size and values
+    (``built.data_list``: the images)."""
     infos = built.data_list = built.load_data_list()
-    labels = [i['seg_map_path'] for i in infos]
+    images, labels = built.data_prefix['img_path'], built.data_prefix['seg_map_path']
+    if not infos:
+        return [DatasetNotFoundError(
+            f'{what} finds no image: no file ending in img_suffix={built.img_suffix!r} in '
+            f'{images}' + (f' listed in {built.ann_file}' if built.ann_file else '') +
+            '. Check its data_root, data_prefix.img_path and img_suffix.')]
+    label_paths = [i['seg_map_path'] for i in infos]
     fix = (f'remove them from {built.ann_file}' if built.ann_file else
            'remove the images without label maps')
     problems = _missing_files([i['img_path'] for i in infos], what, 'images', fix) + \
-        _missing_files(labels, what, f'label maps (in {built.data_prefix["seg_map_path"]})', fix)
+        _missing_files(label_paths, what, f'label maps (in {labels}, named as the images '
+                       f'with seg_map_suffix={built.seg_map_suffix!r})',
+                       f'check seg_map_suffix, or {fix}')
     num_classes, ignore, reduce = (len(built.metainfo['classes']), built.ignore_index,
                                    built.reduce_zero_label)
-    sample = [] if problems else labels[::max(1, len(labels) // MAX_LABEL_MAPS)][:MAX_LABEL_MAPS]
-    bad = {}
-    for path in sample:  # as mmseg's LoadAnnotations: reduce_zero_label, then label_map
-        values = np.unique(np.asarray(Image.open(path))).astype(np.int64)
+    step = max(1, len(infos) // MAX_LABEL_MAPS)
+    sample = [] if problems else infos[::step][:MAX_LABEL_MAPS]
+    bad, raw_seen = {}, set()
+    for info in sample:  # as mmseg's LoadAnnotations: reduce_zero_label, then label_map
+        path = info['seg_map_path']
+        with Image.open(path) as label_map, Image.open(info['img_path']) as image:
+            if label_map.size != image.size:
+                problems.append(DatasetMismatchError(
+                    f'The label map {path} of {what} is {label_map.size[0]}x'
+                    f'{label_map.size[1]} pixels, its image {info["img_path"]} '
+                    f'{image.size[0]}x{image.size[1]}: a label map gives one class per '
+                    f'pixel of its image, at the same size.'))
+                break
+            values = np.asarray(label_map)
+        if values.ndim != 2:
+            problems.append(DatasetMismatchError(
+                f'The label map {path} of {what} has {values.shape[-1]} channels: label maps '
+                f'hold one class index per pixel (a one-channel or palette PNG), not '
+                f'colours. Convert colour-coded maps to class indices.'))
+            break
+        values = np.unique(values).astype(np.int64)
+        raw_seen.update(values.tolist())
         if reduce:
             values = np.where((values == 0) | (values == 255), 255, values - 1)
         outside = sorted(v for v in {(built.label_map or {}).get(v, v) for v in values.tolist()}
                          if v >= num_classes and v != ignore)
         if outside:
             bad[path] = outside
+    if reduce and not bad and set(range(num_classes)) <= raw_seen and num_classes not in raw_seen:
+        _log(f'The label maps read from {what} hold every value 0..{num_classes - 1} and '
+             f'none {num_classes}, but reduce_zero_label=True ignores 0 and makes value v '
+             f'class v-1: class {built.metainfo["classes"][-1]!r} never occurs, and value v '
+             f'is learnt as classes[v-1]. If 0 is one of the {num_classes} classes (e.g. '
+             f'background), set reduce_zero_label=False.', logging.WARNING)
     if not bad:
         return problems
     path, values = next(iter(bad.items()))
-    return [DatasetMismatchError(
+    return problems + [DatasetMismatchError(
         f'{len(bad)} of the {len(sample)} label maps read from {what} hold values that are '
         f'neither a class (0..{num_classes - 1}, num_classes={num_classes}) nor the ignore '
         f'index {ignore}' + (' after reduce_zero_label (0 -> ignore, v -> v-1)' if reduce
