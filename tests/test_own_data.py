@@ -107,9 +107,12 @@ def test_paths_and_heads_follow_data_root_and_classes_of_the_copy(tmp_path, task
 
 
 @pytest.mark.classic
-def test_a_child_config_that_sets_only_data_root_moves_nothing(tmp_path):
+def test_a_child_config_that_sets_only_data_root_moves_nothing_and_is_warned(
+        tmp_path, monkeypatch):
     """Why the configs say to copy them: mmengine builds the dataloaders from data_root
-    when it reads the file that defines them, so a child's data_root comes too late."""
+    when it reads the file that defines them, so a child's data_root comes too late; the
+    dataset check says so."""
+    from biformer_mm.engine import dataset_check
     child = tmp_path / 'child.py'
     child.write_text(f"_base_ = {osp.join(DET_CUSTOM, 'maskrcnn_biformer_t_custom.py')!r}\n"
                      "data_root = 'data/elsewhere/'\n")
@@ -117,6 +120,13 @@ def test_a_child_config_that_sets_only_data_root_moves_nothing(tmp_path):
     assert cfg.data_root == 'data/elsewhere/'
     assert cfg.train_dataloader.dataset.data_root == 'data/my_coco/'
     assert cfg.val_evaluator.ann_file.startswith('data/my_coco/')
+    logged = []
+    monkeypatch.setattr(dataset_check, 'print_log',
+                        lambda msg, logger=None, level=0: logged.append(msg))
+    with pytest.raises(dataset_check.DatasetNotFoundError):  # data/my_coco/ is not here
+        dataset_check.check_dataset(cfg, str(child), ['train_dataloader'])
+    assert f"data_root='data/elsewhere/' of {child} is the data_root of none of its " \
+        'datasets (data/my_coco)' in logged[0]
 
 
 def test_detection_from_scratch_trains_to_box_and_mask_map_and_tests(tmp_path):

@@ -9,10 +9,10 @@ layouts only); in local COCO-format datasets, classes that are no category or in
 another order than the file's categories, and images missing on disk; in local
 segmentation datasets, no image, missing label maps and, in up to :data:`MAX_LABEL_MAPS`
 label maps, colour maps, sizes other than the image's and values beyond the classes;
-heads whose ``num_classes`` is not the number of classes. Logged: what ``filter_cfg``
-drops, label values that mean 0 is a class under ``reduce_zero_label``, a ``LinearLR``
-warm-up longer than the run, ``MultiStepLR`` milestones after it, paths a backend cannot
-ask here.
+heads whose ``num_classes`` is not the number of classes. Logged: a top-level
+``data_root`` that no dataset uses, what ``filter_cfg`` drops, label values that mean 0
+is a class under ``reduce_zero_label``, a ``LinearLR`` warm-up longer than the run,
+``MultiStepLR`` milestones after it, paths a backend cannot ask here.
 ``--skip-data-check`` of the tools skips it all.
 """
 import contextlib
@@ -393,6 +393,14 @@ def check_dataset(cfg: Config, config: str, parts: Sequence[str]) -> None:
     datasets = [(dataset, what, part, build_lazily(cfg, dataset, what)) for part in parts
                 if part.endswith('_dataloader') and (cfg.get(part) or {}).get('dataset')
                 for dataset, what in _leaves(cfg[part]['dataset'], f'{part}.dataset')]
+    roots = {osp.normpath(d['data_root']) for d, *_ in datasets if d.get('data_root')}
+    if cfg.get('data_root') and roots and osp.normpath(cfg.data_root) not in roots:
+        _log(f'data_root={cfg.data_root!r} of {config} is the data_root of none of its '
+             f'datasets ({", ".join(sorted(roots))}). If it was set to move them: a data_root '
+             f'set in a child config or by --cfg-options does not move the datasets of a '
+             f'base config, which used the base\'s value when it was read. Set each '
+             f'dataset\'s data_root (e.g. --cfg-options train_dataloader.dataset.data_root='
+             f'...) and the evaluators\' ann_file (docs/own_data.md).', logging.WARNING)
     missing = [p for p in _paths(cfg, datasets, parts) if not _exists(p)]
     if missing:
         raise DatasetNotFoundError(_missing_paths_message(config, missing))
