@@ -237,6 +237,22 @@ def test_classes_in_another_order_than_the_file_categories_are_refused(
     assert f'metainfo=dict(classes={in_file_order})' in message
 
 
+def test_a_data_root_option_that_moves_no_dataset_is_a_warning(tmp_path, logged):
+    config = own_coco(tmp_path)
+    cli.train_config(cli.train_parser().parse_args([config]))
+    assert 'data_root' not in warnings_of(logged)
+    cli.train_config(cli.train_parser().parse_args(
+        [config, '--cfg-options', 'data_root=data/elsewhere/']))
+    assert f"data_root='data/elsewhere/' of {config} is the data_root of none of its " \
+        f'datasets ({tmp_path})' in warnings_of(logged)
+    logged.clear()  # datasets moved one by one leave the top-level value unused, knowingly
+    copy = shutil.copytree(tmp_path, tmp_path.parent / f'{tmp_path.name}_copy')
+    cli.train_config(cli.train_parser().parse_args(
+        [config, '--cfg-options', *(f'{split}_dataloader.dataset.data_root={copy}/'
+                                    for split in ('train', 'val'))]))
+    assert 'data_root' not in warnings_of(logged)
+
+
 def test_no_metainfo_says_to_name_the_classes(tmp_path, capsys):
     config = own_coco(tmp_path)
     text = open(config).read().replace('metainfo=metainfo, ', 'metainfo=None, ')
@@ -470,6 +486,15 @@ def test_label_maps_in_colour_or_of_another_size_than_the_image_are_refused(
     assert f'The label map {path} of train_dataloader.dataset ' + (
         'has 3 channels' if broken == 'colour' else
         f'is 6x8 pixels, its image {tmp_path}/images/training/b.jpg 8x8') in message
+
+
+def test_an_image_that_cannot_be_read_is_named_without_a_traceback(tmp_path, capsys):
+    options = own_ade(tmp_path)
+    (tmp_path / 'images' / 'training' / 'b.jpg').write_bytes(b'not an image')
+    message = stops(capsys, SEG_TOY, '--cfg-options', *options)
+    assert 'The files of train_dataloader.dataset cannot be read as a ADE20KDataset: ' \
+        'UnidentifiedImageError' in message
+    assert f'{tmp_path}/images/training/b.jpg' in message
 
 
 def test_reduce_zero_label_with_zero_as_a_class_is_a_warning(tmp_path, logged):

@@ -1,10 +1,10 @@
 """Benchmark BiFormer's routed attention, backbone and detector side by side.
 
 Every row runs in a fresh process, through one timing loop: the first call (with the
-runtime's compilation, or the export with its eager call that names the outputs), then after ``--warmup`` calls the median of
-``--repeats`` calls of each timed step, and the peak memory of the first call (CUDA:
-``max_memory_allocated`` after a reset minus the memory held before; CPU: peak RSS minus
-RSS before).
+runtime's compilation, or the export with its eager call that names the outputs), then
+after ``--warmup`` calls the median of ``--repeats`` calls of each timed step, and the
+peak memory of the first call (CUDA: ``max_memory_allocated`` after a reset minus the
+memory held before; CPU: peak RSS minus RSS before).
 
 ``--mode attention`` (default): every routed-attention implementation at BiFormer-S's
 shapes (each routing stage at the Mask R-CNN 2x3x800x1216 / n_win 16, UperNet

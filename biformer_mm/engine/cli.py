@@ -20,7 +20,7 @@ from ..models.backbones.biformer import PRETRAINED_HINT
 from ..safe_load import (UnsafeCheckpointError, local_checkpoint, read_checkpoint,
                          weights_only_path)
 from .amp import enable_amp, fall_back_to_fp32
-from .dataset_check import DatasetMismatchError, check_dataset
+from .dataset_check import DatasetMismatchError, check_dataset, warn_of_unused_data_root
 from .distributed import LAUNCHERS, setup_cpu_distributed
 from .visualization import enable_visualization
 
@@ -92,6 +92,9 @@ def _check_data(args: argparse.Namespace, cfg: Config, parts: Sequence[str]) -> 
         print_log('--skip-data-check: the dataset is not checked before the Runner starts.',
                   logger='current', level=logging.WARNING)
     else:
+        # Datasets moved by --cfg-options leave the top-level data_root unused, knowingly.
+        if not any(key.endswith('.data_root') for key in args.cfg_options or {}):
+            warn_of_unused_data_root(cfg, args.config, parts)
         check_dataset(cfg, args.config, parts)
 
 

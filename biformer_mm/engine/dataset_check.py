@@ -380,6 +380,22 @@ def _warn_about_schedule(cfg: Config, train_size: Optional[int]) -> None:
                  f'{key}.milestones within the run.', logging.WARNING)
 
 
+def warn_of_unused_data_root(cfg: Config, config: str, parts: Sequence[str]) -> None:
+    """Warn if the top-level ``data_root`` of ``cfg`` is the ``data_root`` of none of the
+    datasets of ``parts``: one set in a child config or by ``--cfg-options`` moves nothing."""
+    roots = {osp.normpath(dataset['data_root']) for part in parts
+             if part.endswith('_dataloader') and (cfg.get(part) or {}).get('dataset')
+             for dataset, _ in _leaves(cfg[part]['dataset'], part)
+             if dataset.get('data_root')}
+    if cfg.get('data_root') and roots and osp.normpath(cfg.data_root) not in roots:
+        _log(f'data_root={cfg.data_root!r} of {config} is the data_root of none of its '
+             f'datasets ({", ".join(sorted(roots))}): a data_root set in a child config or '
+             f'by --cfg-options does not move the datasets of a base config, which used the '
+             f'base\'s value when it was read. Set each dataset\'s data_root (e.g. '
+             f'--cfg-options train_dataloader.dataset.data_root=...) and the evaluators\' '
+             f'ann_file (docs/own_data.md).', logging.WARNING)
+
+
 def check_dataset(cfg: Config, config: str, parts: Sequence[str]) -> None:
     """Check the data of the ``parts`` of ``cfg`` (dataloader and evaluator keys, first
     the dataloader whose classes the heads must fit) before the Runner is built; ``config``
@@ -393,14 +409,6 @@ def check_dataset(cfg: Config, config: str, parts: Sequence[str]) -> None:
     datasets = [(dataset, what, part, build_lazily(cfg, dataset, what)) for part in parts
                 if part.endswith('_dataloader') and (cfg.get(part) or {}).get('dataset')
                 for dataset, what in _leaves(cfg[part]['dataset'], f'{part}.dataset')]
-    roots = {osp.normpath(d['data_root']) for d, *_ in datasets if d.get('data_root')}
-    if cfg.get('data_root') and roots and osp.normpath(cfg.data_root) not in roots:
-        _log(f'data_root={cfg.data_root!r} of {config} is the data_root of none of its '
-             f'datasets ({", ".join(sorted(roots))}). If it was set to move them: a data_root '
-             f'set in a child config or by --cfg-options does not move the datasets of a '
-             f'base config, which used the base\'s value when it was read. Set each '
-             f'dataset\'s data_root (e.g. --cfg-options train_dataloader.dataset.data_root='
-             f'...) and the evaluators\' ann_file (docs/own_data.md).', logging.WARNING)
     missing = [p for p in _paths(cfg, datasets, parts) if not _exists(p)]
     if missing:
         raise DatasetNotFoundError(_missing_paths_message(config, missing))
@@ -414,7 +422,7 @@ def check_dataset(cfg: Config, config: str, parts: Sequence[str]) -> None:
         try:  # the files of remote datasets are not read here
             if classes and check and local:
                 found = check(built, dataset, what, part == 'train_dataloader')
-        except (ValueError, TypeError, KeyError, AssertionError) as error:  # unreadable files
+        except (ValueError, TypeError, KeyError, AssertionError, OSError) as error:  # unreadable
             found = [DatasetMismatchError(f'The files of {what} cannot be read as a '
                                           f'{type(built).__name__}: {error!r}')]
         problems += found
